@@ -1,0 +1,171 @@
+//! How long to wait before the next attempt, and whether there is one.
+//!
+//! The server's wait, when it gives one, is honoured exactly plus a small
+//! jitter (so that every client told "1 s" does not return in the same
+//! millisecond). Without one, exponential backoff from `base_delay`, doubled
+//! per retry and capped at `max_delay`, with up to 25 % added jitter.
+//! Overload (Anthropic 529, 503) starts one doubling later: the whole fleet
+//! is backing off from the same server.
+//!
+//! A server wait above `max_retry_after` is not slept at all: the error goes
+//! back to the caller at once, still marked retryable, with the wait in
+//! `retry_after`, so the caller decides (queue the job, switch model) instead
+//! of a task frozen for an hour (openai/openai-node#1840).
+
+use std::time::Duration;
+
+use crate::retry_after::secs_f64;
+
+/// The timing knobs of the middleware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    pub(crate) max_retries: u32,
+    pub(crate) base_delay: Duration,
+    pub(crate) max_delay: Duration,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) max_elapsed: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            max_retries: 4,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(60),
+            max_elapsed: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What is known after an attempt failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt {
+    /// The classification's verdict, already overridden by `x-should-retry`.
+    pub(crate) transient: bool,
+    /// Whether the error is an overload (longer backoff).
+    pub(crate) overloaded: bool,
+    /// The wait the server asked for, if any (zero counts as none).
+    pub(crate) server_wait: Option<Duration>,
+    /// Retries already taken (0 after the first attempt).
+    pub(crate) retries_taken: u32,
+    /// Time since the first attempt started.
+    pub(crate) elapsed: Duration,
+    /// Whether the request can be sent again (its body could be cloned).
+    pub(crate) can_resend: bool,
+}
+
+/// Retry after this long, or give the response to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Retry(Duration),
+    Return { retryable: bool },
+}
+
+/// Decides, given a uniform random `jitter` in `[0, 1)`.
+pub(crate) fn decide(timing: &Timing, attempt: Attempt, jitter: f64) -> Verdict {
+    if !attempt.transient {
+        return Verdict::Return { retryable: false };
+    }
+    let server_wait = attempt.server_wait.filter(|w| !w.is_zero());
+    let give_up = Verdict::Return { retryable: true };
+    if server_wait.is_some_and(|w| w > timing.max_retry_after)
+        || attempt.retries_taken >= timing.max_retries
+        || !attempt.can_resend
+    {
+        return give_up;
+    }
+    let delay = match server_wait {
+        Some(wait) => server_delay(wait, jitter),
+        None => backoff_delay(timing, attempt.retries_taken + u32::from(attempt.overloaded), jitter),
+    };
+    if attempt.elapsed.saturating_add(delay) > timing.max_elapsed {
+        return give_up;
+    }
+    Verdict::Retry(delay)
+}
+
+/// The server's wait plus up to 10 % (at most 1 s) of jitter.
+fn server_delay(wait: Duration, jitter: f64) -> Duration {
+    let spread = (wait.as_secs_f64() * 0.1).min(1.0);
+    wait.saturating_add(secs_f64(spread * jitter).unwrap_or_default())
+}
+
+/// `base · 2^n` capped at `max_delay`, plus up to 25 % jitter, never above `max_delay`.
+pub(crate) fn backoff_delay(timing: &Timing, n: u32, jitter: f64) -> Duration {
+    let nominal = timing
+        .base_delay
+        .checked_mul(1u32 << n.min(31))
+        .unwrap_or(timing.max_delay)
+        .min(timing.max_delay);
+    let jittered = nominal.saturating_add(secs_f64(nominal.as_secs_f64() * 0.25 * jitter).unwrap_or_default());
+    jittered.min(timing.max_delay.max(nominal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt() -> Attempt {
+        Attempt {
+            transient: true,
+            overloaded: false,
+            server_wait: None,
+            retries_taken: 0,
+            elapsed: Duration::ZERO,
+            can_resend: true,
+        }
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let t = Timing::default();
+        let waits: Vec<_> = (0..7).map(|n| backoff_delay(&t, n, 0.0)).collect();
+        assert_eq!(waits, [S(1), S(2), S(4), S(8), S(16), S(30), S(30)]);
+        assert_eq!(backoff_delay(&t, 1, 0.999), Duration::from_secs_f64(2.0 + 0.4995));
+        assert_eq!(backoff_delay(&t, 4, 0.999), S(20).min(Duration::from_secs_f64(16.0 * 1.24975)));
+        assert_eq!(backoff_delay(&t, 5, 0.999), S(30), "never above the cap");
+        assert_eq!(backoff_delay(&t, u32::MAX, 0.5), S(30), "no overflow");
+    }
+
+    #[test]
+    fn server_wait_is_honoured_with_small_jitter() {
+        let t = Timing::default();
+        let v = decide(&t, Attempt { server_wait: Some(S(5)), ..attempt() }, 0.0);
+        assert_eq!(v, Verdict::Retry(S(5)));
+        let Verdict::Retry(d) = decide(&t, Attempt { server_wait: Some(S(5)), ..attempt() }, 0.999) else { panic!() };
+        assert!(d >= S(5) && d < Duration::from_millis(5500));
+        let Verdict::Retry(d) = decide(&t, Attempt { server_wait: Some(S(60)), ..attempt() }, 0.999) else { panic!() };
+        assert!(d >= S(60) && d < S(61), "jitter at most 1 s");
+    }
+
+    #[test]
+    fn zero_server_wait_falls_back_to_backoff() {
+        let v = decide(&Timing::default(), Attempt { server_wait: Some(Duration::ZERO), ..attempt() }, 0.0);
+        assert_eq!(v, Verdict::Retry(S(1)));
+    }
+
+    #[test]
+    fn gives_up_without_sleeping() {
+        let t = Timing::default();
+        let cases = [
+            (Attempt { transient: false, ..attempt() }, Verdict::Return { retryable: false }),
+            (Attempt { server_wait: Some(S(61)), ..attempt() }, Verdict::Return { retryable: true }),
+            (Attempt { retries_taken: 4, ..attempt() }, Verdict::Return { retryable: true }),
+            (Attempt { can_resend: false, ..attempt() }, Verdict::Return { retryable: true }),
+            (Attempt { elapsed: S(299), ..attempt() }, Verdict::Return { retryable: true }),
+        ];
+        for (a, want) in cases {
+            assert_eq!(decide(&t, a, 0.0), want, "{a:?}");
+        }
+        assert_eq!(decide(&t, Attempt { server_wait: Some(S(60)), ..attempt() }, 0.0), Verdict::Retry(S(60)));
+    }
+
+    #[test]
+    fn overload_backs_off_one_step_longer() {
+        let t = Timing::default();
+        assert_eq!(decide(&t, Attempt { overloaded: true, ..attempt() }, 0.0), Verdict::Retry(S(2)));
+    }
+}

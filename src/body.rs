@@ -1,0 +1,151 @@
+//! Reading the start of an error body without taking the body from the caller.
+//!
+//! Why bodies are capped: an error body is needed only to classify the error,
+//! and a proxy can send 100 MB of HTML. So only a bounded prefix (64 KiB by
+//! default) is read; the frames read are kept and replayed in front of the
+//! unread rest, so the caller still receives the complete body, byte for
+//! byte, streamed, with the same status, headers, version, URL and
+//! extensions. Success bodies are never touched.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::response::Parts;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use reqwest::ResponseBuilderExt;
+
+/// An error response whose body prefix has been read.
+#[derive(Debug)]
+pub(crate) struct HeldResponse {
+    parts: Parts,
+    url: reqwest::Url,
+    frames: VecDeque<Frame<Bytes>>,
+    tail: Tail,
+}
+
+/// What follows the frames read so far.
+#[derive(Debug)]
+enum Tail {
+    Rest(reqwest::Body),
+    Failed(reqwest::Error),
+    Ended,
+}
+
+impl HeldResponse {
+    /// Reads frames until at least `limit` data bytes arrived, the body ended,
+    /// or it failed. Memory is bounded by `limit` plus one frame.
+    pub(crate) async fn read(response: reqwest::Response, limit: usize) -> HeldResponse {
+        let url = response.url().clone();
+        let (parts, mut body) = http::Response::<reqwest::Body>::from(response).into_parts();
+        let mut frames = VecDeque::new();
+        let mut read = 0usize;
+        let tail = loop {
+            if read >= limit {
+                break Tail::Rest(body);
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                    frames.push_back(frame);
+                }
+                Some(Err(error)) => break Tail::Failed(error),
+                None => break Tail::Ended,
+            }
+        };
+        HeldResponse { parts, url, frames, tail }
+    }
+
+    pub(crate) fn status(&self) -> http::StatusCode {
+        self.parts.status
+    }
+
+    pub(crate) fn headers(&self) -> &http::HeaderMap {
+        &self.parts.headers
+    }
+
+    /// The data read, at most `limit` bytes of it, copied only when it spans frames.
+    pub(crate) fn prefix(&self, limit: usize) -> Bytes {
+        let mut data = self.frames.iter().filter_map(Frame::data_ref);
+        match (data.next(), data.next()) {
+            (None, _) => Bytes::new(),
+            (Some(only), None) => only.slice(..only.len().min(limit)),
+            (Some(first), Some(second)) => {
+                let mut joined = BytesMut::with_capacity(limit.min(64 * 1024));
+                for chunk in [first, second].into_iter().chain(data) {
+                    let room = limit - joined.len();
+                    joined.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if joined.len() == limit {
+                        break;
+                    }
+                }
+                joined.freeze()
+            }
+        }
+    }
+
+    /// The response as the caller would have received it without us.
+    pub(crate) fn into_response(self) -> reqwest::Response {
+        let HeldResponse { mut parts, url, frames, tail } = self;
+        // `ResponseBuilderExt::url` is the public way to carry the URL into a
+        // rebuilt response; its extension is moved across.
+        let mut carrier = http::response::Builder::new().url(url);
+        if let Some(url_extension) = carrier.extensions_mut() {
+            parts.extensions.extend(std::mem::take(url_extension));
+        }
+        let body = reqwest::Body::wrap(Replay { frames, tail });
+        reqwest::Response::from(http::Response::from_parts(parts, body))
+    }
+}
+
+/// The frames already read, then the rest of the original body (or its error).
+struct Replay {
+    frames: VecDeque<Frame<Bytes>>,
+    tail: Tail,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match &mut self.tail {
+            Tail::Rest(body) => Pin::new(body).poll_frame(cx),
+            Tail::Failed(_) => match std::mem::replace(&mut self.tail, Tail::Ended) {
+                Tail::Failed(error) => Poll::Ready(Some(Err(error))),
+                _ => Poll::Ready(None),
+            },
+            Tail::Ended => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+            && match &self.tail {
+                Tail::Rest(body) => body.is_end_stream(),
+                Tail::Failed(_) => false,
+                Tail::Ended => true,
+            }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held: u64 = self.frames.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();
+        let rest = match &self.tail {
+            Tail::Rest(body) => body.size_hint(),
+            Tail::Failed(_) => SizeHint::new(),
+            Tail::Ended => SizeHint::with_exact(0),
+        };
+        // A fresh hint has no upper bound, so setting the lower one first cannot panic.
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(held));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint
+    }
+}

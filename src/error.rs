@@ -1,0 +1,97 @@
+//! The typed error attached to every failed response, and the retry statistics.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::kind::ErrorKind;
+use crate::provider::Provider;
+
+/// A parsed LLM API error: what the provider said, and what this crate made of it.
+///
+/// Found on the final non-success response with
+/// [`LlmResponseExt::llm_error`](crate::LlmResponseExt::llm_error), or returned by
+/// [`LlmResponseExt::error_for_llm_status`](crate::LlmResponseExt::error_for_llm_status).
+///
+/// `message` comes from the server, cleaned of control characters, bounded in
+/// length, and with any credential the request carried replaced by `[REDACTED]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LlmApiError {
+    /// The provider that answered.
+    pub provider: Provider,
+    /// The HTTP status of the final response.
+    pub status: StatusCode,
+    /// What went wrong, in provider-neutral terms.
+    pub kind: ErrorKind,
+    /// The provider's own type or status string (`rate_limit_error`, `RESOURCE_EXHAUSTED`).
+    pub error_type: Option<String>,
+    /// The provider's finer code (`insufficient_quota`, a Gemini quota id).
+    pub code: Option<String>,
+    /// The provider's message, or what could be read of the body.
+    pub message: String,
+    /// The request id the provider assigned (`request-id`, `x-request-id`, …): quote it to support.
+    pub request_id: Option<String>,
+    /// How long the provider asked the caller to wait, if it said.
+    pub retry_after: Option<Duration>,
+    /// This crate's verdict: a later retry may succeed.
+    pub retryable: bool,
+    /// Requests sent, this one included.
+    pub attempts: u32,
+    pub(crate) fix: &'static str,
+}
+
+impl LlmApiError {
+    /// A one-line hint on what to do about this error.
+    pub fn fix(&self) -> &'static str {
+        self.fix
+    }
+
+    /// An error known only by its status, for responses the middleware did not see.
+    pub(crate) fn from_status(provider: Provider, status: StatusCode) -> LlmApiError {
+        let kind = ErrorKind::from_status(status);
+        LlmApiError {
+            provider,
+            status,
+            kind,
+            error_type: None,
+            code: None,
+            message: status.canonical_reason().unwrap_or("unrecognized status").to_owned(),
+            request_id: None,
+            retry_after: None,
+            retryable: kind.is_transient(),
+            attempts: 1,
+            fix: kind.fix(),
+        }
+    }
+}
+
+impl fmt::Display for LlmApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} returned {} ({})", self.provider, self.status.as_u16(), self.kind)?;
+        if let Some(error_type) = &self.error_type {
+            write!(f, " {error_type}")?;
+        }
+        if let Some(code) = &self.code {
+            write!(f, "/{code}")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        write!(f, " after {} attempt{}", self.attempts, if self.attempts == 1 { "" } else { "s" })
+    }
+}
+
+impl std::error::Error for LlmApiError {}
+
+/// How many requests the middleware sent and how long it slept, on every
+/// response that passed through it, success or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RetryStats {
+    /// Requests sent, the one that produced this response included.
+    pub attempts: u32,
+    /// Total time slept between attempts.
+    pub waited: Duration,
+}

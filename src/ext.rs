@@ -1,0 +1,52 @@
+//! Reading what the middleware attached to a response.
+
+use reqwest::Response;
+
+use crate::error::{LlmApiError, RetryStats};
+use crate::provider::Provider;
+
+/// What [`LlmRetryMiddleware`](crate::LlmRetryMiddleware) attached to a [`reqwest::Response`].
+///
+/// ```
+/// use reqwest_llm_retry::LlmResponseExt;
+/// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
+/// let response = client.post("https://api.openai.com/v1/chat/completions").send().await?;
+/// if let Some(stats) = response.retry_stats() {
+///     println!("{} attempts, {:?} waiting", stats.attempts, stats.waited);
+/// }
+/// let response = response.error_for_llm_status()?; // Err(LlmApiError) on 4xx/5xx
+/// # Ok(()) }
+/// ```
+pub trait LlmResponseExt: Sized {
+    /// The parsed error, on a 4xx/5xx response that went through the middleware.
+    fn llm_error(&self) -> Option<&LlmApiError>;
+
+    /// Attempts and time waited, on every response that went through the middleware.
+    fn retry_stats(&self) -> Option<&RetryStats>;
+
+    /// `Ok(self)` unless the status is 4xx/5xx, else the parsed error (or,
+    /// for a response the middleware did not see, one built from the status
+    /// and the URL's host).
+    fn error_for_llm_status(self) -> Result<Response, LlmApiError>;
+}
+
+impl LlmResponseExt for Response {
+    fn llm_error(&self) -> Option<&LlmApiError> {
+        self.extensions().get()
+    }
+
+    fn retry_stats(&self) -> Option<&RetryStats> {
+        self.extensions().get()
+    }
+
+    fn error_for_llm_status(self) -> Result<Response, LlmApiError> {
+        let status = self.status();
+        if !(status.is_client_error() || status.is_server_error()) {
+            return Ok(self);
+        }
+        Err(self.llm_error().cloned().unwrap_or_else(|| {
+            let provider = self.url().host_str().map_or(Provider::Unknown, Provider::from_host);
+            LlmApiError::from_status(provider, status)
+        }))
+    }
+}

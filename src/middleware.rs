@@ -1,0 +1,366 @@
+//! The middleware: the one async loop that sends, reads, decides and waits.
+//!
+//! Everything that decides is a pure function elsewhere (`provider`,
+//! `parse`, `policy`, `retry_after`, `backoff`); this module only does I/O.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Extensions, StatusCode};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::backoff::{Attempt, Timing, Verdict, decide};
+use crate::body::HeldResponse;
+use crate::error::{LlmApiError, RetryStats};
+use crate::kind::ErrorKind;
+use crate::parse::{ParsedError, parse_error_body};
+use crate::policy::{Facts, RetryRule, classify};
+use crate::provider::{HostMapping, Provider, normalize_host};
+use crate::redact::Secrets;
+use crate::retry_after::{header_wait, parse_message_wait, reset_hints, reset_wait};
+
+/// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
+pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// A `reqwest-middleware` layer that retries LLM API calls the way each
+/// provider asks, and attaches a parsed [`LlmApiError`] to failed responses.
+///
+/// Defaults (see [`LlmRetryMiddleware::builder`] to change them):
+///
+/// | setting | default |
+/// |---|---|
+/// | `max_retries` | 4 (5 attempts in all) |
+/// | `base_delay` | 1 s, doubled per retry |
+/// | `max_delay` | 30 s |
+/// | `max_retry_after` | 60 s (longer server waits are returned at once) |
+/// | `max_elapsed` | 300 s |
+/// | `error_body_limit` | 64 KiB |
+///
+/// Cloning is cheap and clones share their configuration.
+///
+/// ```
+/// use reqwest_llm_retry::LlmRetryMiddleware;
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(LlmRetryMiddleware::default())
+///     .build();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LlmRetryMiddleware {
+    config: Arc<Config>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    timing: Timing,
+    hosts: Vec<(HostMapping, Provider)>,
+    rules: Vec<(Provider, RetryRule)>,
+    error_body_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timing: Timing::default(),
+            hosts: Vec::new(),
+            rules: Vec::new(),
+            error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
+        }
+    }
+}
+
+impl LlmRetryMiddleware {
+    /// A builder starting from the defaults.
+    pub fn builder() -> LlmRetryMiddlewareBuilder {
+        LlmRetryMiddlewareBuilder { config: Config::default() }
+    }
+
+    /// The provider a request goes to: its `Provider` extension, else a
+    /// `host()` mapping, else the URL's host.
+    fn provider(&self, request: &Request, extensions: &Extensions) -> Provider {
+        if let Some(provider) = extensions.get::<Provider>() {
+            return *provider;
+        }
+        let Some(host) = request.url().host_str() else {
+            return Provider::Unknown;
+        };
+        if self.config.hosts.is_empty() {
+            return Provider::from_host(host);
+        }
+        let host = normalize_host(host);
+        self.config
+            .hosts
+            .iter()
+            .find(|(mapping, _)| mapping.matches(&host))
+            .map_or_else(|| Provider::from_host(&host), |&(_, provider)| provider)
+    }
+}
+
+/// Builds an [`LlmRetryMiddleware`]; every setter has the default shown on
+/// [`LlmRetryMiddleware`].
+///
+/// ```
+/// use std::time::Duration;
+/// use reqwest_llm_retry::{LlmRetryMiddleware, Provider};
+/// let middleware = LlmRetryMiddleware::builder()
+///     .max_retries(2)
+///     .base_delay(Duration::from_millis(500))
+///     .max_retry_after(Duration::from_secs(120))
+///     .host("llm-gateway.internal", Provider::OpenAi)
+///     .host("*.anthropic-proxy.example", Provider::Anthropic)
+///     .build();
+/// ```
+#[derive(Debug, Clone)]
+pub struct LlmRetryMiddlewareBuilder {
+    config: Config,
+}
+
+impl LlmRetryMiddlewareBuilder {
+    /// Retries after the first attempt; `0` sends each request once (errors are still parsed).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config.timing.max_retries = retries;
+        self
+    }
+
+    /// The first backoff delay when the server gives no wait; doubled per retry.
+    pub fn base_delay(mut self, delay: Duration) -> Self {
+        self.config.timing.base_delay = delay;
+        self
+    }
+
+    /// The largest backoff delay (server-given waits are bounded by `max_retry_after` instead).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.config.timing.max_delay = delay;
+        self
+    }
+
+    /// The longest server-requested wait that is slept; a longer one returns
+    /// the error at once with `retryable: true` and `retry_after` set.
+    pub fn max_retry_after(mut self, wait: Duration) -> Self {
+        self.config.timing.max_retry_after = wait;
+        self
+    }
+
+    /// No retry starts later than this after the first attempt started.
+    pub fn max_elapsed(mut self, elapsed: Duration) -> Self {
+        self.config.timing.max_elapsed = elapsed;
+        self
+    }
+
+    /// Maps a host to a provider: an exact host (`"llm-gateway.internal"`) or
+    /// every subdomain of a suffix (`"*.corp.example"`). Checked before the
+    /// built-in host table, in the order added.
+    pub fn host(mut self, host: impl Into<String>, provider: Provider) -> Self {
+        self.config.hosts.push((HostMapping::parse(&host.into()), provider));
+        self
+    }
+
+    /// Adds a rule for `provider`, checked before the built-in tables, in the order added.
+    pub fn rule(mut self, provider: Provider, rule: RetryRule) -> Self {
+        self.config.rules.push((provider, rule));
+        self
+    }
+
+    /// How much of an error body is read to parse it (the caller still gets all of it).
+    pub fn error_body_limit(mut self, bytes: usize) -> Self {
+        self.config.error_body_limit = bytes;
+        self
+    }
+
+    /// The middleware.
+    pub fn build(self) -> LlmRetryMiddleware {
+        LlmRetryMiddleware { config: Arc::new(self.config) }
+    }
+}
+
+/// Whether a status carries an error to parse; 1xx–3xx pass through untouched.
+fn is_error(status: StatusCode) -> bool {
+    status.is_client_error() || status.is_server_error()
+}
+
+/// The server's explicit verdict, exact lower-case as every official SDK compares it.
+fn should_retry_header(headers: &http::HeaderMap) -> Option<bool> {
+    match headers.get("x-should-retry").map(http::HeaderValue::as_bytes) {
+        Some(b"true") => Some(true),
+        Some(b"false") => Some(false),
+        _ => None,
+    }
+}
+
+const REQUEST_ID_HEADERS: &[&str] = &["request-id", "x-request-id", "apim-request-id", "x-amzn-requestid"];
+
+fn request_id(headers: &http::HeaderMap, parsed: &ParsedError) -> Option<String> {
+    REQUEST_ID_HEADERS
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .map(|id| crate::parse::clip(id.trim(), 128))
+        .or_else(|| parsed.request_id.clone())
+}
+
+/// Bedrock names its error in a header: `ThrottlingException:http://internal…`.
+fn header_error_type(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get("x-amzn-errortype")?.to_str().ok()?;
+    let name = value.split(':').next()?;
+    let name = name.rsplit('#').next()?.trim();
+    (!name.is_empty()).then(|| crate::parse::clip(name, 128))
+}
+
+/// An error response, read and judged.
+struct Judged {
+    error: LlmApiError,
+    transient: bool,
+}
+
+fn judge(
+    provider: Provider,
+    held: &HeldResponse,
+    limit: usize,
+    rules: &[(Provider, RetryRule)],
+    secrets: &Secrets,
+) -> Judged {
+    let status = held.status();
+    let headers = held.headers();
+    let mut parsed = parse_error_body(&held.prefix(limit), status.as_u16());
+    if let Some(error_type) = header_error_type(headers) {
+        parsed.error_type = Some(error_type);
+    }
+    let message = parsed.message.as_deref().unwrap_or_default();
+    let now = SystemTime::now();
+    let server_wait = header_wait(headers, now)
+        .or(parsed.retry_delay)
+        .or_else(|| parse_message_wait(message))
+        .or_else(|| (status == StatusCode::TOO_MANY_REQUESTS).then(|| reset_wait(&reset_hints(headers, now))).flatten());
+    let class = classify(provider, &Facts::new(status, &parsed, server_wait), rules);
+    let transient = should_retry_header(headers).unwrap_or(class.retry);
+    let message = match parsed.message.as_deref() {
+        Some(m) if !m.is_empty() => secrets.redact(m),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let error = LlmApiError {
+        provider,
+        status,
+        kind: class.kind,
+        error_type: parsed.error_type.as_deref().map(|t| secrets.redact(t)),
+        code: parsed.code.as_deref().map(|c| secrets.redact(c)),
+        message,
+        request_id: request_id(headers, &parsed),
+        retry_after: server_wait,
+        retryable: transient,
+        attempts: 0,
+        fix: class.fix,
+    };
+    Judged { error, transient }
+}
+
+#[async_trait::async_trait]
+impl Middleware for LlmRetryMiddleware {
+    async fn handle(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let config = &*self.config;
+        let provider = self.provider(&request, extensions);
+        let started = Instant::now();
+        let mut waited = Duration::ZERO;
+        let mut attempts = 0u32;
+        let mut current = request;
+
+        loop {
+            attempts += 1;
+            let retries_taken = attempts - 1;
+            // A clone for the next attempt, made before this one consumes the
+            // request; a streaming body cannot be cloned and is sent once.
+            let pending = if retries_taken < config.timing.max_retries { current.try_clone() } else { None };
+            let secrets_of_last = pending.is_none().then(|| Secrets::of(&current));
+            let result = next.clone().run(current, extensions).await;
+
+            let (verdict, outcome) = match result {
+                Ok(mut response) if !is_error(response.status()) => {
+                    response.extensions_mut().insert(RetryStats { attempts, waited });
+                    return Ok(response);
+                }
+                Ok(response) => {
+                    let held = HeldResponse::read(response, config.error_body_limit).await;
+                    let secrets = secrets_of_last.unwrap_or_else(|| pending.as_ref().map(Secrets::of).unwrap_or_default());
+                    let judged = judge(provider, &held, config.error_body_limit, &config.rules, &secrets);
+                    let attempt = Attempt {
+                        transient: judged.transient,
+                        overloaded: judged.error.kind == ErrorKind::Overloaded,
+                        server_wait: judged.error.retry_after,
+                        retries_taken,
+                        elapsed: started.elapsed(),
+                        can_resend: pending.is_some(),
+                    };
+                    let verdict = decide(&config.timing, attempt, rand::random());
+                    (verdict, Ok((held, judged)))
+                }
+                Err(error) => {
+                    let transient = error.is_connect() || error.is_timeout();
+                    let attempt = Attempt {
+                        transient,
+                        overloaded: false,
+                        server_wait: None,
+                        retries_taken,
+                        elapsed: started.elapsed(),
+                        can_resend: pending.is_some(),
+                    };
+                    (decide(&config.timing, attempt, rand::random()), Err(error))
+                }
+            };
+
+            match (verdict, outcome, pending) {
+                (Verdict::Retry(wait), outcome, Some(next_request)) => {
+                    match &outcome {
+                        Ok((_, judged)) => tracing::warn!(
+                            provider = provider.name(),
+                            status = judged.error.status.as_u16(),
+                            kind = judged.error.kind.name(),
+                            attempt = attempts,
+                            wait_ms = wait.as_millis() as u64,
+                            request_id = judged.error.request_id.as_deref().unwrap_or(""),
+                            "retrying LLM API request"
+                        ),
+                        Err(error) => tracing::warn!(
+                            provider = provider.name(),
+                            kind = if error.is_timeout() { "timeout" } else { "connect" },
+                            attempt = attempts,
+                            wait_ms = wait.as_millis() as u64,
+                            "retrying LLM API request after a transport error"
+                        ),
+                    }
+                    // The failed response is dropped here, before the wait,
+                    // so its connection and buffers are released at once.
+                    drop(outcome);
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    current = next_request;
+                }
+                (verdict, Ok((held, judged)), _) => {
+                    // `decide` only says Retry when there is a request to resend.
+                    let retryable = match verdict {
+                        Verdict::Return { retryable } => retryable,
+                        Verdict::Retry(_) => judged.transient,
+                    };
+                    let mut error = judged.error;
+                    error.retryable = retryable;
+                    error.attempts = attempts;
+                    tracing::debug!(
+                        provider = provider.name(),
+                        status = error.status.as_u16(),
+                        kind = error.kind.name(),
+                        attempts,
+                        retryable,
+                        "LLM API request failed"
+                    );
+                    let mut response = held.into_response();
+                    response.extensions_mut().insert(RetryStats { attempts, waited });
+                    response.extensions_mut().insert(error);
+                    return Ok(response);
+                }
+                (_, Err(error), _) => return Err(error),
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! How long the server asked us to wait, from every place a provider puts it.
+//!
+//! Why the server's wait beats our backoff: a rate limiter knows when its
+//! window resets, we can only guess. Retrying earlier is a wasted call that
+//! may even extend the penalty; retrying much later wastes the caller's time.
+//! So every form a provider uses is read, in the order the official SDKs read
+//! them: `retry-after-ms`, then `retry-after` (seconds, fractional seconds or
+//! an HTTP-date), then a wait in the body (Gemini `RetryInfo.retryDelay`, a
+//! "Please retry in 47.4s" message), and only then the rate-limit reset
+//! headers, which say when a window resets rather than how long to wait.
+//!
+//! Every parser here is pure and total: hostile values (negative, NaN,
+//! `1e308`, year 99999, 10 KB of digits) give `None`, never a panic or an
+//! overflow.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+/// The largest wait any parser returns; anything longer is nonsense or a
+/// multi-year window, and is reported as this (about 31 years).
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1 << 30);
+
+/// Seconds as a float into a `Duration`: finite and non-negative only, saturating at [`MAX_WAIT`].
+pub(crate) fn secs_f64(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_WAIT, |d| d.min(MAX_WAIT)))
+}
+
+/// A plain decimal number as `f64`: digits with at most one dot, an optional
+/// leading `+`; no exponent, no `inf`/`nan`, which `str::parse` would accept.
+fn decimal(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    let valid = !digits.is_empty()
+        && digits.len() <= 64
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|&b| b == b'.').count() <= 1
+        && digits.bytes().any(|b| b.is_ascii_digit());
+    if valid { digits.parse().ok() } else { None }
+}
+
+/// `retry-after-ms`: milliseconds, fractional allowed.
+pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
+    secs_f64(decimal(value)? / 1000.0)
+}
+
+/// `retry-after`: delta-seconds (fractional accepted, as the SDKs do) or an
+/// HTTP-date, measured from `now`. A date in the past gives `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Some(secs) = decimal(value) {
+        return secs_f64(secs);
+    }
+    let when = httpdate::parse_http_date(value.trim()).ok()?;
+    when.duration_since(now).ok().map(|d| d.min(MAX_WAIT))
+}
+
+/// A Go `time.Duration` string as OpenAI and Groq send in `x-ratelimit-reset-*`
+/// and messages: `6m0s`, `547ms`, `2m52.8s`, `1h2m3.5s`, `0s`. Also the
+/// protobuf Duration of Gemini's `retryDelay` (`"47.434392449s"`).
+pub fn parse_go_duration(value: &str) -> Option<Duration> {
+    let s = value.trim();
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() || s.len() > 64 {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+        let number = decimal(&rest[..num_len])?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .char_indices()
+            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map_or(rest.len(), |(i, _)| i);
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" | "μs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    secs_f64(total)
+}
+
+/// A reset value that is either a Go duration (`1s`, `6m0s`) or bare seconds
+/// (Azure's `55`, Cerebras's `11.38`).
+pub fn parse_reset_duration(value: &str) -> Option<Duration> {
+    decimal(value).map_or_else(|| parse_go_duration(value), secs_f64)
+}
+
+/// An Anthropic reset: an RFC 3339 timestamp (`2024-03-26T20:00:00Z`) or, for
+/// the `unified` family, epoch seconds; measured from `now`. Past gives `None`.
+pub fn parse_reset_timestamp(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if value.len() > 64 {
+        return None;
+    }
+    let when = if let Some(epoch) = decimal(value) {
+        SystemTime::UNIX_EPOCH.checked_add(secs_f64(epoch)?)?
+    } else {
+        let ts: jiff::Timestamp = value.parse().ok()?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::try_from(ts.as_duration()).ok()?)?
+    };
+    when.duration_since(now).ok().map(|d| d.min(MAX_WAIT))
+}
+
+/// A wait written in prose inside an error message, as Gemini ("Please retry
+/// in 47.434392449s."), OpenAI ("Please try again in 644ms.") and Azure
+/// ("Please retry after 20 seconds.", "Try again in 2 seconds.") write it.
+pub fn parse_message_wait(message: &str) -> Option<Duration> {
+    const PHRASES: [&str; 3] = ["retry in ", "try again in ", "retry after "];
+    // Lower-casing ASCII keeps byte offsets identical to the original.
+    let lower = message.to_ascii_lowercase();
+    PHRASES.iter().find_map(|phrase| {
+        let at = lower.find(phrase)? + phrase.len();
+        wait_phrase(&lower[at..])
+    })
+}
+
+/// `47.4s`, `1m30s`, `644ms`, `20 seconds`, `2 minutes` at the start of `text`.
+fn wait_phrase(text: &str) -> Option<Duration> {
+    let token: &str = text.split(|c: char| c.is_whitespace() || c == ',' || c == ')').next()?;
+    let token = token.trim_end_matches('.');
+    if let Some(d) = parse_go_duration(token) {
+        return Some(d);
+    }
+    let number = decimal(token)?;
+    let unit = text[token.len()..].trim_start();
+    let unit: String = unit.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    let scale = match unit.as_str() {
+        "ms" | "millisecond" | "milliseconds" => 1e-3,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        _ => return None,
+    };
+    secs_f64(number * scale)
+}
+
+/// `retry-after-ms`, else `retry-after`: the wait the headers ask for.
+/// Unparseable values are skipped, so a broken `retry-after-ms` falls through.
+pub(crate) fn header_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    text("retry-after-ms")
+        .and_then(parse_retry_after_ms)
+        .or_else(|| text("x-ms-retry-after-ms").and_then(parse_retry_after_ms))
+        .or_else(|| text("retry-after").and_then(|v| parse_retry_after(v, now)))
+}
+
+/// One rate-limit family (`requests`, `tokens`, `input-tokens`, `requests-day`, …)
+/// as read from the reset and remaining headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResetHint {
+    pub(crate) family: String,
+    pub(crate) remaining: Option<u64>,
+    pub(crate) reset: Duration,
+}
+
+/// Reset hints from every rate-limit header family a provider sends:
+/// OpenAI/Groq `x-ratelimit-reset-*` (Go durations), Azure
+/// `x-rate-limit-reset-*` and Cerebras `x-ratelimit-reset-*-day` (seconds),
+/// Anthropic `anthropic-ratelimit-*-reset` (RFC 3339).
+pub(crate) fn reset_hints(headers: &HeaderMap, now: SystemTime) -> Vec<ResetHint> {
+    let mut hints = Vec::new();
+    for (name, value) in headers {
+        let (Some(name), Ok(value)) = (Some(name.as_str()), value.to_str()) else {
+            continue;
+        };
+        let parsed = if let Some(family) = name
+            .strip_prefix("x-ratelimit-reset-")
+            .or_else(|| name.strip_prefix("x-rate-limit-reset-"))
+        {
+            parse_reset_duration(value).map(|d| (family, d, "x-ratelimit-remaining-"))
+        } else if let Some(family) = name
+            .strip_prefix("anthropic-ratelimit-")
+            .and_then(|n| n.strip_suffix("-reset"))
+        {
+            parse_reset_timestamp(value, now).map(|d| (family, d, "anthropic"))
+        } else {
+            None
+        };
+        let Some((family, reset, scheme)) = parsed else {
+            continue;
+        };
+        let remaining_name = if scheme == "anthropic" {
+            format!("anthropic-ratelimit-{family}-remaining")
+        } else {
+            format!("{scheme}{family}")
+        };
+        let remaining = headers
+            .get(remaining_name.as_str())
+            .or_else(|| headers.get(format!("x-rate-limit-remaining-{family}").as_str()))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        hints.push(ResetHint { family: family.to_owned(), remaining, reset });
+    }
+    hints
+}
+
+/// The wait implied by reset headers: the latest reset among exhausted
+/// families (`remaining: 0`), else the earliest reset of all, since we cannot
+/// tell which limit was hit and the earliest is the first chance to succeed.
+pub(crate) fn reset_wait(hints: &[ResetHint]) -> Option<Duration> {
+    let exhausted = hints.iter().filter(|h| h.remaining == Some(0)).map(|h| h.reset).max();
+    exhausted.or_else(|| hints.iter().map(|h| h.reset).min())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn ms(n: u64) -> Option<Duration> {
+        Some(Duration::from_millis(n))
+    }
+
+    #[test]
+    fn retry_after_ms_table() {
+        let table = [
+            ("250", ms(250)),
+            ("1.5", Some(Duration::from_micros(1500))),
+            (" 20 ", ms(20)),
+            ("0", ms(0)),
+            ("-5", None),
+            ("nan", None),
+            ("inf", None),
+            ("1e3", None),
+            ("", None),
+            ("12abc", None),
+            (".", None),
+            ("1.2.3", None),
+        ];
+        for (input, want) in table {
+            assert_eq!(parse_retry_after_ms(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+        assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("0.25", now), ms(250));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), None, "past date");
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("99999999999999999999999999999999", now), Some(MAX_WAIT));
+        assert_eq!(parse_retry_after(&"9".repeat(10_000), now), None);
+    }
+
+    #[test]
+    fn go_durations() {
+        let table = [
+            ("1s", ms(1000)),
+            ("6m0s", ms(360_000)),
+            ("547ms", ms(547)),
+            ("2m52.8s", ms(172_800)),
+            ("1h2m3.5s", ms(3_723_500)),
+            ("0s", ms(0)),
+            ("0", ms(0)),
+            ("47.434392449s", Some(Duration::new(47, 434_392_449))),
+            ("250us", Some(Duration::from_micros(250))),
+            ("-1s", None),
+            ("1", None),
+            ("s", None),
+            ("1x", None),
+            ("1.s", ms(1000)),
+            ("", None),
+        ];
+        for (input, want) in table {
+            let got = parse_go_duration(input);
+            match (got, want) {
+                (Some(g), Some(w)) => assert!(g.abs_diff(w) < Duration::from_micros(1), "{input}: {g:?} vs {w:?}"),
+                _ => assert_eq!(got, want, "{input}"),
+            }
+        }
+        assert_eq!(parse_reset_duration("55"), Some(Duration::from_secs(55)));
+        assert_eq!(parse_reset_duration("11.38"), ms(11_380));
+        assert_eq!(parse_reset_duration("1s"), ms(1000));
+    }
+
+    #[test]
+    fn rfc3339_and_epoch_resets() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_711_483_200); // 2024-03-26T20:00:00Z
+        assert_eq!(parse_reset_timestamp("2024-03-26T20:00:07Z", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_reset_timestamp("2024-03-26T21:00:07+01:00", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_reset_timestamp("2024-03-26T19:59:00Z", now), None);
+        assert_eq!(parse_reset_timestamp("1711483210", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_reset_timestamp("tomorrow", now), None);
+    }
+
+    #[test]
+    fn message_waits() {
+        let table = [
+            ("… limit: 4000000\nPlease retry in 47.434392449s.", Some(Duration::new(47, 434_392_449))),
+            ("Used 29937, Requested 385. Please try again in 644ms.", ms(644)),
+            ("Rate limit is exceeded. Try again in 2 seconds.", ms(2000)),
+            ("Please retry after 86400 seconds. Please go here", ms(86_400_000)),
+            ("Please try again in 1m30s.", ms(90_000)),
+            ("Please try again later.", None),
+            ("retry in", None),
+            ("", None),
+        ];
+        for (input, want) in table {
+            let got = parse_message_wait(input);
+            match (got, want) {
+                (Some(g), Some(w)) => assert!(g.abs_diff(w) < Duration::from_micros(1), "{input}: {g:?}"),
+                _ => assert_eq!(got, want, "{input}"),
+            }
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn header_wait_precedence() {
+        let now = SystemTime::now();
+        let both = headers(&[("retry-after-ms", "1500"), ("retry-after", "5")]);
+        assert_eq!(header_wait(&both, now), ms(1500));
+        let broken_ms = headers(&[("retry-after-ms", "soon"), ("retry-after", "5")]);
+        assert_eq!(header_wait(&broken_ms, now), ms(5000));
+        assert_eq!(header_wait(&headers(&[]), now), None);
+    }
+
+    #[test]
+    fn reset_hints_pick_the_exhausted_family() {
+        let now = SystemTime::now();
+        let openai = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        assert_eq!(reset_wait(&reset_hints(&openai, now)), ms(1000));
+        let unknown_remaining = headers(&[("x-ratelimit-reset-requests", "20s"), ("x-ratelimit-reset-tokens", "120ms")]);
+        assert_eq!(reset_wait(&reset_hints(&unknown_remaining, now)), ms(120));
+        let azure = headers(&[("x-rate-limit-reset-tokens", "55"), ("x-ratelimit-remaining-tokens", "0")]);
+        assert_eq!(reset_wait(&reset_hints(&azure, now)), ms(55_000));
+        assert_eq!(reset_wait(&[]), None);
+    }
+}
