@@ -93,11 +93,7 @@ fn server_delay(wait: Duration, jitter: f64) -> Duration {
 
 /// `base · 2^n` capped at `max_delay`, plus up to 25 % jitter, never above `max_delay`.
 pub(crate) fn backoff_delay(timing: &Timing, n: u32, jitter: f64) -> Duration {
-    let nominal = timing
-        .base_delay
-        .checked_mul(1u32 << n.min(31))
-        .unwrap_or(timing.max_delay)
-        .min(timing.max_delay);
+    let nominal = timing.base_delay.checked_mul(1u32 << n.min(31)).unwrap_or(timing.max_delay).min(timing.max_delay);
     let jittered = nominal.saturating_add(secs_f64(nominal.as_secs_f64() * 0.25 * jitter).unwrap_or_default());
     jittered.min(timing.max_delay.max(nominal))
 }
@@ -155,12 +151,17 @@ mod tests {
             (Attempt { server_wait: Some(S(61)), ..attempt() }, Verdict::Return { retryable: true }),
             (Attempt { retries_taken: 4, ..attempt() }, Verdict::Return { retryable: true }),
             (Attempt { can_resend: false, ..attempt() }, Verdict::Return { retryable: true }),
-            (Attempt { elapsed: S(299), ..attempt() }, Verdict::Return { retryable: true }),
+            (Attempt { elapsed: Duration::from_millis(299_001), ..attempt() }, Verdict::Return { retryable: true }),
         ];
         for (a, want) in cases {
             assert_eq!(decide(&t, a, 0.0), want, "{a:?}");
         }
         assert_eq!(decide(&t, Attempt { server_wait: Some(S(60)), ..attempt() }, 0.0), Verdict::Retry(S(60)));
+        assert_eq!(
+            decide(&t, Attempt { elapsed: S(299), ..attempt() }, 0.0),
+            Verdict::Retry(S(1)),
+            "ends exactly at max_elapsed"
+        );
     }
 
     #[test]

@@ -48,6 +48,23 @@ impl LlmApiError {
         self.fix
     }
 
+    /// Parses and classifies an error response that did not go through the
+    /// middleware: an error event inside an SSE stream, a response from
+    /// another client, a recorded fixture. Uses the built-in tables;
+    /// `attempts` is 1 and `retryable` is the error's own verdict.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::{ErrorKind, LlmApiError, Provider};
+    /// let body = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+    /// let err = LlmApiError::parse(Provider::OpenAi, http::StatusCode::TOO_MANY_REQUESTS, &http::HeaderMap::new(), body);
+    /// assert_eq!(err.kind, ErrorKind::QuotaExceeded);
+    /// assert!(!err.retryable);
+    /// ```
+    pub fn parse(provider: Provider, status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> LlmApiError {
+        let secrets = crate::redact::Secrets::default();
+        crate::diagnose::diagnose(provider, status, headers, body, &[], &secrets, std::time::SystemTime::now())
+    }
+
     /// An error known only by its status, for responses the middleware did not see.
     pub(crate) fn from_status(provider: Provider, status: StatusCode) -> LlmApiError {
         let kind = ErrorKind::from_status(status);

@@ -27,6 +27,9 @@ pub trait LlmResponseExt: Sized {
     /// `Ok(self)` unless the status is 4xx/5xx, else the parsed error (or,
     /// for a response the middleware did not see, one built from the status
     /// and the URL's host).
+    // The contract returns the error by value, like `error_for_status`; it is
+    // built once per failed request, so its size costs nothing that matters.
+    #[allow(clippy::result_large_err)]
     fn error_for_llm_status(self) -> Result<Response, LlmApiError>;
 }
 
@@ -39,6 +42,7 @@ impl LlmResponseExt for Response {
         self.extensions().get()
     }
 
+    #[allow(clippy::result_large_err)]
     fn error_for_llm_status(self) -> Result<Response, LlmApiError> {
         let status = self.status();
         if !(status.is_client_error() || status.is_server_error()) {

@@ -61,18 +61,24 @@ impl ErrorKind {
     /// A one-line hint for the caller, used when no provider-specific hint applies.
     pub fn fix(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest => "Fix the request body before retrying: check the model name, required fields and parameters",
+            ErrorKind::InvalidRequest => {
+                "Fix the request body before retrying: check the model name, required fields and parameters"
+            }
             ErrorKind::Authentication => "Check the API key header; regenerate the key in the provider's console",
             ErrorKind::Billing => "Update payment details or add credit in the provider's console",
             ErrorKind::PermissionDenied => "Check the key's permissions and the account's access to this model",
             ErrorKind::NotFound => "Verify the URL path and the model name",
             ErrorKind::RequestTooLarge => "Reduce the request size or split it into several requests",
             ErrorKind::RateLimited => "Back off and retry after the server's Retry-After; check your usage tier limits",
-            ErrorKind::QuotaExceeded => "Check billing and quota; wait for the quota window to reset or upgrade the plan",
+            ErrorKind::QuotaExceeded => {
+                "Check billing and quota; wait for the quota window to reset or upgrade the plan"
+            }
             ErrorKind::ContextLengthExceeded => "Reduce the input tokens or use a model with a larger context window",
             ErrorKind::ContentFiltered => "Modify the prompt content; it was refused by a content policy",
             ErrorKind::ServerError => "Retry with backoff; check the provider's status page",
-            ErrorKind::Overloaded => "Retry with longer backoff; the overload is transient and not specific to your account",
+            ErrorKind::Overloaded => {
+                "Retry with longer backoff; the overload is transient and not specific to your account"
+            }
             ErrorKind::Timeout => "Retry, possibly with a smaller request or a longer timeout",
             ErrorKind::Unknown => "Inspect the status and body; the error was not recognized",
         }
@@ -80,10 +86,7 @@ impl ErrorKind {
 
     /// Whether errors of this kind are transient, so that a retry may succeed.
     pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::RateLimited | ErrorKind::ServerError | ErrorKind::Overloaded | ErrorKind::Timeout
-        )
+        matches!(self, ErrorKind::RateLimited | ErrorKind::ServerError | ErrorKind::Overloaded | ErrorKind::Timeout)
     }
 
     /// A stable snake_case name, as used in logs.

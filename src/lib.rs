@@ -44,6 +44,7 @@
 
 mod backoff;
 mod body;
+mod diagnose;
 mod error;
 mod ext;
 mod kind;

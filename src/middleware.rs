@@ -12,19 +12,18 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::error::{LlmApiError, RetryStats};
+use crate::diagnose::diagnose;
+use crate::error::RetryStats;
 use crate::kind::ErrorKind;
-use crate::parse::{ParsedError, parse_error_body};
-use crate::policy::{Facts, RetryRule, classify};
+use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::redact::Secrets;
-use crate::retry_after::{header_wait, parse_message_wait, reset_hints, reset_wait};
 
 /// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
 pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// A `reqwest-middleware` layer that retries LLM API calls the way each
-/// provider asks, and attaches a parsed [`LlmApiError`] to failed responses.
+/// provider asks, and attaches a parsed [`LlmApiError`](crate::LlmApiError) to failed responses.
 ///
 /// Defaults (see [`LlmRetryMiddleware::builder`] to change them):
 ///
@@ -178,80 +177,6 @@ fn is_error(status: StatusCode) -> bool {
     status.is_client_error() || status.is_server_error()
 }
 
-/// The server's explicit verdict, exact lower-case as every official SDK compares it.
-fn should_retry_header(headers: &http::HeaderMap) -> Option<bool> {
-    match headers.get("x-should-retry").map(http::HeaderValue::as_bytes) {
-        Some(b"true") => Some(true),
-        Some(b"false") => Some(false),
-        _ => None,
-    }
-}
-
-const REQUEST_ID_HEADERS: &[&str] = &["request-id", "x-request-id", "apim-request-id", "x-amzn-requestid"];
-
-fn request_id(headers: &http::HeaderMap, parsed: &ParsedError) -> Option<String> {
-    REQUEST_ID_HEADERS
-        .iter()
-        .find_map(|name| headers.get(*name)?.to_str().ok())
-        .map(|id| crate::parse::clip(id.trim(), 128))
-        .or_else(|| parsed.request_id.clone())
-}
-
-/// Bedrock names its error in a header: `ThrottlingException:http://internal…`.
-fn header_error_type(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get("x-amzn-errortype")?.to_str().ok()?;
-    let name = value.split(':').next()?;
-    let name = name.rsplit('#').next()?.trim();
-    (!name.is_empty()).then(|| crate::parse::clip(name, 128))
-}
-
-/// An error response, read and judged.
-struct Judged {
-    error: LlmApiError,
-    transient: bool,
-}
-
-fn judge(
-    provider: Provider,
-    held: &HeldResponse,
-    limit: usize,
-    rules: &[(Provider, RetryRule)],
-    secrets: &Secrets,
-) -> Judged {
-    let status = held.status();
-    let headers = held.headers();
-    let mut parsed = parse_error_body(&held.prefix(limit), status.as_u16());
-    if let Some(error_type) = header_error_type(headers) {
-        parsed.error_type = Some(error_type);
-    }
-    let message = parsed.message.as_deref().unwrap_or_default();
-    let now = SystemTime::now();
-    let server_wait = header_wait(headers, now)
-        .or(parsed.retry_delay)
-        .or_else(|| parse_message_wait(message))
-        .or_else(|| (status == StatusCode::TOO_MANY_REQUESTS).then(|| reset_wait(&reset_hints(headers, now))).flatten());
-    let class = classify(provider, &Facts::new(status, &parsed, server_wait), rules);
-    let transient = should_retry_header(headers).unwrap_or(class.retry);
-    let message = match parsed.message.as_deref() {
-        Some(m) if !m.is_empty() => secrets.redact(m),
-        _ => status.canonical_reason().unwrap_or("error").to_owned(),
-    };
-    let error = LlmApiError {
-        provider,
-        status,
-        kind: class.kind,
-        error_type: parsed.error_type.as_deref().map(|t| secrets.redact(t)),
-        code: parsed.code.as_deref().map(|c| secrets.redact(c)),
-        message,
-        request_id: request_id(headers, &parsed),
-        retry_after: server_wait,
-        retryable: transient,
-        attempts: 0,
-        fix: class.fix,
-    };
-    Judged { error, transient }
-}
-
 #[async_trait::async_trait]
 impl Middleware for LlmRetryMiddleware {
     async fn handle(
@@ -283,12 +208,22 @@ impl Middleware for LlmRetryMiddleware {
                 }
                 Ok(response) => {
                     let held = HeldResponse::read(response, config.error_body_limit).await;
-                    let secrets = secrets_of_last.unwrap_or_else(|| pending.as_ref().map(Secrets::of).unwrap_or_default());
-                    let judged = judge(provider, &held, config.error_body_limit, &config.rules, &secrets);
+                    let secrets =
+                        secrets_of_last.unwrap_or_else(|| pending.as_ref().map(Secrets::of).unwrap_or_default());
+                    let body = held.prefix(config.error_body_limit);
+                    let judged = diagnose(
+                        provider,
+                        held.status(),
+                        held.headers(),
+                        &body,
+                        &config.rules,
+                        &secrets,
+                        SystemTime::now(),
+                    );
                     let attempt = Attempt {
-                        transient: judged.transient,
-                        overloaded: judged.error.kind == ErrorKind::Overloaded,
-                        server_wait: judged.error.retry_after,
+                        transient: judged.retryable,
+                        overloaded: judged.kind == ErrorKind::Overloaded,
+                        server_wait: judged.retry_after,
                         retries_taken,
                         elapsed: started.elapsed(),
                         can_resend: pending.is_some(),
@@ -315,11 +250,11 @@ impl Middleware for LlmRetryMiddleware {
                     match &outcome {
                         Ok((_, judged)) => tracing::warn!(
                             provider = provider.name(),
-                            status = judged.error.status.as_u16(),
-                            kind = judged.error.kind.name(),
+                            status = judged.status.as_u16(),
+                            kind = judged.kind.name(),
                             attempt = attempts,
                             wait_ms = wait.as_millis() as u64,
-                            request_id = judged.error.request_id.as_deref().unwrap_or(""),
+                            request_id = judged.request_id.as_deref().unwrap_or(""),
                             "retrying LLM API request"
                         ),
                         Err(error) => tracing::warn!(
@@ -341,9 +276,9 @@ impl Middleware for LlmRetryMiddleware {
                     // `decide` only says Retry when there is a request to resend.
                     let retryable = match verdict {
                         Verdict::Return { retryable } => retryable,
-                        Verdict::Retry(_) => judged.transient,
+                        Verdict::Retry(_) => judged.retryable,
                     };
-                    let mut error = judged.error;
+                    let mut error = judged;
                     error.retryable = retryable;
                     error.attempts = attempts;
                     tracing::debug!(

@@ -79,11 +79,12 @@ impl<'a> Facts<'a> {
 
 impl Row<'_> {
     fn matches(&self, facts: &Facts<'_>) -> bool {
-        let contains_ci = |haystack: &str, needle: &str| haystack.to_ascii_lowercase().contains(&needle.to_ascii_lowercase());
+        let contains_ci =
+            |haystack: &str, needle: &str| haystack.to_ascii_lowercase().contains(&needle.to_ascii_lowercase());
         self.status.is_none_or(|s| s == facts.status.as_u16())
-            && self.error_type.is_none_or(|t| {
-                facts.parsed.error_type.as_deref().is_some_and(|have| have.eq_ignore_ascii_case(t))
-            })
+            && self
+                .error_type
+                .is_none_or(|t| facts.parsed.error_type.as_deref().is_some_and(|have| have.eq_ignore_ascii_case(t)))
             && self.code.is_none_or(|c| facts.parsed.codes().any(|have| contains_ci(have, c)))
             && self.message.is_none_or(|m| facts.message_lower.contains(&m.to_lowercase()))
             && self.min_wait.is_none_or(|w| facts.server_wait.is_some_and(|have| have >= w))
@@ -187,11 +188,16 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// Signals every provider shares (OpenAI-compatible codes, common messages).
 /// Checked after a provider's own signal rows and before its status rows.
 const COMMON_SIGNALS: &[Row<'static>] = &[
-    Row::new(QuotaExceeded, false).code("insufficient_quota")
+    Row::new(QuotaExceeded, false)
+        .code("insufficient_quota")
         .fix("Check your plan and billing details: the quota is used up, add credit or raise the limit"),
     Row::new(Billing, false).code("credit_balance").fix("Add prepaid credit to the account"),
-    Row::new(QuotaExceeded, false).code("spend_limit").fix("A spend limit was reached: raise it or wait for the next billing period"),
-    Row::new(QuotaExceeded, false).code("usage_limit").fix("A usage limit was reached: raise it or wait for the next period"),
+    Row::new(QuotaExceeded, false)
+        .code("spend_limit")
+        .fix("A spend limit was reached: raise it or wait for the next billing period"),
+    Row::new(QuotaExceeded, false)
+        .code("usage_limit")
+        .fix("A usage limit was reached: raise it or wait for the next period"),
     Row::new(ContextLengthExceeded, false).code("context_length_exceeded"),
     Row::new(ContentFiltered, false).code("content_filter"),
     Row::new(ContentFiltered, false).code("content_policy_violation"),
@@ -199,11 +205,16 @@ const COMMON_SIGNALS: &[Row<'static>] = &[
     Row::new(NotFound, false).code("model_not_found").fix("Check the model name and that your account can use it"),
     Row::new(Authentication, false).code("invalid_api_key"),
     Row::new(Authentication, false).code("API_KEY_INVALID"),
-    Row::new(Billing, false).message("credit balance is too low").fix("Add credit in Plans & Billing of the provider's console"),
-    Row::new(QuotaExceeded, false).message("reached your specified api usage limits")
+    Row::new(Billing, false)
+        .message("credit balance is too low")
+        .fix("Add credit in Plans & Billing of the provider's console"),
+    Row::new(QuotaExceeded, false)
+        .message("reached your specified api usage limits")
         .fix("Raise the workspace's API usage limit or wait for the limit to reset"),
     // A single request above the tokens-per-minute limit can never succeed.
-    Row::new(RequestTooLarge, false).status(429).message("request too large")
+    Row::new(RequestTooLarge, false)
+        .status(429)
+        .message("request too large")
         .fix("Reduce the request's input or max output tokens below the per-minute token limit"),
     Row::new(ContextLengthExceeded, false).message("prompt is too long"),
     Row::new(ContextLengthExceeded, false).message("context length"),
@@ -218,25 +229,43 @@ const COMMON_SIGNALS: &[Row<'static>] = &[
 const ANTHROPIC: Policy = Policy {
     signals: &[],
     statuses: &[
-        Row::new(InvalidRequest, false).status(400).fix("Validate the request body; check the model string and that max_tokens is set"),
-        Row::new(Authentication, false).status(401).fix("Check the x-api-key header; regenerate the key in the Anthropic Console"),
+        Row::new(InvalidRequest, false)
+            .status(400)
+            .fix("Validate the request body; check the model string and that max_tokens is set"),
+        Row::new(Authentication, false)
+            .status(401)
+            .fix("Check the x-api-key header; regenerate the key in the Anthropic Console"),
         Row::new(Billing, false).status(402).fix("Update payment details in the Anthropic Console"),
-        Row::new(PermissionDenied, false).status(403).fix("Check the key's permissions; upgrade the plan if the model needs it"),
+        Row::new(PermissionDenied, false)
+            .status(403)
+            .fix("Check the key's permissions; upgrade the plan if the model needs it"),
         Row::new(NotFound, false).status(404).fix("Verify the URL path and the model name spelling"),
-        Row::new(RequestTooLarge, false).status(413).fix("Request body exceeds the 32 MB limit: reduce message content or split it into several requests"),
-        Row::new(RateLimited, true).status(429).fix("Back off and retry after retry-after; check your usage tier limits"),
+        Row::new(RequestTooLarge, false)
+            .status(413)
+            .fix("Request body exceeds the 32 MB limit: reduce message content or split it into several requests"),
+        Row::new(RateLimited, true)
+            .status(429)
+            .fix("Back off and retry after retry-after; check your usage tier limits"),
         Row::new(ServerError, true).status(500).fix("Retry with backoff; check status.anthropic.com"),
         Row::new(Timeout, true).status(504).fix("Retry; for long requests use streaming"),
-        Row::new(Overloaded, true).status(529).fix("Retry with backoff: the API is overloaded for all users, not your account"),
+        Row::new(Overloaded, true)
+            .status(529)
+            .fix("Retry with backoff: the API is overloaded for all users, not your account"),
     ],
 };
 
 const OPENAI: Policy = Policy {
     signals: &[],
     statuses: &[
-        Row::new(InvalidRequest, false).status(400).fix("Validate the JSON body; check the model supports the requested features"),
-        Row::new(Authentication, false).status(401).fix("Verify the API key (regenerate it if needed); check organization settings and the IP allowlist"),
-        Row::new(PermissionDenied, false).status(403).fix("Check the key's model access; the country or region may not be supported"),
+        Row::new(InvalidRequest, false)
+            .status(400)
+            .fix("Validate the JSON body; check the model supports the requested features"),
+        Row::new(Authentication, false)
+            .status(401)
+            .fix("Verify the API key (regenerate it if needed); check organization settings and the IP allowlist"),
+        Row::new(PermissionDenied, false)
+            .status(403)
+            .fix("Check the key's model access; the country or region may not be supported"),
         Row::new(NotFound, false).status(404).fix("Check the model name; verify the fine-tuned model exists"),
         Row::new(RateLimited, true).status(429).fix("Back off and retry; upgrade the usage tier if it persists"),
         Row::new(ServerError, true).status(500).fix("Retry with backoff; check status.openai.com"),
@@ -246,22 +275,34 @@ const OPENAI: Policy = Policy {
 
 const GOOGLE: Policy = Policy {
     signals: &[
-        Row::new(Billing, false).status(400).error_type("FAILED_PRECONDITION")
+        Row::new(Billing, false)
+            .status(400)
+            .error_type("FAILED_PRECONDITION")
             .fix("Free tier not available here: enable billing in Google AI Studio"),
         // A per-day quota outlasts any retry; a per-minute one does not.
-        Row::new(QuotaExceeded, false).status(429).code("PerDay")
+        Row::new(QuotaExceeded, false)
+            .status(429)
+            .code("PerDay")
             .fix("The daily quota is used up: wait for the reset or enable billing for higher limits"),
-        Row::new(QuotaExceeded, false).status(429).code("Daily")
+        Row::new(QuotaExceeded, false)
+            .status(429)
+            .code("Daily")
             .fix("The daily quota is used up: wait for the reset or enable billing for higher limits"),
         Row::new(Billing, false).status(402).fix("The prepaid credit balance is depleted: add credit"),
     ],
     statuses: &[
-        Row::new(InvalidRequest, false).status(400).fix("Check the API reference; verify the endpoint version matches the features used"),
-        Row::new(PermissionDenied, false).status(403).fix("Verify the key; enable the Gemini API in the Google Cloud Console"),
+        Row::new(InvalidRequest, false)
+            .status(400)
+            .fix("Check the API reference; verify the endpoint version matches the features used"),
+        Row::new(PermissionDenied, false)
+            .status(403)
+            .fix("Verify the key; enable the Gemini API in the Google Cloud Console"),
         Row::new(NotFound, false).status(404).fix("Check the model name; use models.list to see available models"),
         Row::new(RateLimited, true).status(429).fix("Back off and retry; enable billing for higher limits"),
         Row::new(ServerError, true).status(500).fix("Retry; reduce the context size or try Flash instead of Pro"),
-        Row::new(Overloaded, true).status(503).fix("Retry with exponential backoff: the service is temporarily overloaded"),
+        Row::new(Overloaded, true)
+            .status(503)
+            .fix("Retry with exponential backoff: the service is temporarily overloaded"),
         Row::new(Timeout, true).status(504).fix("Retry with a longer deadline, or reduce the prompt size"),
     ],
 };
@@ -269,7 +310,9 @@ const GOOGLE: Policy = Policy {
 const AZURE: Policy = Policy {
     signals: &[
         // "Please retry after 86400 seconds" is Azure's daily token quota.
-        Row::new(QuotaExceeded, false).status(429).min_wait(HOUR)
+        Row::new(QuotaExceeded, false)
+            .status(429)
+            .min_wait(HOUR)
             .fix("The deployment's quota is used up for the day: request an increase at aka.ms/oai/quotaincrease"),
     ],
     statuses: &[],
@@ -292,7 +335,9 @@ const BEDROCK: Policy = Policy {
 
 const GROQ: Policy = Policy {
     signals: &[],
-    statuses: &[Row::new(Overloaded, true).status(498).fix("Flex tier capacity exceeded: retry with jitter or use the on-demand tier")],
+    statuses: &[Row::new(Overloaded, true)
+        .status(498)
+        .fix("Flex tier capacity exceeded: retry with jitter or use the on-demand tier")],
 };
 
 const DEEPSEEK: Policy = Policy {
@@ -311,14 +356,18 @@ const OPENROUTER: Policy = Policy {
 
 const TOGETHER: Policy = Policy {
     signals: &[],
-    statuses: &[Row::new(Billing, false).status(402).fix("The monthly spend limit was reached: raise it or add credit")],
+    statuses: &[Row::new(Billing, false)
+        .status(402)
+        .fix("The monthly spend limit was reached: raise it or add credit")],
 };
 
 const FIREWORKS: Policy = Policy {
     signals: &[],
     statuses: &[
         Row::new(Billing, false).status(402).fix("Account not paid or usage limit reached: check billing"),
-        Row::new(Unknown, false).status(412).fix("Account suspended or the LoRA failed to load: check the Fireworks dashboard"),
+        Row::new(Unknown, false)
+            .status(412)
+            .fix("Account suspended or the LoRA failed to load: check the Fireworks dashboard"),
     ],
 };
 
@@ -468,7 +517,10 @@ mod tests {
         let long = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208656 tokens > 200000 maximum"}}"#;
         assert_eq!(run(Provider::Anthropic, 400, long, None).kind, ContextLengthExceeded);
         let spend = r#"{"type":"error","error":{"type":"rate_limit_error","message":"m","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
-        assert_eq!(run(Provider::Anthropic, 429, spend, None), Classification { kind: QuotaExceeded, retry: false, fix: COMMON_SIGNALS[2].fix.unwrap() });
+        assert_eq!(
+            run(Provider::Anthropic, 429, spend, None),
+            Classification { kind: QuotaExceeded, retry: false, fix: COMMON_SIGNALS[2].fix.unwrap() }
+        );
     }
 
     #[test]
@@ -492,7 +544,10 @@ mod tests {
         let rules = vec![(Provider::OpenAi, RetryRule::give_up(ServerError).status(500).fix("nope"))];
         let parsed = parse_error_body(b"", 500);
         let facts = Facts::new(StatusCode::INTERNAL_SERVER_ERROR, &parsed, None);
-        assert_eq!(classify(Provider::OpenAi, &facts, &rules), Classification { kind: ServerError, retry: false, fix: "nope" });
+        assert_eq!(
+            classify(Provider::OpenAi, &facts, &rules),
+            Classification { kind: ServerError, retry: false, fix: "nope" }
+        );
         assert!(classify(Provider::Anthropic, &facts, &rules).retry);
     }
 }

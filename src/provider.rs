@@ -75,9 +75,7 @@ impl HostPattern {
         match self {
             HostPattern::Exact(h) => host == h,
             HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s),
-            HostPattern::Around(p, s) => {
-                host.len() > p.len() + s.len() && host.starts_with(p) && host.ends_with(s)
-            }
+            HostPattern::Around(p, s) => host.len() > p.len() + s.len() && host.starts_with(p) && host.ends_with(s),
         }
     }
 }
@@ -139,10 +137,7 @@ impl Provider {
     /// ```
     pub fn from_host(host: &str) -> Provider {
         let host = normalize_host(host);
-        HOSTS
-            .iter()
-            .find(|(pattern, _)| pattern.matches(&host))
-            .map_or(Provider::Unknown, |&(_, provider)| provider)
+        HOSTS.iter().find(|(pattern, _)| pattern.matches(&host)).map_or(Provider::Unknown, |&(_, provider)| provider)
     }
 
     /// A stable lower-case name, as used in logs (`"anthropic"`, `"openai"`, …).

@@ -10,14 +10,8 @@ use reqwest::Request;
 const REDACTED: &str = "[REDACTED]";
 
 /// Headers that carry credentials, in lower case.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "x-goog-api-key",
-    "api-key",
-    "cookie",
-];
+const SECRET_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie"];
 
 /// Query parameters that carry credentials.
 const SECRET_PARAMS: &[&str] = &["key", "api_key", "api-key", "apikey", "access_token", "token"];
@@ -111,7 +105,8 @@ mod tests {
             .build()
             .unwrap();
         let secrets = Secrets::of(&request);
-        let message = "bad key sk-proj-SECRET456 or sk-ant-SECRET789 at /v1?key=AIzaSECRET123 (Bearer sk-proj-SECRET456) short";
+        let message =
+            "bad key sk-proj-SECRET456 or sk-ant-SECRET789 at /v1?key=AIzaSECRET123 (Bearer sk-proj-SECRET456) short";
         let redacted = secrets.redact(message);
         for secret in ["SECRET456", "SECRET789", "SECRET123"] {
             assert!(!redacted.contains(secret), "{redacted}");

@@ -75,10 +75,8 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
         let num_len = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
         let number = decimal(&rest[..num_len])?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .char_indices()
-            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
-            .map_or(rest.len(), |(i, _)| i);
+        let unit_len =
+            rest.char_indices().find(|(_, c)| c.is_ascii_digit() || *c == '.').map_or(rest.len(), |(i, _)| i);
         let scale = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -102,13 +100,18 @@ pub fn parse_reset_duration(value: &str) -> Option<Duration> {
 
 /// An Anthropic reset: an RFC 3339 timestamp (`2024-03-26T20:00:00Z`) or, for
 /// the `unified` family, epoch seconds; measured from `now`. Past gives `None`.
+/// A number too small to be an epoch time is taken as seconds from now.
 pub fn parse_reset_timestamp(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if value.len() > 64 {
         return None;
     }
-    let when = if let Some(epoch) = decimal(value) {
-        SystemTime::UNIX_EPOCH.checked_add(secs_f64(epoch)?)?
+    let when = if let Some(number) = decimal(value) {
+        // Epoch seconds when it looks like a time since 2001, else seconds from now.
+        if number < 1e9 {
+            return secs_f64(number);
+        }
+        SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(number).ok()?)?
     } else {
         let ts: jiff::Timestamp = value.parse().ok()?;
         SystemTime::UNIX_EPOCH.checked_add(Duration::try_from(ts.as_duration()).ok()?)?
@@ -178,15 +181,11 @@ pub(crate) fn reset_hints(headers: &HeaderMap, now: SystemTime) -> Vec<ResetHint
         let (Some(name), Ok(value)) = (Some(name.as_str()), value.to_str()) else {
             continue;
         };
-        let parsed = if let Some(family) = name
-            .strip_prefix("x-ratelimit-reset-")
-            .or_else(|| name.strip_prefix("x-rate-limit-reset-"))
+        let parsed = if let Some(family) =
+            name.strip_prefix("x-ratelimit-reset-").or_else(|| name.strip_prefix("x-rate-limit-reset-"))
         {
             parse_reset_duration(value).map(|d| (family, d, "x-ratelimit-remaining-"))
-        } else if let Some(family) = name
-            .strip_prefix("anthropic-ratelimit-")
-            .and_then(|n| n.strip_suffix("-reset"))
-        {
+        } else if let Some(family) = name.strip_prefix("anthropic-ratelimit-").and_then(|n| n.strip_suffix("-reset")) {
             parse_reset_timestamp(value, now).map(|d| (family, d, "anthropic"))
         } else {
             None
@@ -299,6 +298,9 @@ mod tests {
         assert_eq!(parse_reset_timestamp("2024-03-26T19:59:00Z", now), None);
         assert_eq!(parse_reset_timestamp("1711483210", now), Some(Duration::from_secs(10)));
         assert_eq!(parse_reset_timestamp("tomorrow", now), None);
+        assert_eq!(parse_reset_timestamp("30", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_reset_timestamp("1e300", now), None);
+        assert_eq!(parse_reset_timestamp(&"9".repeat(60), now), None);
     }
 
     #[test]
@@ -350,7 +352,8 @@ mod tests {
             ("x-ratelimit-reset-tokens", "6m0s"),
         ]);
         assert_eq!(reset_wait(&reset_hints(&openai, now)), ms(1000));
-        let unknown_remaining = headers(&[("x-ratelimit-reset-requests", "20s"), ("x-ratelimit-reset-tokens", "120ms")]);
+        let unknown_remaining =
+            headers(&[("x-ratelimit-reset-requests", "20s"), ("x-ratelimit-reset-tokens", "120ms")]);
         assert_eq!(reset_wait(&reset_hints(&unknown_remaining, now)), ms(120));
         let azure = headers(&[("x-rate-limit-reset-tokens", "55"), ("x-ratelimit-remaining-tokens", "0")]);
         assert_eq!(reset_wait(&reset_hints(&azure, now)), ms(55_000));

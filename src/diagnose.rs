@@ -1,0 +1,88 @@
+//! Turning an error response (status, headers, body prefix) into an [`LlmApiError`].
+//!
+//! The pure heart of the middleware: parse the body, find the server's wait,
+//! classify with the provider's table, apply `x-should-retry`, and keep
+//! credentials out of every string that leaves.
+
+use std::time::SystemTime;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::error::LlmApiError;
+use crate::parse::{ParsedError, clip, parse_error_body};
+use crate::policy::{Facts, RetryRule, classify};
+use crate::provider::Provider;
+use crate::redact::Secrets;
+use crate::retry_after::{header_wait, parse_message_wait, reset_hints, reset_wait};
+
+/// Diagnoses one error response. `retryable` is the error's own verdict
+/// (table, then `x-should-retry`); the retry loop may still give up for
+/// reasons of time or attempts. `attempts` is 1.
+pub(crate) fn diagnose(
+    provider: Provider,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    rules: &[(Provider, RetryRule)],
+    secrets: &Secrets,
+    now: SystemTime,
+) -> LlmApiError {
+    let mut parsed = parse_error_body(body, status.as_u16());
+    if let Some(error_type) = header_error_type(headers) {
+        parsed.error_type = Some(error_type);
+    }
+    let message = parsed.message.as_deref().unwrap_or_default();
+    let server_wait =
+        header_wait(headers, now).or(parsed.retry_delay).or_else(|| parse_message_wait(message)).or_else(|| {
+            (status == StatusCode::TOO_MANY_REQUESTS).then(|| reset_wait(&reset_hints(headers, now))).flatten()
+        });
+    let class = classify(provider, &Facts::new(status, &parsed, server_wait), rules);
+    let message = match parsed.message.as_deref() {
+        Some(m) if !m.is_empty() => secrets.redact(m),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    LlmApiError {
+        provider,
+        status,
+        kind: class.kind,
+        error_type: parsed.error_type.as_deref().map(|t| secrets.redact(t)),
+        code: parsed.code.as_deref().map(|c| secrets.redact(c)),
+        message,
+        request_id: request_id(headers, &parsed),
+        retry_after: server_wait,
+        retryable: should_retry_header(headers).unwrap_or(class.retry),
+        attempts: 1,
+        fix: class.fix,
+    }
+}
+
+/// The server's explicit verdict, exact lower-case as every official SDK compares it.
+fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
+    match headers.get("x-should-retry").map(http::HeaderValue::as_bytes) {
+        Some(b"true") => Some(true),
+        Some(b"false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Anthropic `request-id`, OpenAI `x-request-id`, Azure `apim-request-id`,
+/// Bedrock `x-amzn-requestid`, else the body's `request_id`.
+const REQUEST_ID_HEADERS: &[&str] = &["request-id", "x-request-id", "apim-request-id", "x-amzn-requestid"];
+
+fn request_id(headers: &HeaderMap, parsed: &ParsedError) -> Option<String> {
+    REQUEST_ID_HEADERS
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .map(|id| clip(id.trim(), 128))
+        .filter(|id| !id.is_empty())
+        .or_else(|| parsed.request_id.clone())
+}
+
+/// Bedrock names its error in a header: `ThrottlingException:http://internal…`,
+/// cut at `:` and after `#` as the AWS SDKs do.
+fn header_error_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("x-amzn-errortype")?.to_str().ok()?;
+    let name = value.split(':').next()?;
+    let name = name.rsplit('#').next()?.trim();
+    (!name.is_empty()).then(|| clip(name, 128))
+}
