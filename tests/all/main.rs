@@ -1,0 +1,11 @@
+//! Integration tests of the middleware through its public API, against
+//! wiremock on 127.0.0.1. One binary with a module per concern links once.
+
+mod support;
+
+mod bodies;
+mod detection;
+mod errors;
+mod policy;
+mod transport;
+mod waits;
