@@ -13,7 +13,8 @@ use crate::parse::{ParsedError, clip, parse_error_body};
 use crate::policy::{Facts, RetryRule, classify};
 use crate::provider::Provider;
 use crate::redact::Secrets;
-use crate::retry_after::{header_wait, parse_message_wait, reset_hints, reset_wait};
+use crate::rate_limits::RateLimits;
+use crate::retry_after::{header_wait, parse_message_wait};
 
 /// Diagnoses one error response. `retryable` is the error's own verdict
 /// (table, then `x-should-retry`); the retry loop may still give up for
@@ -32,10 +33,13 @@ pub(crate) fn diagnose(
         parsed.error_type = Some(error_type);
     }
     let message = parsed.message.as_deref().unwrap_or_default();
-    let server_wait =
-        header_wait(headers, now).or(parsed.retry_delay).or_else(|| parse_message_wait(message)).or_else(|| {
-            (status == StatusCode::TOO_MANY_REQUESTS).then(|| reset_wait(&reset_hints(headers, now))).flatten()
-        });
+    // The reset headers say when a window resets, not how long to wait:
+    // only a 429 without any explicit wait falls back to them.
+    let reset_hint = || RateLimits::from_headers(headers, now)?.wait_hint();
+    let server_wait = header_wait(headers, now)
+        .or(parsed.retry_delay)
+        .or_else(|| parse_message_wait(message))
+        .or_else(|| if status == StatusCode::TOO_MANY_REQUESTS { reset_hint() } else { None });
     let class = classify(provider, &Facts::new(status, &parsed, server_wait), rules);
     let message = match parsed.message.as_deref() {
         Some(m) if !m.is_empty() => secrets.redact(m),

@@ -4,6 +4,7 @@ use reqwest::Response;
 
 use crate::error::{LlmApiError, RetryStats};
 use crate::provider::Provider;
+use crate::rate_limits::RateLimits;
 
 /// What [`LlmRetryMiddleware`](crate::LlmRetryMiddleware) attached to a [`reqwest::Response`].
 ///
@@ -24,6 +25,9 @@ pub trait LlmResponseExt: Sized {
     /// Attempts and time waited, on every response that went through the middleware.
     fn retry_stats(&self) -> Option<&RetryStats>;
 
+    /// The provider's rate-limit headers, on every response that carries them.
+    fn rate_limits(&self) -> Option<&RateLimits>;
+
     /// `Ok(self)` unless the status is 4xx/5xx, else the parsed error (or,
     /// for a response the middleware did not see, one built from the status
     /// and the URL's host).
@@ -39,6 +43,10 @@ impl LlmResponseExt for Response {
     }
 
     fn retry_stats(&self) -> Option<&RetryStats> {
+        self.extensions().get()
+    }
+
+    fn rate_limits(&self) -> Option<&RateLimits> {
         self.extensions().get()
     }
 

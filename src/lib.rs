@@ -39,11 +39,13 @@
 //! backoff; the final error is returned unchanged, so `is_timeout()` and
 //! `is_connect()` keep working.
 #![doc = concat!("\n\n", "Configuration: see [`LlmRetryMiddleware::builder`].")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod backoff;
 mod body;
+mod cooldown;
 mod diagnose;
 mod error;
 mod ext;
@@ -52,15 +54,22 @@ mod middleware;
 mod parse;
 mod policy;
 mod provider;
+mod rate_limits;
 mod redact;
+#[cfg(feature = "redis")]
+mod redis_store;
 pub mod retry_after;
 
+pub use cooldown::{CooldownStore, MemoryCooldownStore};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use kind::ErrorKind;
 pub use middleware::{DEFAULT_ERROR_BODY_LIMIT, LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 pub use policy::RetryRule;
 pub use provider::Provider;
+pub use rate_limits::{RateLimit, RateLimits};
+#[cfg(feature = "redis")]
+pub use redis_store::RedisCooldownStore;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -12,7 +12,9 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
+use crate::cooldown::{CooldownStore, Gate, MemoryCooldownStore, Pacer, cooldown_key};
 use crate::diagnose::diagnose;
+use crate::rate_limits::RateLimits;
 use crate::error::RetryStats;
 use crate::kind::ErrorKind;
 use crate::policy::RetryRule;
@@ -55,6 +57,8 @@ struct Config {
     hosts: Vec<(HostMapping, Provider)>,
     rules: Vec<(Provider, RetryRule)>,
     error_body_limit: usize,
+    /// Shared rate-limit state; `None` when turned off.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             hosts: Vec::new(),
             rules: Vec::new(),
             error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
+            pacer: Some(Arc::new(Pacer::new(Arc::new(MemoryCooldownStore::new())))),
         }
     }
 }
@@ -166,6 +171,22 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
+    /// Shares rate-limit state between requests with the same provider, host
+    /// and credential (on by default): after a 429, or once the rate-limit
+    /// headers say the window is used up, requests wait for the reset instead
+    /// of each collecting its own 429. See [`CooldownStore`].
+    pub fn cooldown(mut self, enabled: bool) -> Self {
+        self.config.pacer = enabled.then(|| Arc::new(Pacer::new(Arc::new(MemoryCooldownStore::new()))));
+        self
+    }
+
+    /// Keeps cooldowns in `store`, e.g. a `RedisCooldownStore` shared by a
+    /// fleet (turns the cooldown on).
+    pub fn cooldown_store(mut self, store: impl CooldownStore) -> Self {
+        self.config.pacer = Some(Arc::new(Pacer::new(Arc::new(store))));
+        self
+    }
+
     /// The middleware.
     pub fn build(self) -> LlmRetryMiddleware {
         LlmRetryMiddleware { config: Arc::new(self.config) }
@@ -175,6 +196,31 @@ impl LlmRetryMiddlewareBuilder {
 /// Whether a status carries an error to parse; 1xx–3xx pass through untouched.
 fn is_error(status: StatusCode) -> bool {
     status.is_client_error() || status.is_server_error()
+}
+
+/// How many times a request re-checks the cooldown before it is sent anyway.
+const MAX_GATE_CHECKS: u32 = 3;
+
+/// Waits for the shared cooldown of `key`, within the time bounds, and
+/// returns the send's sequence number.
+async fn pace(pacer: &Pacer, key: &str, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
+    for _ in 0..MAX_GATE_CHECKS {
+        let wait = match pacer.gate(key).await {
+            Gate::Go(seq) => return seq,
+            Gate::Wait(wait) => wait,
+        };
+        // Too long to honour: send, and let the server's answer decide.
+        if wait > timing.max_retry_after || started.elapsed().saturating_add(wait) > timing.max_elapsed {
+            break;
+        }
+        // A little spread so the requests released together do not land in the same millisecond.
+        let spread = (wait / 20).min(Duration::from_millis(50)).mul_f64(rand::random::<f64>());
+        let wait = wait.saturating_add(spread);
+        tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
+        tokio::time::sleep(wait).await;
+        *waited += wait;
+    }
+    pacer.force(key)
 }
 
 #[async_trait::async_trait]
@@ -191,6 +237,7 @@ impl Middleware for LlmRetryMiddleware {
         let mut waited = Duration::ZERO;
         let mut attempts = 0u32;
         let mut current = request;
+        let pacing = config.pacer.as_deref().map(|pacer| (pacer, cooldown_key(provider, &current)));
 
         loop {
             attempts += 1;
@@ -199,10 +246,21 @@ impl Middleware for LlmRetryMiddleware {
             // request; a streaming body cannot be cloned and is sent once.
             let pending = if retries_taken < config.timing.max_retries { current.try_clone() } else { None };
             let secrets_of_last = pending.is_none().then(|| Secrets::of(&current));
+            let seq = match &pacing {
+                Some((pacer, key)) => pace(pacer, key, &config.timing, started, &mut waited).await,
+                None => 0,
+            };
             let result = next.clone().run(current, extensions).await;
 
             let (verdict, outcome) = match result {
                 Ok(mut response) if !is_error(response.status()) => {
+                    let limits = RateLimits::from_headers(response.headers(), SystemTime::now());
+                    if let Some((pacer, key)) = &pacing {
+                        pacer.observe(key, seq, limits.as_ref(), None).await;
+                    }
+                    if let Some(limits) = limits {
+                        response.extensions_mut().insert(limits);
+                    }
                     response.extensions_mut().insert(RetryStats { attempts, waited });
                     return Ok(response);
                 }
@@ -229,7 +287,13 @@ impl Middleware for LlmRetryMiddleware {
                         can_resend: pending.is_some(),
                     };
                     let verdict = decide(&config.timing, attempt, rand::random());
-                    (verdict, Ok((held, judged)))
+                    let limits = RateLimits::from_headers(held.headers(), SystemTime::now());
+                    if let Some((pacer, key)) = &pacing {
+                        // Only a rate limit is about this key; overload is everyone's.
+                        let cooled = (judged.kind == ErrorKind::RateLimited).then_some(judged.retry_after).flatten();
+                        pacer.observe(key, seq, limits.as_ref(), cooled).await;
+                    }
+                    (verdict, Ok((held, judged, limits)))
                 }
                 Err(error) => {
                     let transient = error.is_connect() || error.is_timeout();
@@ -248,7 +312,7 @@ impl Middleware for LlmRetryMiddleware {
             match (verdict, outcome, pending) {
                 (Verdict::Retry(wait), outcome, Some(next_request)) => {
                     match &outcome {
-                        Ok((_, judged)) => tracing::warn!(
+                        Ok((_, judged, _)) => tracing::warn!(
                             provider = provider.name(),
                             status = judged.status.as_u16(),
                             kind = judged.kind.name(),
@@ -272,7 +336,7 @@ impl Middleware for LlmRetryMiddleware {
                     waited += wait;
                     current = next_request;
                 }
-                (verdict, Ok((held, judged)), _) => {
+                (verdict, Ok((held, judged, limits)), _) => {
                     // `decide` only says Retry when there is a request to resend.
                     let retryable = match verdict {
                         Verdict::Return { retryable } => retryable,
@@ -290,6 +354,9 @@ impl Middleware for LlmRetryMiddleware {
                         "LLM API request failed"
                     );
                     let mut response = held.into_response();
+                    if let Some(limits) = limits {
+                        response.extensions_mut().insert(limits);
+                    }
                     response.extensions_mut().insert(RetryStats { attempts, waited });
                     response.extensions_mut().insert(error);
                     return Ok(response);

@@ -162,60 +162,6 @@ pub(crate) fn header_wait(headers: &HeaderMap, now: SystemTime) -> Option<Durati
         .or_else(|| text("retry-after").and_then(|v| parse_retry_after(v, now)))
 }
 
-/// One rate-limit family (`requests`, `tokens`, `input-tokens`, `requests-day`, …)
-/// as read from the reset and remaining headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ResetHint {
-    pub(crate) family: String,
-    pub(crate) remaining: Option<u64>,
-    pub(crate) reset: Duration,
-}
-
-/// Reset hints from every rate-limit header family a provider sends:
-/// OpenAI/Groq `x-ratelimit-reset-*` (Go durations), Azure
-/// `x-rate-limit-reset-*` and Cerebras `x-ratelimit-reset-*-day` (seconds),
-/// Anthropic `anthropic-ratelimit-*-reset` (RFC 3339).
-pub(crate) fn reset_hints(headers: &HeaderMap, now: SystemTime) -> Vec<ResetHint> {
-    let mut hints = Vec::new();
-    for (name, value) in headers {
-        let (Some(name), Ok(value)) = (Some(name.as_str()), value.to_str()) else {
-            continue;
-        };
-        let parsed = if let Some(family) =
-            name.strip_prefix("x-ratelimit-reset-").or_else(|| name.strip_prefix("x-rate-limit-reset-"))
-        {
-            parse_reset_duration(value).map(|d| (family, d, "x-ratelimit-remaining-"))
-        } else if let Some(family) = name.strip_prefix("anthropic-ratelimit-").and_then(|n| n.strip_suffix("-reset")) {
-            parse_reset_timestamp(value, now).map(|d| (family, d, "anthropic"))
-        } else {
-            None
-        };
-        let Some((family, reset, scheme)) = parsed else {
-            continue;
-        };
-        let remaining_name = if scheme == "anthropic" {
-            format!("anthropic-ratelimit-{family}-remaining")
-        } else {
-            format!("{scheme}{family}")
-        };
-        let remaining = headers
-            .get(remaining_name.as_str())
-            .or_else(|| headers.get(format!("x-rate-limit-remaining-{family}").as_str()))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        hints.push(ResetHint { family: family.to_owned(), remaining, reset });
-    }
-    hints
-}
-
-/// The wait implied by reset headers: the latest reset among exhausted
-/// families (`remaining: 0`), else the earliest reset of all, since we cannot
-/// tell which limit was hit and the earliest is the first chance to succeed.
-pub(crate) fn reset_wait(hints: &[ResetHint]) -> Option<Duration> {
-    let exhausted = hints.iter().filter(|h| h.remaining == Some(0)).map(|h| h.reset).max();
-    exhausted.or_else(|| hints.iter().map(|h| h.reset).min())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,23 +286,5 @@ mod tests {
         let broken_ms = headers(&[("retry-after-ms", "soon"), ("retry-after", "5")]);
         assert_eq!(header_wait(&broken_ms, now), ms(5000));
         assert_eq!(header_wait(&headers(&[]), now), None);
-    }
-
-    #[test]
-    fn reset_hints_pick_the_exhausted_family() {
-        let now = SystemTime::now();
-        let openai = headers(&[
-            ("x-ratelimit-remaining-requests", "0"),
-            ("x-ratelimit-reset-requests", "1s"),
-            ("x-ratelimit-remaining-tokens", "149984"),
-            ("x-ratelimit-reset-tokens", "6m0s"),
-        ]);
-        assert_eq!(reset_wait(&reset_hints(&openai, now)), ms(1000));
-        let unknown_remaining =
-            headers(&[("x-ratelimit-reset-requests", "20s"), ("x-ratelimit-reset-tokens", "120ms")]);
-        assert_eq!(reset_wait(&reset_hints(&unknown_remaining, now)), ms(120));
-        let azure = headers(&[("x-rate-limit-reset-tokens", "55"), ("x-ratelimit-remaining-tokens", "0")]);
-        assert_eq!(reset_wait(&reset_hints(&azure, now)), ms(55_000));
-        assert_eq!(reset_wait(&[]), None);
     }
 }

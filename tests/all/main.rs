@@ -4,6 +4,7 @@
 mod support;
 
 mod bodies;
+mod cooldown;
 mod detection;
 mod errors;
 mod policy;

@@ -1,0 +1,231 @@
+//! The rate-limit headers a provider sends on every response, as one snapshot.
+//!
+//! Providers say how much of each limit is left and when it resets, on
+//! successes as well as on 429s: OpenAI and Groq in `x-ratelimit-*` with Go
+//! durations (`6m0s`, `547ms`), Azure in `x-ratelimit-*` or `x-rate-limit-*`
+//! with seconds, Cerebras in `x-ratelimit-*-requests-day` /
+//! `*-tokens-minute` with fractional seconds, Anthropic in
+//! `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*` with
+//! RFC 3339 resets. The middleware reads them to pace requests that share a
+//! key, and attaches the snapshot to every response so callers can pace
+//! themselves too.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+use crate::retry_after::{parse_reset_duration, parse_reset_timestamp};
+
+/// One limit: its size, what is left, and when it resets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// The size of the limit in its window (`x-ratelimit-limit-*`).
+    pub limit: Option<u64>,
+    /// What is left in the current window (`x-ratelimit-remaining-*`).
+    pub remaining: Option<u64>,
+    /// Time from the response until the window resets (`x-ratelimit-reset-*`).
+    pub reset: Option<Duration>,
+}
+
+/// The rate-limit headers of one response, by family.
+///
+/// Attached to every response that carries any of them; read it with
+/// [`LlmResponseExt::rate_limits`](crate::LlmResponseExt::rate_limits):
+///
+/// ```
+/// # use reqwest_llm_retry::LlmResponseExt;
+/// # async fn demo(resp: reqwest::Response) {
+/// if let Some(requests) = resp.rate_limits().and_then(|r| r.requests) {
+///     if requests.remaining == Some(0) {
+///         println!("window resets in {:?}", requests.reset);
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimits {
+    /// Requests per window (Cerebras: per day; Groq: per day).
+    pub requests: Option<RateLimit>,
+    /// Tokens per window (input and output together).
+    pub tokens: Option<RateLimit>,
+    /// Input tokens per minute (Anthropic).
+    pub input_tokens: Option<RateLimit>,
+    /// Output tokens per minute (Anthropic).
+    pub output_tokens: Option<RateLimit>,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Limit,
+    Remaining,
+    Reset,
+}
+
+/// How reset values are written.
+#[derive(Clone, Copy)]
+enum Clock {
+    /// `1s`, `6m0s`, `55`, `11.38`: a duration from now.
+    Duration,
+    /// `2024-03-26T20:00:00Z` or epoch seconds: a point in time.
+    Timestamp,
+}
+
+impl RateLimits {
+    /// Reads every rate-limit header family in `headers`; `None` when there is none.
+    /// `now` is when the response arrived (resets written as timestamps are measured from it).
+    pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<RateLimits> {
+        let mut limits = RateLimits::default();
+        let mut found = false;
+        for (name, value) in headers {
+            let Some((family, field, clock)) = classify_header(name.as_str()) else { continue };
+            let Ok(value) = value.to_str() else { continue };
+            let Some(slot) = limits.family_mut(family) else { continue };
+            let entry = slot.get_or_insert_with(RateLimit::default);
+            let value = value.trim();
+            match field {
+                Field::Limit => entry.limit = entry.limit.or_else(|| value.parse().ok()),
+                Field::Remaining => entry.remaining = entry.remaining.or_else(|| value.parse().ok()),
+                Field::Reset => {
+                    entry.reset = entry.reset.or_else(|| match clock {
+                        Clock::Duration => parse_reset_duration(value),
+                        Clock::Timestamp => parse_reset_timestamp(value, now),
+                    })
+                }
+            }
+            found = true;
+        }
+        found.then_some(limits)
+    }
+
+    fn family_mut(&mut self, family: &str) -> Option<&mut Option<RateLimit>> {
+        // `requests-day`, `tokens-minute`, `tokens_usage_based` belong to their base family.
+        if family.starts_with("requests") {
+            Some(&mut self.requests)
+        } else if family.starts_with("input-tokens") {
+            Some(&mut self.input_tokens)
+        } else if family.starts_with("output-tokens") {
+            Some(&mut self.output_tokens)
+        } else if family.starts_with("tokens") {
+            Some(&mut self.tokens)
+        } else {
+            None
+        }
+    }
+
+    /// Every family present.
+    pub fn iter(&self) -> impl Iterator<Item = &RateLimit> {
+        [&self.requests, &self.tokens, &self.input_tokens, &self.output_tokens].into_iter().flatten()
+    }
+
+    /// When a family is used up (`remaining: 0`), the time until the last
+    /// such family resets: no request can succeed before then.
+    pub fn exhausted_for(&self) -> Option<Duration> {
+        self.iter().filter(|l| l.remaining == Some(0)).filter_map(|l| l.reset).max()
+    }
+
+    /// The wait a 429 without `retry-after` implies: until the exhausted
+    /// families reset, else the earliest reset of all (we cannot tell which
+    /// limit was hit, and the earliest is the first chance to succeed).
+    pub(crate) fn wait_hint(&self) -> Option<Duration> {
+        self.exhausted_for().or_else(|| self.iter().filter_map(|l| l.reset).min())
+    }
+}
+
+/// `x-ratelimit-remaining-requests` → (`requests`, Remaining, Duration);
+/// `anthropic-ratelimit-input-tokens-reset` → (`input-tokens`, Reset, Timestamp).
+fn classify_header(name: &str) -> Option<(&str, Field, Clock)> {
+    let field = |f: &str| match f {
+        "limit" => Some(Field::Limit),
+        "remaining" => Some(Field::Remaining),
+        "reset" => Some(Field::Reset),
+        _ => None,
+    };
+    if let Some(rest) = name.strip_prefix("x-ratelimit-").or_else(|| name.strip_prefix("x-rate-limit-")) {
+        let (f, family) = rest.split_once('-')?;
+        return Some((family, field(f)?, Clock::Duration));
+    }
+    let rest = name.strip_prefix("anthropic-ratelimit-")?;
+    let (family, f) = rest.rsplit_once('-')?;
+    Some((family, field(f)?, Clock::Timestamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn openai_and_groq() {
+        let h = headers(&[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-limit-tokens", "150000"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+            ("x-request-id", "req_1"),
+        ]);
+        let r = RateLimits::from_headers(&h, SystemTime::now()).unwrap();
+        assert_eq!(r.requests, Some(RateLimit { limit: Some(60), remaining: Some(0), reset: Some(MS(1000)) }));
+        assert_eq!(r.tokens, Some(RateLimit { limit: Some(150_000), remaining: Some(149_984), reset: Some(MS(360_000)) }));
+        assert_eq!(r.exhausted_for(), Some(MS(1000)));
+        assert_eq!(r.wait_hint(), Some(MS(1000)));
+    }
+
+    #[test]
+    fn anthropic_families_and_timestamps() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_711_483_200); // 2024-03-26T20:00:00Z
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "49"),
+            ("anthropic-ratelimit-requests-reset", "2024-03-26T20:00:02Z"),
+            ("anthropic-ratelimit-input-tokens-remaining", "0"),
+            ("anthropic-ratelimit-input-tokens-reset", "2024-03-26T20:00:30Z"),
+            ("anthropic-ratelimit-output-tokens-limit", "8000"),
+        ]);
+        let r = RateLimits::from_headers(&h, now).unwrap();
+        assert_eq!(r.requests.unwrap().reset, Some(MS(2000)));
+        assert_eq!(r.input_tokens.unwrap().remaining, Some(0));
+        assert_eq!(r.output_tokens.unwrap().limit, Some(8000));
+        assert_eq!(r.exhausted_for(), Some(MS(30_000)));
+    }
+
+    #[test]
+    fn azure_and_cerebras_seconds() {
+        let h = headers(&[("x-rate-limit-reset-tokens", "55"), ("x-ratelimit-remaining-tokens", "0")]);
+        assert_eq!(RateLimits::from_headers(&h, SystemTime::now()).unwrap().exhausted_for(), Some(MS(55_000)));
+        let h = headers(&[
+            ("x-ratelimit-limit-requests-day", "14400"),
+            ("x-ratelimit-remaining-requests-day", "14399"),
+            ("x-ratelimit-reset-requests-day", "33011.4"),
+            ("x-ratelimit-remaining-tokens-minute", "0"),
+            ("x-ratelimit-reset-tokens-minute", "11.38"),
+        ]);
+        let r = RateLimits::from_headers(&h, SystemTime::now()).unwrap();
+        assert_eq!(r.requests.unwrap().limit, Some(14_400));
+        assert_eq!(r.exhausted_for(), Some(MS(11_380)));
+    }
+
+    #[test]
+    fn nonsense_and_absence() {
+        assert_eq!(RateLimits::from_headers(&headers(&[("content-type", "json")]), SystemTime::now()), None);
+        let h = headers(&[("x-ratelimit-remaining-tokens", "-1"), ("x-ratelimit-reset-tokens", "0")]);
+        let r = RateLimits::from_headers(&h, SystemTime::now()).unwrap();
+        assert_eq!(r.tokens, Some(RateLimit { limit: None, remaining: None, reset: Some(Duration::ZERO) }));
+        assert_eq!(r.exhausted_for(), None);
+        let h = headers(&[("x-ratelimit-remaining-bananas", "0"), ("anthropic-ratelimit-x", "1")]);
+        assert_eq!(RateLimits::from_headers(&h, SystemTime::now()), None);
+    }
+}

@@ -1,0 +1,160 @@
+//! A [`CooldownStore`] in Redis, so a fleet of processes sharing one API key
+//! slows down together (feature `redis`).
+//!
+//! Keys are `{prefix}{provider}:{host}:{port}:{fingerprint}`, values the
+//! cooldown's end in milliseconds since the Unix epoch, with an expiry (`PX`)
+//! at that time: nothing is left behind, and neither keys nor values contain
+//! a secret. Every call is bounded by a short timeout; when Redis is down or
+//! slow, the store answers from memory and logs a warning (at most one every
+//! 30 s): a Redis outage never fails or stalls a request.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::cooldown::{CooldownStore, MemoryCooldownStore};
+
+/// Keeps the later of the stored and the new end time, with its expiry.
+const EXTEND: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1";
+
+/// How often an outage is logged.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+/// After a failed call, Redis is left alone this long, so an outage costs one
+/// timeout per second rather than one per request.
+const BACK_OFF: Duration = Duration::from_secs(1);
+
+/// A [`CooldownStore`] shared through Redis, falling back to memory on outages.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), redis::RedisError> {
+/// use reqwest_llm_retry::{LlmRetryMiddleware, RedisCooldownStore};
+/// let store = RedisCooldownStore::connect("redis://127.0.0.1:6379/").await?;
+/// let middleware = LlmRetryMiddleware::builder().cooldown_store(store).build();
+/// # Ok(()) }
+/// ```
+pub struct RedisCooldownStore {
+    connection: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    script: redis::Script,
+    fallback: MemoryCooldownStore,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    last_warning: Option<Instant>,
+    down_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for RedisCooldownStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection's debug output would show the URL, which may carry a password.
+        f.debug_struct("RedisCooldownStore").field("prefix", &self.prefix).field("timeout", &self.timeout).finish()
+    }
+}
+
+impl RedisCooldownStore {
+    /// The default key prefix.
+    pub const DEFAULT_PREFIX: &'static str = "reqwest-llm-retry:cooldown:";
+    /// The default bound on each Redis call.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+
+    /// Connects to `url` (`redis://host:port/db`). Fails if Redis cannot be
+    /// reached now; later outages are absorbed (see the type's docs).
+    pub async fn connect(url: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Self::DEFAULT_TIMEOUT))
+            .set_response_timeout(Some(Self::DEFAULT_TIMEOUT))
+            .set_number_of_retries(1);
+        let connection = client.get_connection_manager_with_config(config).await?;
+        Ok(Self::with_connection(connection))
+    }
+
+    /// Uses an existing connection manager.
+    pub fn with_connection(connection: ConnectionManager) -> Self {
+        RedisCooldownStore {
+            connection,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            script: redis::Script::new(EXTEND),
+            fallback: MemoryCooldownStore::new(),
+            health: Mutex::new(Health::default()),
+        }
+    }
+
+    /// Prefixes every key with `prefix` (default [`Self::DEFAULT_PREFIX`]).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Bounds each Redis call (default [`Self::DEFAULT_TIMEOUT`]); past it, memory answers.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `call` within the timeout, unless Redis failed less than [`BACK_OFF`] ago.
+    async fn bounded<T>(&self, action: &str, call: impl Future<Output = redis::RedisResult<T>>) -> Option<T> {
+        if self.health().down_until.is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
+        let error = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {:?}", self.timeout),
+        };
+        let now = Instant::now();
+        let mut health = self.health();
+        health.down_until = Some(now + BACK_OFF);
+        if health.last_warning.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
+            health.last_warning = Some(now);
+            tracing::warn!(%error, action, "Redis cooldown store unavailable; using the in-memory store");
+        }
+        None
+    }
+}
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[async_trait::async_trait]
+impl CooldownStore for RedisCooldownStore {
+    async fn get(&self, key: &str) -> Option<SystemTime> {
+        let local = self.fallback.get_now(key);
+        let mut connection = self.connection.clone();
+        let name = format!("{}{key}", self.prefix);
+        let remote = self
+            .bounded("get", redis::cmd("GET").arg(&name).query_async::<Option<u64>>(&mut connection))
+            .await
+            .flatten()
+            .and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
+        let now = SystemTime::now();
+        local.into_iter().chain(remote).filter(|until| *until > now).max()
+    }
+
+    async fn extend(&self, key: &str, until: SystemTime) {
+        // Memory always knows too, so an outage loses nothing this process learned.
+        self.fallback.extend_now(key, until);
+        let Ok(ttl) = until.duration_since(SystemTime::now()) else { return };
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut connection = self.connection.clone();
+        let name = format!("{}{key}", self.prefix);
+        let mut invocation = self.script.key(&name);
+        invocation.arg(epoch_ms(until)).arg(ttl_ms);
+        self.bounded("extend", invocation.invoke_async::<i64>(&mut connection)).await;
+    }
+}
