@@ -87,16 +87,17 @@ impl LlmApiError {
 impl fmt::Display for LlmApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} returned {} ({})", self.provider, self.status.as_u16(), self.kind)?;
-        if let Some(error_type) = &self.error_type {
-            write!(f, " {error_type}")?;
+        match (&self.error_type, &self.code) {
+            (Some(error_type), Some(code)) if error_type != code => write!(f, " {error_type}/{code}")?,
+            (Some(name), _) | (None, Some(name)) => write!(f, " {name}")?,
+            (None, None) => {}
         }
-        if let Some(code) = &self.code {
-            write!(f, "/{code}")?;
-        }
+        let plural = if self.attempts == 1 { "" } else { "s" };
+        write!(f, " after {} attempt{plural}", self.attempts)?;
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }
-        write!(f, " after {} attempt{}", self.attempts, if self.attempts == 1 { "" } else { "s" })
+        Ok(())
     }
 }
 
@@ -111,4 +112,25 @@ pub struct RetryStats {
     pub attempts: u32,
     /// Total time slept between attempts.
     pub waited: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_reads_as_one_line_summary() {
+        let mut err = LlmApiError::from_status(Provider::OpenAi, StatusCode::TOO_MANY_REQUESTS);
+        err.error_type = Some("insufficient_quota".into());
+        err.code = Some("insufficient_quota".into());
+        err.message = "You exceeded your current quota".into();
+        err.attempts = 1;
+        assert_eq!(
+            err.to_string(),
+            "OpenAI returned 429 (rate_limited) insufficient_quota after 1 attempt: You exceeded your current quota"
+        );
+        err.code = Some("GenerateRequestsPerDay".into());
+        err.attempts = 3;
+        assert!(err.to_string().contains(" insufficient_quota/GenerateRequestsPerDay after 3 attempts: "));
+    }
 }
