@@ -57,6 +57,8 @@ pub struct MemoryCooldownStore {
 
 /// Entries kept before expired ones are swept, bounding memory.
 const SWEEP_AT: usize = 1024;
+/// Budgets kept at most (keys with a live window beyond this are not paced).
+const MAX_BUDGETS: usize = 16 * 1024;
 
 impl MemoryCooldownStore {
     /// An empty store.
@@ -145,6 +147,19 @@ impl Budget {
         Budget { next_seq: 1, snapshot_seq: 0, remaining: None, limit: None, reset_at: None }
     }
 
+    /// Takes the next sequence number, spending one request of the budget.
+    fn spend(&mut self, now: Instant) -> u64 {
+        // Past the reset, the limit is the new snapshot, taken now.
+        if self.reset_at.is_some_and(|reset_at| now >= reset_at) {
+            self.remaining = self.limit;
+            self.snapshot_seq = self.next_seq - 1;
+            self.reset_at = None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     /// Requests still allowed in this window, if known.
     fn left(&self, now: Instant) -> Option<u64> {
         if self.reset_at.is_some_and(|reset_at| now >= reset_at) {
@@ -191,35 +206,29 @@ impl Pacer {
         }
         let now = Instant::now();
         let mut budgets = self.budgets();
-        let budget = budgets.entry(key.to_owned()).or_insert_with(Budget::new);
+        if !budgets.contains_key(key) {
+            // Numbering starts with the first send, so that the first
+            // responses' snapshots can be ordered; memory stays bounded.
+            if budgets.len() >= SWEEP_AT {
+                budgets.retain(|_, b| b.reset_at.is_some_and(|r| r > now));
+            }
+            if budgets.len() >= MAX_BUDGETS {
+                return Gate::Go(0);
+            }
+            budgets.insert(key.to_owned(), Budget::new());
+        }
+        let Some(budget) = budgets.get_mut(key) else { return Gate::Go(0) };
         if budget.left(now) == Some(0)
             && let Some(reset_at) = budget.reset_at.filter(|r| *r > now)
         {
             return Gate::Wait(reset_at - now);
         }
-        Gate::Go(self.spend(budget, now))
+        Gate::Go(budget.spend(now))
     }
 
     /// Sends regardless of the budget (the wait was too long to honour).
     pub(crate) fn force(&self, key: &str) -> u64 {
-        let now = Instant::now();
-        let mut budgets = self.budgets();
-        let budget = budgets.entry(key.to_owned()).or_insert_with(Budget::new);
-        self.spend(budget, now)
-    }
-
-    fn spend(&self, budget: &mut Budget, now: Instant) -> u64 {
-        // Past the reset, the limit is the new snapshot, taken now.
-        if let Some(reset_at) = budget.reset_at
-            && now >= reset_at
-        {
-            budget.remaining = budget.limit;
-            budget.snapshot_seq = budget.next_seq - 1;
-            budget.reset_at = None;
-        }
-        let seq = budget.next_seq;
-        budget.next_seq += 1;
-        seq
+        self.budgets().get_mut(key).map_or(0, |budget| budget.spend(Instant::now()))
     }
 
     /// Learns from a response to the send numbered `seq`.
@@ -234,19 +243,27 @@ impl Pacer {
         if let Some(requests) = limits.and_then(|l| l.requests)
             && let (Some(remaining), Some(reset)) = (requests.remaining, requests.reset)
         {
-            let mut budgets = self.budgets();
-            if budgets.len() >= SWEEP_AT {
-                budgets.retain(|_, b| b.reset_at.is_some_and(|r| r > now));
-            }
-            let budget = budgets.entry(key.to_owned()).or_insert_with(Budget::new);
-            // Responses arrive out of order: only a later send's view is newer.
-            if seq >= budget.snapshot_seq {
-                budget.snapshot_seq = seq.min(budget.next_seq - 1);
-                budget.remaining = Some(remaining);
-                budget.limit = requests.limit.or(budget.limit);
-                budget.reset_at = now.checked_add(reset);
-            }
+            self.learn(key, seq, remaining, requests.limit, reset, now);
         }
+        self.cool_down(key, limits, rate_limited_for).await;
+    }
+
+    /// Records the server's view of the request budget after send `seq`.
+    fn learn(&self, key: &str, seq: u64, remaining: u64, limit: Option<u64>, reset: Duration, now: Instant) {
+        let mut budgets = self.budgets();
+        // Sends numbered 0 were not tracked (no budget then, or too many keys).
+        let Some(budget) = budgets.get_mut(key).filter(|_| seq > 0) else { return };
+        // Responses arrive out of order: only a later send's view is newer.
+        if seq >= budget.snapshot_seq {
+            budget.snapshot_seq = seq;
+            budget.remaining = Some(remaining);
+            budget.limit = limit.or(budget.limit);
+            budget.reset_at = now.checked_add(reset);
+        }
+    }
+
+    /// A 429's wait, or a used-up family's reset, becomes the key's cooldown.
+    async fn cool_down(&self, key: &str, limits: Option<&RateLimits>, rate_limited_for: Option<Duration>) {
         let exhausted = limits.and_then(RateLimits::exhausted_for);
         if let Some(wait) = rate_limited_for.into_iter().chain(exhausted).max().filter(|w| !w.is_zero())
             && let Some(until) = SystemTime::now().checked_add(wait)
@@ -297,29 +314,37 @@ mod tests {
         let Gate::Go(first) = pacer.gate("k").await else { panic!() };
         // The server says: 2 left after the first request, window resets in 50 ms.
         pacer.observe("k", first, Some(&limits(3, 2, Duration::from_millis(50))), None).await;
-        assert!(matches!(pacer.gate("k").await, Gate::Go(2)));
-        assert!(matches!(pacer.gate("k").await, Gate::Go(3)));
+        assert_eq!(pacer.gate("k").await, Gate::Go(2));
+        assert_eq!(pacer.gate("k").await, Gate::Go(3));
         let Gate::Wait(wait) = pacer.gate("k").await else { panic!("the 4th request must wait") };
         assert!(wait <= Duration::from_millis(50));
-        // Another key is unaffected.
-        assert!(matches!(pacer.gate("other").await, Gate::Go(1)));
+        assert_eq!(pacer.gate("other").await, Gate::Go(1), "another key is unaffected");
         tokio::time::sleep(wait).await;
         // A new window: the limit again.
         for seq in 4..=6 {
             assert_eq!(pacer.gate("k").await, Gate::Go(seq));
         }
-        assert!(matches!(pacer.gate("k").await, Gate::Go(7)), "reset unknown: never blocks forever");
+        assert_eq!(pacer.gate("k").await, Gate::Go(7), "reset unknown: never blocks forever");
     }
 
     #[tokio::test]
     async fn stale_snapshots_do_not_overwrite_newer_ones() {
         let pacer = Pacer::new(Arc::new(MemoryCooldownStore::new()));
-        for _ in 0..3 {
-            pacer.gate("k").await;
+        for seq in 1..=3 {
+            assert_eq!(pacer.gate("k").await, Gate::Go(seq));
         }
         pacer.observe("k", 3, Some(&limits(10, 0, Duration::from_secs(5))), None).await;
         pacer.observe("k", 1, Some(&limits(10, 9, Duration::from_secs(5))), None).await;
         assert!(matches!(pacer.gate("k").await, Gate::Wait(_)));
+    }
+
+    #[tokio::test]
+    async fn memory_for_budgets_is_bounded() {
+        let pacer = Pacer::new(Arc::new(MemoryCooldownStore::new()));
+        for i in 0..(MAX_BUDGETS + 100) {
+            pacer.gate(&format!("tenant-{i}")).await;
+        }
+        assert!(pacer.budgets().len() <= MAX_BUDGETS);
     }
 
     #[tokio::test]
