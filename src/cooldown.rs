@@ -279,13 +279,8 @@ mod tests {
     use crate::rate_limits::RateLimit;
 
     fn limits(limit: u64, remaining: u64, reset: Duration) -> RateLimits {
-        let mut l = RateLimits::default();
-        let mut r = RateLimit::default();
-        r.limit = Some(limit);
-        r.remaining = Some(remaining);
-        r.reset = Some(reset);
-        l.requests = Some(r);
-        l
+        let requests = RateLimit { limit: Some(limit), remaining: Some(remaining), reset: Some(reset) };
+        RateLimits { requests: Some(requests), ..RateLimits::default() }
     }
 
     fn request(auth: &str, url: &str) -> Request {
@@ -357,11 +352,8 @@ mod tests {
         assert!(store.get_now("k").is_some());
         assert!(matches!(pacer.gate("j").await, Gate::Go(_)));
         // Used-up token families cool down too.
-        let mut tokens = RateLimits::default();
-        let mut t = RateLimit::default();
-        t.remaining = Some(0);
-        t.reset = Some(Duration::from_millis(30));
-        tokens.tokens = Some(t);
+        let used_up = RateLimit { limit: None, remaining: Some(0), reset: Some(Duration::from_millis(30)) };
+        let tokens = RateLimits { tokens: Some(used_up), ..RateLimits::default() };
         pacer.observe("j", 1, Some(&tokens), None).await;
         assert!(matches!(pacer.gate("j").await, Gate::Wait(_)));
     }
