@@ -6,6 +6,7 @@
 //! is mapped with [`LlmRetryMiddlewareBuilder::host`](crate::LlmRetryMiddlewareBuilder::host)
 //! or a per-request [`Provider`] extension.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// An LLM API provider, as far as its errors and retry rules go.
@@ -186,8 +187,9 @@ impl fmt::Display for Provider {
     }
 }
 
-/// Lower-cases and strips a trailing dot and a `:port`; IPv6 literals keep their colons.
-pub(crate) fn normalize_host(host: &str) -> String {
+/// Lower-cases and strips a trailing dot and a `:port`; IPv6 literals keep
+/// their colons. Borrows when the host is already in that form (the usual case).
+pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let host = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
@@ -197,7 +199,8 @@ pub(crate) fn normalize_host(host: &str) -> String {
             _ => host,
         }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) }
 }
 
 /// A user mapping from [`LlmRetryMiddlewareBuilder::host`](crate::LlmRetryMiddlewareBuilder::host):
@@ -212,7 +215,7 @@ impl HostMapping {
     pub(crate) fn parse(pattern: &str) -> HostMapping {
         match pattern.trim().strip_prefix("*.") {
             Some(suffix) => HostMapping::Subdomains(format!(".{}", normalize_host(suffix))),
-            None => HostMapping::Exact(normalize_host(pattern)),
+            None => HostMapping::Exact(normalize_host(pattern).into_owned()),
         }
     }
 
