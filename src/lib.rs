@@ -51,6 +51,9 @@ mod error;
 mod ext;
 mod kind;
 mod middleware;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
 mod parse;
 mod policy;
 mod provider;

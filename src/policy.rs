@@ -356,9 +356,13 @@ const OPENROUTER: Policy = Policy {
 
 const TOGETHER: Policy = Policy {
     signals: &[],
-    statuses: &[Row::new(Billing, false)
-        .status(402)
-        .fix("The monthly spend limit was reached: raise it or add credit")],
+    statuses: &[
+        Row::new(Billing, false).status(402).fix("The monthly spend limit was reached: raise it or add credit"),
+        // Together answers 403 when input tokens plus max_tokens exceed the context length.
+        Row::new(ContextLengthExceeded, false).status(403).message("tokens").fix(
+            "Input tokens plus max_tokens exceed the model's context length: shorten the prompt or lower max_tokens",
+        ),
+    ],
 };
 
 const FIREWORKS: Policy = Policy {
