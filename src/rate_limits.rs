@@ -179,7 +179,10 @@ mod tests {
         ]);
         let r = RateLimits::from_headers(&h, SystemTime::now()).unwrap();
         assert_eq!(r.requests, Some(RateLimit { limit: Some(60), remaining: Some(0), reset: Some(MS(1000)) }));
-        assert_eq!(r.tokens, Some(RateLimit { limit: Some(150_000), remaining: Some(149_984), reset: Some(MS(360_000)) }));
+        assert_eq!(
+            r.tokens,
+            Some(RateLimit { limit: Some(150_000), remaining: Some(149_984), reset: Some(MS(360_000)) })
+        );
         assert_eq!(r.exhausted_for(), Some(MS(1000)));
         assert_eq!(r.wait_hint(), Some(MS(1000)));
     }

@@ -44,7 +44,8 @@ fn client(server: &MockServer, middleware: LlmRetryMiddleware) -> reqwest_middle
 #[tokio::test]
 async fn two_instances_share_a_429_through_redis() {
     let prefix = unique_prefix("share");
-    let (Some(store_a), Some(store_b)) = (store(&redis_url(), &prefix).await, store(&redis_url(), &prefix).await) else {
+    let (Some(store_a), Some(store_b)) = (store(&redis_url(), &prefix).await, store(&redis_url(), &prefix).await)
+    else {
         return;
     };
     let server = MockServer::start().await;

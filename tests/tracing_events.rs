@@ -43,7 +43,11 @@ async fn each_retry_is_an_event_with_its_reason_and_wait() {
     let server = MockServer::start().await;
     let overloaded = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
     Mock::given(any())
-        .respond_with(ResponseTemplate::new(529).set_body_raw(overloaded, "application/json").insert_header("retry-after-ms", "7"))
+        .respond_with(
+            ResponseTemplate::new(529)
+                .set_body_raw(overloaded, "application/json")
+                .insert_header("retry-after-ms", "7"),
+        )
         .up_to_n_times(2)
         .mount(&server)
         .await;
@@ -59,7 +63,9 @@ async fn each_retry_is_an_event_with_its_reason_and_wait() {
     let retries: Vec<&str> = text.lines().filter(|l| l.contains("retrying LLM API request")).collect();
     assert_eq!(retries.len(), 2, "{text}");
     for (i, line) in retries.iter().enumerate() {
-        for field in ["provider=\"anthropic\"", "status=529", "kind=\"overloaded\"", &format!("attempt={}", i + 1), "wait_ms=7"] {
+        for field in
+            ["provider=\"anthropic\"", "status=529", "kind=\"overloaded\"", &format!("attempt={}", i + 1), "wait_ms=7"]
+        {
             assert!(line.contains(field), "{field} missing in {line}");
         }
         assert!(line.contains("WARN"), "{line}");

@@ -12,7 +12,8 @@ use crate::support::*;
 
 /// An error body larger than the parse limit, not UTF-8, JSON at the start.
 fn big_binary_body() -> Vec<u8> {
-    let mut body = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"},"pad":""#.to_vec();
+    let mut body =
+        br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"},"pad":""#.to_vec();
     body.extend((0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
     body
 }
@@ -88,9 +89,11 @@ async fn success_streams_pass_straight_through() {
         let last = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         socket.write_all(format!("{:x}\r\n{last}\r\n0\r\n\r\n", last.len()).as_bytes()).await.unwrap();
     });
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::builder().no_proxy().resolve(ANTHROPIC, addr).build().unwrap())
-        .with(fast().build())
-        .build();
+    let client = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().resolve(ANTHROPIC, addr).build().unwrap(),
+    )
+    .with(fast().build())
+    .build();
     let mut resp = tokio::time::timeout(
         Duration::from_secs(5),
         client.post(format!("http://{ANTHROPIC}:{}/v1/messages", addr.port())).send(),
@@ -113,7 +116,8 @@ async fn streaming_request_bodies_are_sent_once_and_still_parsed() {
     always(&server, anthropic_error(529, "overloaded_error", "Overloaded").insert_header("retry-after-ms", "1")).await;
     let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![Ok(b"{\"model\":"), Ok(b"\"claude\"}")];
     let body = reqwest::Body::wrap_stream(futures_stream(chunks));
-    let resp = client(&server, fast().build()).post(url(&server, ANTHROPIC, "/v1/messages")).body(body).send().await.unwrap();
+    let resp =
+        client(&server, fast().build()).post(url(&server, ANTHROPIC, "/v1/messages")).body(body).send().await.unwrap();
     let err = resp.llm_error().unwrap();
     assert_eq!((err.kind, err.retryable, err.attempts), (ErrorKind::Overloaded, true, 1));
     let requests = server.received_requests().await.unwrap();

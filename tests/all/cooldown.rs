@@ -110,11 +110,14 @@ impl Respond for FixedWindow {
         let reset = format!("{}ms", reset.as_millis().max(1));
         if state.1 >= self.limit {
             state.2 += 1;
-            return json(429, r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#)
-                .insert_header("retry-after-ms", reset.trim_end_matches("ms"))
-                .insert_header("x-ratelimit-limit-requests", self.limit.to_string())
-                .insert_header("x-ratelimit-remaining-requests", "0")
-                .insert_header("x-ratelimit-reset-requests", reset);
+            return json(
+                429,
+                r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+            )
+            .insert_header("retry-after-ms", reset.trim_end_matches("ms"))
+            .insert_header("x-ratelimit-limit-requests", self.limit.to_string())
+            .insert_header("x-ratelimit-remaining-requests", "0")
+            .insert_header("x-ratelimit-reset-requests", reset);
         }
         state.1 += 1;
         ok().insert_header("x-ratelimit-limit-requests", self.limit.to_string())

@@ -67,7 +67,8 @@ async fn custom_mappings_beat_the_table_and_the_extension_beats_both() {
 #[tokio::test]
 async fn a_per_request_provider_reaches_a_mock_on_a_bare_address() {
     let server = MockServer::start().await;
-    always(&server, openai_error(429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota")).await;
+    always(&server, openai_error(429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota"))
+        .await;
     let client = client(&server, fast().build());
     let resp = client
         .post(format!("{}/v1/chat/completions", server.uri()))

@@ -40,8 +40,13 @@ async fn openai_fields_and_body_request_id_fallback() {
     let server = MockServer::start().await;
     always(
         &server,
-        openai_error(429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota, please check your plan and billing details.")
-            .insert_header("x-request-id", "req_deaa3616cbd15d33b4db96b3ba74d2b4"),
+        openai_error(
+            429,
+            "insufficient_quota",
+            "insufficient_quota",
+            "You exceeded your current quota, please check your plan and billing details.",
+        )
+        .insert_header("x-request-id", "req_deaa3616cbd15d33b4db96b3ba74d2b4"),
     )
     .await;
     let resp = client(&server, fast().build()).post(url(&server, OPENAI, "/v1/chat/completions")).send().await.unwrap();
@@ -74,7 +79,10 @@ async fn gemini_fields() {
         .await
         .unwrap();
     let err = resp.llm_error().unwrap();
-    assert_eq!((err.provider, err.kind, err.retryable, err.attempts), (Provider::Gemini, ErrorKind::QuotaExceeded, false, 1));
+    assert_eq!(
+        (err.provider, err.kind, err.retryable, err.attempts),
+        (Provider::Gemini, ErrorKind::QuotaExceeded, false, 1)
+    );
     assert_eq!(err.error_type.as_deref(), Some("RESOURCE_EXHAUSTED"));
     assert_eq!(err.code.as_deref(), Some("GenerateRequestsPerDayPerProjectPerModel-FreeTier"));
     assert_eq!(err.retry_after.map(|d| d.as_secs()), Some(51820));
@@ -104,7 +112,8 @@ async fn fix_hints_carry_the_reference_table() {
 async fn stats_on_every_response_and_error_for_llm_status() {
     let server = MockServer::start().await;
     first(&server, 1, ok()).await;
-    always(&server, openai_error(404, "invalid_request_error", "model_not_found", "The model `gpt-9` does not exist")).await;
+    always(&server, openai_error(404, "invalid_request_error", "model_not_found", "The model `gpt-9` does not exist"))
+        .await;
     let client = client(&server, fast().build());
 
     let resp = client.post(url(&server, OPENAI, "/v1/chat/completions")).send().await.unwrap();
@@ -128,13 +137,21 @@ async fn error_for_llm_status_without_the_middleware() {
     let resp = reqwest_client(&server).post(url(&server, ANTHROPIC, "/v1/messages")).send().await.unwrap();
     assert!(resp.retry_stats().is_none() && resp.llm_error().is_none());
     let err = resp.error_for_llm_status().unwrap_err();
-    assert_eq!((err.provider, err.kind, err.retryable, err.attempts), (Provider::Anthropic, ErrorKind::Overloaded, true, 1));
+    assert_eq!(
+        (err.provider, err.kind, err.retryable, err.attempts),
+        (Provider::Anthropic, ErrorKind::Overloaded, true, 1)
+    );
 }
 
 #[test]
 fn parse_serves_errors_met_outside_the_middleware() {
     // An Anthropic SSE `event: error` payload, as it arrives inside a 200 stream.
     let data = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-    let err = LlmApiError::parse(Provider::Anthropic, http::StatusCode::from_u16(529).unwrap(), &http::HeaderMap::new(), data);
+    let err = LlmApiError::parse(
+        Provider::Anthropic,
+        http::StatusCode::from_u16(529).unwrap(),
+        &http::HeaderMap::new(),
+        data,
+    );
     assert_eq!((err.kind, err.retryable, err.message.as_str()), (ErrorKind::Overloaded, true, "Overloaded"));
 }

@@ -31,24 +31,138 @@ async fn the_seed_table() {
         (ANTHROPIC, anthropic_error(402, "billing_error", "Billing issue"), Billing, false),
         (ANTHROPIC, anthropic_error(403, "permission_error", "Permission denied"), PermissionDenied, false),
         (ANTHROPIC, anthropic_error(404, "not_found_error", "model: claude-x"), NotFound, false),
-        (ANTHROPIC, anthropic_error(413, "request_too_large", "Request exceeds the maximum allowed number of bytes."), RequestTooLarge, false),
-        (ANTHROPIC, anthropic_error(429, "rate_limit_error", "Number of requests has exceeded your rate limit"), RateLimited, true),
+        (
+            ANTHROPIC,
+            anthropic_error(413, "request_too_large", "Request exceeds the maximum allowed number of bytes."),
+            RequestTooLarge,
+            false,
+        ),
+        (
+            ANTHROPIC,
+            anthropic_error(429, "rate_limit_error", "Number of requests has exceeded your rate limit"),
+            RateLimited,
+            true,
+        ),
         (ANTHROPIC, anthropic_error(500, "api_error", "Internal server error"), ServerError, true),
         (ANTHROPIC, anthropic_error(529, "overloaded_error", "Overloaded"), Overloaded, true),
-        (ANTHROPIC, anthropic_error(400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."), Billing, false),
-        (ANTHROPIC, anthropic_error(400, "invalid_request_error", "prompt is too long: 208656 tokens > 200000 maximum"), ContextLengthExceeded, false),
-        (OPENAI, openai_error(400, "invalid_request_error", "", "Invalid value for 'temperature'"), InvalidRequest, false),
-        (OPENAI, openai_error(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-abc***xyz"), Authentication, false),
-        (OPENAI, openai_error(403, "permission_error", "unsupported_country_region_territory", "Country, region, or territory not supported"), PermissionDenied, false),
-        (OPENAI, openai_error(404, "invalid_request_error", "model_not_found", "The model `gpt-9` does not exist"), NotFound, false),
-        (OPENAI, openai_error(429, "requests", "rate_limit_exceeded", "Rate limit reached for gpt-4o on requests per min (RPM)"), RateLimited, true),
-        (OPENAI, openai_error(429, "insufficient_quota", "insufficient_quota", "You exceeded your current quota, please check your plan and billing details."), QuotaExceeded, false),
-        (OPENAI, openai_error(400, "invalid_request_error", "context_length_exceeded", "This model's maximum context length is 8192 tokens."), ContextLengthExceeded, false),
-        (OPENAI, openai_error(400, "invalid_request_error", "content_policy_violation", "Your request was rejected by our safety system"), ContentFiltered, false),
-        (OPENAI, openai_error(500, "server_error", "", "The server had an error while processing your request"), ServerError, true),
-        (OPENAI, openai_error(503, "service_unavailable", "", "The engine is currently overloaded, please try again later"), Overloaded, true),
-        (GEMINI, gemini_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", json!([])), InvalidRequest, false),
-        (GEMINI, gemini_error(400, "FAILED_PRECONDITION", "Gemini API free tier is not available in your country. Please enable billing on your project in Google AI Studio.", json!([])), Billing, false),
+        (
+            ANTHROPIC,
+            anthropic_error(
+                400,
+                "invalid_request_error",
+                "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+            ),
+            Billing,
+            false,
+        ),
+        (
+            ANTHROPIC,
+            anthropic_error(400, "invalid_request_error", "prompt is too long: 208656 tokens > 200000 maximum"),
+            ContextLengthExceeded,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(400, "invalid_request_error", "", "Invalid value for 'temperature'"),
+            InvalidRequest,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-abc***xyz"),
+            Authentication,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(
+                403,
+                "permission_error",
+                "unsupported_country_region_territory",
+                "Country, region, or territory not supported",
+            ),
+            PermissionDenied,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(404, "invalid_request_error", "model_not_found", "The model `gpt-9` does not exist"),
+            NotFound,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(
+                429,
+                "requests",
+                "rate_limit_exceeded",
+                "Rate limit reached for gpt-4o on requests per min (RPM)",
+            ),
+            RateLimited,
+            true,
+        ),
+        (
+            OPENAI,
+            openai_error(
+                429,
+                "insufficient_quota",
+                "insufficient_quota",
+                "You exceeded your current quota, please check your plan and billing details.",
+            ),
+            QuotaExceeded,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+                "This model's maximum context length is 8192 tokens.",
+            ),
+            ContextLengthExceeded,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(
+                400,
+                "invalid_request_error",
+                "content_policy_violation",
+                "Your request was rejected by our safety system",
+            ),
+            ContentFiltered,
+            false,
+        ),
+        (
+            OPENAI,
+            openai_error(500, "server_error", "", "The server had an error while processing your request"),
+            ServerError,
+            true,
+        ),
+        (
+            OPENAI,
+            openai_error(503, "service_unavailable", "", "The engine is currently overloaded, please try again later"),
+            Overloaded,
+            true,
+        ),
+        (
+            GEMINI,
+            gemini_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", json!([])),
+            InvalidRequest,
+            false,
+        ),
+        (
+            GEMINI,
+            gemini_error(
+                400,
+                "FAILED_PRECONDITION",
+                "Gemini API free tier is not available in your country. Please enable billing on your project in Google AI Studio.",
+                json!([]),
+            ),
+            Billing,
+            false,
+        ),
         (GEMINI, gemini_error(403, "PERMISSION_DENIED", "Permission denied", json!([])), PermissionDenied, false),
         (GEMINI, gemini_error(404, "NOT_FOUND", "models/gemini-9 is not found", json!([])), NotFound, false),
         (GEMINI, gemini_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", per_minute), RateLimited, true),
@@ -82,7 +196,9 @@ async fn statuses_the_official_sdks_retry() {
 async fn x_should_retry_overrides_the_table() {
     let (err, seen) = outcome(OPENAI, json(500, "{}").insert_header("x-should-retry", "false")).await;
     assert_eq!((err.kind, err.retryable, seen), (ErrorKind::ServerError, false, 1));
-    let (err, seen) = outcome(ANTHROPIC, anthropic_error(400, "invalid_request_error", "m").insert_header("x-should-retry", "true")).await;
+    let (err, seen) =
+        outcome(ANTHROPIC, anthropic_error(400, "invalid_request_error", "m").insert_header("x-should-retry", "true"))
+            .await;
     assert_eq!((err.kind, err.retryable, seen), (ErrorKind::InvalidRequest, true, 3));
     // Only the exact lower-case values count, as in every official SDK.
     let (_, seen) = outcome(OPENAI, json(500, "{}").insert_header("x-should-retry", "FALSE")).await;
@@ -92,7 +208,8 @@ async fn x_should_retry_overrides_the_table() {
 #[tokio::test]
 async fn retried_then_succeeds_with_stats() {
     let server = MockServer::start().await;
-    first(&server, 2, anthropic_error(529, "overloaded_error", "Overloaded").insert_header("retry-after-ms", "5")).await;
+    first(&server, 2, anthropic_error(529, "overloaded_error", "Overloaded").insert_header("retry-after-ms", "5"))
+        .await;
     always(&server, ok()).await;
     let client = client(&server, fast().build());
     let resp = client.post(url(&server, ANTHROPIC, "/v1/messages")).body("{}").send().await.unwrap();
@@ -113,7 +230,13 @@ async fn user_rules_override_the_tables() {
     let server = MockServer::start().await;
     always(&server, openai_error(503, "service_unavailable", "", "down for maintenance")).await;
     let middleware = fast()
-        .rule(Provider::OpenAi, RetryRule::give_up(ErrorKind::ServerError).status(503).message_contains("MAINTENANCE").fix("Wait for the maintenance window to end"))
+        .rule(
+            Provider::OpenAi,
+            RetryRule::give_up(ErrorKind::ServerError)
+                .status(503)
+                .message_contains("MAINTENANCE")
+                .fix("Wait for the maintenance window to end"),
+        )
         .build();
     let client = client(&server, middleware);
     let resp = client.post(url(&server, OPENAI, "/v1/chat/completions")).send().await.unwrap();

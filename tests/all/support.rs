@@ -90,6 +90,7 @@ pub fn openai_error(status: u16, error_type: &str, code: &str, message: &str) ->
 }
 
 pub fn gemini_error(status: u16, canonical: &str, message: &str, details: serde_json::Value) -> ResponseTemplate {
-    let body = serde_json::json!({"error": {"code": status, "message": message, "status": canonical, "details": details}});
+    let body =
+        serde_json::json!({"error": {"code": status, "message": message, "status": canonical, "details": details}});
     json(status, &body.to_string())
 }

@@ -27,7 +27,12 @@ async fn a_server_that_comes_up_is_reached_by_a_retry() {
     let addr = reserved.local_addr().unwrap();
     drop(reserved);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::builder().no_proxy().build().unwrap())
-        .with(LlmRetryMiddleware::builder().base_delay(Duration::from_millis(20)).max_delay(Duration::from_millis(40)).build())
+        .with(
+            LlmRetryMiddleware::builder()
+                .base_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(40))
+                .build(),
+        )
         .build();
     let request = tokio::spawn(async move { client.get(format!("http://{addr}/v1/models")).send().await });
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -44,7 +49,12 @@ async fn timeouts_are_retried_and_stay_timeouts() {
     let server = MockServer::start().await;
     first(&server, 1, ok().set_delay(Duration::from_millis(500))).await;
     always(&server, ok()).await;
-    let http = reqwest::Client::builder().no_proxy().resolve(OPENAI, *server.address()).timeout(Duration::from_millis(100)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(OPENAI, *server.address())
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
     let client = reqwest_middleware::ClientBuilder::new(http).with(fast().build()).build();
     let resp = client.post(url(&server, OPENAI, "/v1/chat/completions")).send().await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -50,7 +50,8 @@ async fn gemini_retry_info_in_the_body() {
 
 #[tokio::test]
 async fn wait_written_in_the_message() {
-    let t = openai_error(429, "tokens", "rate_limit_exceeded", "Rate limit reached for gpt-4o. Please try again in 25ms.");
+    let t =
+        openai_error(429, "tokens", "rate_limit_exceeded", "Rate limit reached for gpt-4o. Please try again in 25ms.");
     assert_between(waited_once(OPENAI, t).await, MS(25), MS(28));
 }
 
@@ -80,7 +81,12 @@ async fn server_waits_above_max_retry_after_return_at_once() {
         ),
         (
             GEMINI,
-            gemini_error(429, "RESOURCE_EXHAUSTED", "m", json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "61s"}])),
+            gemini_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "m",
+                json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "61s"}]),
+            ),
             Duration::from_secs(61),
         ),
     ];
@@ -137,8 +143,12 @@ async fn overload_backs_off_one_step_longer() {
 async fn max_elapsed_stops_retries_that_would_start_too_late() {
     let server = MockServer::start().await;
     always(&server, json(500, "{}")).await;
-    let middleware =
-        LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(1000)).max_elapsed(MS(100)).max_retries(10).build();
+    let middleware = LlmRetryMiddleware::builder()
+        .base_delay(MS(40))
+        .max_delay(MS(1000))
+        .max_elapsed(MS(100))
+        .max_retries(10)
+        .build();
     let started = Instant::now();
     let resp = client(&server, middleware).get(url(&server, OPENAI, "/")).send().await.unwrap();
     // Waits 40–50 ms, then the next wait (80–100 ms) would end past 100 ms.
