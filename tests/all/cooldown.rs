@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, RateLimit};
+use reqwest_llm_retry::{LlmResponseExt, RateLimit};
 use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::*;

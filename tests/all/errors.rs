@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, Provider};
+use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, Provider, mock};
 use serde_json::json;
 use wiremock::MockServer;
 
@@ -11,13 +11,8 @@ use crate::support::*;
 #[tokio::test]
 async fn anthropic_fields() {
     let server = MockServer::start().await;
-    always(
-        &server,
-        anthropic_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit")
-            .insert_header("request-id", "req_018EeWyXxfu5pfWkrYcMdjWG")
-            .insert_header("retry-after", "90"),
-    )
-    .await;
+    let failure = mock::anthropic::rate_limited(Duration::from_secs(90));
+    always(&server, failure.template()).await;
     let resp = client(&server, fast().build()).post(url(&server, ANTHROPIC, "/v1/messages")).send().await.unwrap();
     let err = resp.llm_error().unwrap().clone();
     assert_eq!(err.provider, Provider::Anthropic);
@@ -25,14 +20,22 @@ async fn anthropic_fields() {
     assert_eq!(err.kind, ErrorKind::RateLimited);
     assert_eq!(err.error_type.as_deref(), Some("rate_limit_error"));
     assert_eq!(err.code, None);
-    assert_eq!(err.message, "Number of request tokens has exceeded your per-minute rate limit");
-    assert_eq!(err.request_id.as_deref(), Some("req_018EeWyXxfu5pfWkrYcMdjWG"), "header wins over body");
+    assert_eq!(err.message, failure.message());
+    assert_eq!(err.request_id.as_deref(), Some(mock::anthropic::REQUEST_ID));
     assert_eq!(err.retry_after, Some(Duration::from_secs(90)));
     assert!(err.retryable);
     assert_eq!(err.attempts, 1);
     assert!(err.fix().contains("usage tier"), "{}", err.fix());
     let shown = err.to_string();
     assert!(shown.contains("Anthropic") && shown.contains("429") && shown.contains("rate_limit_error"), "{shown}");
+}
+
+#[tokio::test]
+async fn header_request_id_wins_over_the_body() {
+    let server = MockServer::start().await;
+    always(&server, anthropic_error(500, "api_error", "Internal").insert_header("request-id", "req_header")).await;
+    let resp = client(&server, fast().max_retries(0).build()).post(url(&server, ANTHROPIC, "/")).send().await.unwrap();
+    assert_eq!(resp.llm_error().unwrap().request_id.as_deref(), Some("req_header"));
 }
 
 #[tokio::test]
@@ -66,13 +69,8 @@ async fn openai_fields_and_body_request_id_fallback() {
 #[tokio::test]
 async fn gemini_fields() {
     let server = MockServer::start().await;
-    let details = json!([
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-            {"quotaMetric": "generativelanguage.googleapis.com/generate_requests_per_model_per_day",
-             "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "51820.638305887s"}
-    ]);
-    always(&server, gemini_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", details)).await;
+    let failure = mock::gemini::quota_per_day();
+    always(&server, failure.template()).await;
     let resp = client(&server, fast().build())
         .post(url(&server, GEMINI, "/v1beta/models/gemini-2.5-flash:generateContent"))
         .send()
@@ -85,7 +83,9 @@ async fn gemini_fields() {
     );
     assert_eq!(err.error_type.as_deref(), Some("RESOURCE_EXHAUSTED"));
     assert_eq!(err.code.as_deref(), Some("GenerateRequestsPerDayPerProjectPerModel-FreeTier"));
-    assert_eq!(err.retry_after.map(|d| d.as_secs()), Some(51820));
+    assert_eq!(err.retry_after, failure.retry_after());
+    assert!(err.retry_after.unwrap() > Duration::from_secs(3600));
+    failure.assert_matches(err);
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
 //! Retry decisions per provider and per parsed error, counted on the wire.
 
+use reqwest_llm_retry::mock;
 use reqwest_llm_retry::{ErrorKind, LlmResponseExt, Provider, RetryRule};
 use serde_json::json;
-use wiremock::{MockServer, ResponseTemplate};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::*;
 
@@ -208,9 +210,10 @@ async fn x_should_retry_overrides_the_table() {
 #[tokio::test]
 async fn retried_then_succeeds_with_stats() {
     let server = MockServer::start().await;
-    first(&server, 2, anthropic_error(529, "overloaded_error", "Overloaded").insert_header("retry-after-ms", "5"))
-        .await;
-    always(&server, ok()).await;
+    let script = mock::Sequence::new()
+        .then_times(2, mock::anthropic::overloaded().with_header("retry-after-ms", "5"))
+        .then(mock::anthropic::ok("Paris."));
+    Mock::given(any()).respond_with(script.clone()).mount(&server).await;
     let client = client(&server, fast().build());
     let resp = client.post(url(&server, ANTHROPIC, "/v1/messages")).body("{}").send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -218,7 +221,7 @@ async fn retried_then_succeeds_with_stats() {
     let stats = *resp.retry_stats().unwrap();
     assert_eq!(stats.attempts, 3);
     assert!(stats.waited >= std::time::Duration::from_millis(10), "{stats:?}");
-    assert_eq!(hits(&server).await, 3);
+    assert_eq!(script.hits(), 3);
     // Every attempt carried the same body.
     for request in server.received_requests().await.unwrap() {
         assert_eq!(request.body, b"{}");
