@@ -38,6 +38,17 @@
 //! Transport errors: connection failures and timeouts are retried with
 //! backoff; the final error is returned unchanged, so `is_timeout()` and
 //! `is_connect()` keep working.
+//!
+//! Clones of one middleware share rate-limit state per provider, host and
+//! credential: after a 429, or once the rate-limit headers say a window is
+//! used up, requests with the same key wait for the reset instead of each
+//! collecting its own 429 (see [`CooldownStore`]). Every response carrying
+//! rate-limit headers gets a [`RateLimits`] snapshot.
+//!
+//! | Cargo feature | What it adds |
+//! |---|---|
+//! | `mock` | the `mock` module: realistic provider failures as wiremock templates, scripted sequences, clients that reach a mock under the real host name |
+//! | `redis` | `RedisCooldownStore`: cooldowns shared by a fleet of processes through Redis |
 #![doc = concat!("\n\n", "Configuration: see [`LlmRetryMiddleware::builder`].")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
