@@ -1,6 +1,6 @@
 //! The provider comes from the request extension, then `host()` mappings, then the URL host.
 
-use reqwest_llm_retry::{ErrorKind, LlmResponseExt, Provider};
+use reqwest_llm_retry::{ErrorKind, LlmResponseExt, Provider, mock};
 use wiremock::MockServer;
 
 use crate::support::*;
@@ -10,24 +10,8 @@ async fn every_built_in_host_is_detected_on_the_wire() {
     let server = MockServer::start().await;
     always(&server, json(418, "{}")).await;
     let client = client(&server, fast().build());
-    let table = [
-        (ANTHROPIC, Provider::Anthropic),
-        (OPENAI, Provider::OpenAi),
-        (GEMINI, Provider::Gemini),
-        ("us-central1-aiplatform.googleapis.com", Provider::VertexAi),
-        ("contoso.openai.azure.com", Provider::AzureOpenAi),
-        ("bedrock-runtime.us-east-1.amazonaws.com", Provider::Bedrock),
-        ("api.groq.com", Provider::Groq),
-        ("api.mistral.ai", Provider::Mistral),
-        ("api.deepseek.com", Provider::DeepSeek),
-        ("openrouter.ai", Provider::OpenRouter),
-        ("api.x.ai", Provider::XAi),
-        ("api.together.xyz", Provider::Together),
-        ("api.fireworks.ai", Provider::Fireworks),
-        ("api.cerebras.ai", Provider::Cerebras),
-        ("api.perplexity.ai", Provider::Perplexity),
-        ("unknown.example", Provider::Unknown),
-    ];
+    // Each provider's usual host (Azure and Vertex under a resource or region name).
+    let table = Provider::ALL.iter().map(|p| (mock::host(*p), *p));
     for (host, provider) in table {
         let resp = client.post(url(&server, host, "/v1/x")).send().await.unwrap();
         let err = resp.llm_error().expect("error attached");

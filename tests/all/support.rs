@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest_llm_retry::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
+use reqwest_llm_retry::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder, Provider, mock};
 use reqwest_middleware::ClientWithMiddleware;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -12,27 +12,8 @@ pub const ANTHROPIC: &str = "api.anthropic.com";
 pub const OPENAI: &str = "api.openai.com";
 pub const GEMINI: &str = "generativelanguage.googleapis.com";
 
-/// Every host a test may use; all resolve to the mock server.
-const HOSTS: &[&str] = &[
-    ANTHROPIC,
-    OPENAI,
-    GEMINI,
-    "us-central1-aiplatform.googleapis.com",
-    "contoso.openai.azure.com",
-    "bedrock-runtime.us-east-1.amazonaws.com",
-    "api.groq.com",
-    "api.mistral.ai",
-    "api.deepseek.com",
-    "openrouter.ai",
-    "api.x.ai",
-    "api.together.xyz",
-    "api.fireworks.ai",
-    "api.cerebras.ai",
-    "api.perplexity.ai",
-    "llm-gateway.internal",
-    "eu.claude-proxy.example",
-    "unknown.example",
-];
+/// Hosts beyond each provider's own (`mock::host`) that tests use; all resolve to the mock server.
+const EXTRA_HOSTS: &[&str] = &["llm-gateway.internal", "eu.claude-proxy.example", "unknown.example"];
 
 /// A builder with millisecond delays instead of the production seconds.
 pub fn fast() -> LlmRetryMiddlewareBuilder {
@@ -42,7 +23,8 @@ pub fn fast() -> LlmRetryMiddlewareBuilder {
 /// A reqwest client whose provider hosts all resolve to `server`.
 pub fn reqwest_client(server: &MockServer) -> reqwest::Client {
     let mut builder = reqwest::Client::builder().no_proxy();
-    for host in HOSTS {
+    let provider_hosts = Provider::ALL.iter().map(|p| mock::host(*p));
+    for host in provider_hosts.chain(EXTRA_HOSTS.iter().copied()) {
         builder = builder.resolve(host, *server.address());
     }
     builder.build().expect("client")
