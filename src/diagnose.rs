@@ -12,8 +12,8 @@ use crate::error::LlmApiError;
 use crate::parse::{ParsedError, clip, parse_error_body};
 use crate::policy::{Facts, RetryRule, classify};
 use crate::provider::Provider;
-use crate::redact::Secrets;
 use crate::rate_limits::RateLimits;
+use crate::redact::Secrets;
 use crate::retry_after::{header_wait, parse_message_wait};
 
 /// Diagnoses one error response. `retryable` is the error's own verdict
@@ -28,6 +28,9 @@ pub(crate) fn diagnose(
     secrets: &Secrets,
     now: SystemTime,
 ) -> LlmApiError {
+    // A body still compressed (the client does not decode that encoding) is
+    // bytes, not text: the status speaks for it.
+    let body = if is_encoded(headers) { &[][..] } else { body };
     let mut parsed = parse_error_body(body, status.as_u16());
     if let Some(error_type) = header_error_type(headers) {
         parsed.error_type = Some(error_type);
@@ -52,12 +55,23 @@ pub(crate) fn diagnose(
         error_type: parsed.error_type.as_deref().map(|t| secrets.redact(t)),
         code: parsed.code.as_deref().map(|c| secrets.redact(c)),
         message,
-        request_id: request_id(headers, &parsed),
+        request_id: request_id(headers, &parsed).map(|id| secrets.redact(&id)),
         retry_after: server_wait,
         retryable: should_retry_header(headers).unwrap_or(class.retry),
         attempts: 1,
         fix: class.fix,
     }
+}
+
+/// Whether `Content-Encoding` names an encoding other than `identity`: reqwest
+/// removes the header when it decodes the body, so one still present means the
+/// bytes are compressed.
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::CONTENT_ENCODING).iter().any(|value| {
+        value
+            .to_str()
+            .map_or(true, |v| v.split(',').any(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity")))
+    })
 }
 
 /// The server's explicit verdict, exact lower-case as every official SDK compares it.

@@ -14,12 +14,12 @@ use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
 use crate::cooldown::{CooldownStore, Gate, MemoryCooldownStore, Pacer, cooldown_key};
 use crate::diagnose::diagnose;
-use crate::rate_limits::RateLimits;
 use crate::error::RetryStats;
 use crate::kind::ErrorKind;
 use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
-use crate::redact::Secrets;
+use crate::rate_limits::RateLimits;
+use crate::redact::{Secrets, redact_error};
 
 /// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
 pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -361,7 +361,7 @@ impl Middleware for LlmRetryMiddleware {
                     response.extensions_mut().insert(error);
                     return Ok(response);
                 }
-                (_, Err(error), _) => return Err(error),
+                (_, Err(error), _) => return Err(redact_error(error)),
             }
         }
     }

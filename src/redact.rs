@@ -57,6 +57,9 @@ impl Secrets {
     }
 
     /// `text` with every known secret, and every `key=…` value, blanked out.
+    /// A text cut short (a message clipped to its length limit, a body read
+    /// up to the parse limit) can end with the start of a secret: that is
+    /// blanked too.
     pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for secret in &self.0 {
@@ -64,8 +67,55 @@ impl Secrets {
                 out = out.replace(secret.as_str(), REDACTED);
             }
         }
+        for secret in &self.0 {
+            let cut = (MIN_PARTIAL_LEN..secret.len())
+                .rev()
+                .find(|&n| secret.is_char_boundary(n) && out.ends_with(&secret[..n]));
+            if let Some(n) = cut {
+                out.truncate(out.len() - n);
+                out.push_str(REDACTED);
+            }
+        }
         redact_key_params(&out)
     }
+}
+
+/// The shortest start of a secret blanked at the end of a cut text.
+const MIN_PARTIAL_LEN: usize = 4;
+
+/// A transport error as reqwest made it, its URL's credentials blanked:
+/// reqwest prints the URL in `Display` and `Debug`, and a Gemini URL carries
+/// `?key=`. The error itself is kept, so `is_timeout()`/`is_connect()` still work.
+pub(crate) fn redact_error(mut error: reqwest_middleware::Error) -> reqwest_middleware::Error {
+    if let reqwest_middleware::Error::Reqwest(inner) = &mut error
+        && let Some(url) = inner.url_mut()
+    {
+        redact_url(url);
+    }
+    error
+}
+
+/// Blanks the password and every secret query value, leaving the rest as it was.
+fn redact_url(url: &mut reqwest::Url) {
+    if url.password().is_some() {
+        let _ = url.set_password(Some(REDACTED));
+    }
+    let Some(query) = url.query() else { return };
+    let is_secret = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        SECRET_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p))
+    };
+    if !query.split('&').any(is_secret) {
+        return;
+    }
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret(pair) => format!("{name}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    url.set_query(Some(&redacted.join("&")));
 }
 
 /// `…?key=AIza…&alt=sse` → `…?key=[REDACTED]&alt=sse`, for keys we were not told about.
@@ -113,6 +163,24 @@ mod tests {
         }
         assert!(redacted.ends_with("short"), "short values are left alone: {redacted}");
         assert!(!format!("{secrets:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn the_start_of_a_cut_secret_is_blanked() {
+        let secrets = Secrets(vec!["sk-proj-SECRET456".to_owned()]);
+        assert_eq!(secrets.redact("bad key sk-proj-SEC"), "bad key [REDACTED]");
+        assert_eq!(secrets.redact("ends with sk-"), "ends with sk-", "too short to tell");
+        assert_eq!(secrets.redact("sk-proj-SECRET456 sk-proj"), "[REDACTED] [REDACTED]");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_keep_the_rest() {
+        let mut url = reqwest::Url::parse("https://u:pw@host/v1?alt=sse&key=AIza%2Bx&API_KEY=k2&q=a+b").unwrap();
+        redact_url(&mut url);
+        assert_eq!(url.as_str(), "https://u:%5BREDACTED%5D@host/v1?alt=sse&key=[REDACTED]&API_KEY=[REDACTED]&q=a+b");
+        let mut plain = reqwest::Url::parse("https://host/v1?alt=sse").unwrap();
+        redact_url(&mut plain);
+        assert_eq!(plain.as_str(), "https://host/v1?alt=sse");
     }
 
     #[test]
