@@ -198,29 +198,34 @@ fn is_error(status: StatusCode) -> bool {
     status.is_client_error() || status.is_server_error()
 }
 
-/// How many times a request re-checks the cooldown before it is sent anyway.
-const MAX_GATE_CHECKS: u32 = 3;
-
 /// Waits for the shared cooldown of `key`, within the time bounds, and
 /// returns the send's sequence number.
+///
+/// A request held by the cooldown checks again when it ends, as often as
+/// needed: sending it into a window that is still full would only spend one
+/// of its attempts on a 429. What bounds the holding is time: the cooldown
+/// waits of one attempt add up to at most `max_retry_after`, and none ends
+/// past `max_elapsed`; beyond that the request is sent and the server decides.
 async fn pace(pacer: &Pacer, key: &str, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
-    for _ in 0..MAX_GATE_CHECKS {
+    let mut held = Duration::ZERO;
+    loop {
         let wait = match pacer.gate(key).await {
             Gate::Go(seq) => return seq,
             Gate::Wait(wait) => wait,
         };
-        // Too long to honour: send, and let the server's answer decide.
-        if wait > timing.max_retry_after || started.elapsed().saturating_add(wait) > timing.max_elapsed {
-            break;
-        }
         // A little spread so the requests released together do not land in the same millisecond.
         let spread = (wait / 20).min(Duration::from_millis(50)).mul_f64(rand::random::<f64>());
         let wait = wait.saturating_add(spread);
+        if held.saturating_add(wait) > timing.max_retry_after
+            || started.elapsed().saturating_add(wait) > timing.max_elapsed
+        {
+            return pacer.force(key);
+        }
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
         tokio::time::sleep(wait).await;
+        held += wait;
         *waited += wait;
     }
-    pacer.force(key)
 }
 
 #[async_trait::async_trait]

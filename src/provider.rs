@@ -200,7 +200,11 @@ pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
         }
     };
     let host = host.trim_end_matches('.');
-    if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// A user mapping from [`LlmRetryMiddlewareBuilder::host`](crate::LlmRetryMiddlewareBuilder::host):

@@ -83,7 +83,8 @@ impl RateLimits {
             let Ok(value) = value.to_str() else { continue };
             let Some(slot) = limits.family_mut(family) else { continue };
             let entry = slot.get_or_insert_with(RateLimit::default);
-            let value = value.trim();
+            // `to_str` admitted visible ASCII only, so ASCII trimming is enough (and cheaper).
+            let value = value.trim_ascii();
             match field {
                 Field::Limit => entry.limit = entry.limit.or_else(|| value.parse().ok()),
                 Field::Remaining => entry.remaining = entry.remaining.or_else(|| value.parse().ok()),
@@ -142,13 +143,15 @@ fn classify_header(name: &str) -> Option<(&str, Field, Clock)> {
         "reset" => Some(Field::Reset),
         _ => None,
     };
+    // Header names are ASCII: splitting on a byte position is exact, and much
+    // cheaper than a `char` search on every response (this runs on each one).
     if let Some(rest) = name.strip_prefix("x-ratelimit-").or_else(|| name.strip_prefix("x-rate-limit-")) {
-        let (f, family) = rest.split_once('-')?;
-        return Some((family, field(f)?, Clock::Duration));
+        let at = rest.bytes().position(|b| b == b'-')?;
+        return Some((&rest[at + 1..], field(&rest[..at])?, Clock::Duration));
     }
     let rest = name.strip_prefix("anthropic-ratelimit-")?;
-    let (family, f) = rest.rsplit_once('-')?;
-    Some((family, field(f)?, Clock::Timestamp))
+    let at = rest.bytes().rposition(|b| b == b'-')?;
+    Some((&rest[..at], field(&rest[at + 1..])?, Clock::Timestamp))
 }
 
 #[cfg(test)]

@@ -1,0 +1,205 @@
+//! Fleet benchmark (issue: shared rate-limit state): 4 processes × 8 tasks
+//! share one OpenAI-style limit (20 requests per 200 ms) on a loopback mock,
+//! first with each process's in-memory cooldown store, then with the cooldowns
+//! in Redis. Reports requests the server saw, wasted calls per success and
+//! makespan against the theoretical minimum.
+//!
+//! Run: `cargo bench --bench fleet --features redis` (needs `redis-server`
+//! on 127.0.0.1:6379, or `REDIS_URL`; the Redis row is skipped without one).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const PROCESSES: usize = 4;
+const TASKS: usize = 8;
+const REQUESTS_PER_PROCESS: usize = 100;
+const LIMIT: u64 = 20;
+const WINDOW: Duration = Duration::from_millis(200);
+const HOST: &str = "api.openai.com";
+
+/// A fixed window shared by every client, answering over-limit requests with
+/// an OpenAI-style 429.
+struct FixedWindow {
+    /// Start of the current window (set by the first request), requests in it.
+    state: Mutex<(Option<Instant>, u64)>,
+    first: Mutex<Option<Instant>>,
+    seen: AtomicUsize,
+}
+
+/// The limiter as wiremock's responder, shared with the reporting code.
+struct Shared(Arc<FixedWindow>);
+
+impl Respond for Shared {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let this = &self.0;
+        this.seen.fetch_add(1, Ordering::Relaxed);
+        let mut state = this.state.lock().unwrap();
+        let now = Instant::now();
+        let start = *state.0.get_or_insert_with(|| {
+            *this.first.lock().unwrap() = Some(now);
+            now
+        });
+        let mut start = start;
+        while now.duration_since(start) >= WINDOW {
+            start += WINDOW;
+            state.1 = 0;
+        }
+        state.0 = Some(start);
+        let reset = WINDOW - now.duration_since(start);
+        let reset_ms = reset.as_millis().max(1);
+        let headers = |t: ResponseTemplate, remaining: u64| {
+            t.insert_header("x-ratelimit-limit-requests", LIMIT.to_string())
+                .insert_header("x-ratelimit-remaining-requests", remaining.to_string())
+                .insert_header("x-ratelimit-reset-requests", format!("{reset_ms}ms"))
+        };
+        if state.1 >= LIMIT {
+            let body = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+            return headers(ResponseTemplate::new(429).set_body_raw(body, "application/json"), 0)
+                .insert_header("retry-after-ms", reset_ms.to_string())
+                .insert_header("retry-after", reset.as_secs().max(1).to_string());
+        }
+        state.1 += 1;
+        let body = r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
+        headers(ResponseTemplate::new(200).set_body_raw(body, "application/json"), LIMIT - state.1)
+    }
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// One process of the fleet: waits for the common start, runs its tasks,
+/// prints `successes give_ups`.
+async fn child(store: &str, port: u16, start_ms: u128) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(HOST, ([127, 0, 0, 1], port).into())
+        .pool_max_idle_per_host(TASKS)
+        .build()
+        .unwrap();
+    let builder = LlmRetryMiddleware::builder().max_retries(8);
+    let middleware = match store {
+        "redis" => builder.cooldown_store(RedisCooldownStore::connect(&redis_url()).await.expect("redis")).build(),
+        _ => builder.build(),
+    };
+    let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+    tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now_ms) as u64)).await;
+    let next = Arc::new(AtomicUsize::new(0));
+    let successes = Arc::new(AtomicUsize::new(0));
+    let url = format!("http://{HOST}:{port}/v1/chat/completions");
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (client, next, successes, url) = (client.clone(), next.clone(), successes.clone(), url.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < REQUESTS_PER_PROCESS {
+                    let resp = client.post(&url).bearer_auth("sk-fleet-shared-key").body("{}").send().await;
+                    if let Ok(resp) = resp
+                        && resp.status().is_success()
+                        && resp.llm_error().is_none()
+                    {
+                        successes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let ok = successes.load(Ordering::Relaxed);
+    println!("{ok} {}", REQUESTS_PER_PROCESS - ok);
+}
+
+struct Row {
+    store: &'static str,
+    successes: usize,
+    give_ups: usize,
+    seen: usize,
+    makespan: Duration,
+}
+
+async fn fleet(store: &'static str) -> Row {
+    let server = MockServer::start().await;
+    let limiter =
+        Arc::new(FixedWindow { state: Mutex::new((None, 0)), first: Mutex::new(None), seen: AtomicUsize::new(0) });
+    Mock::given(any()).respond_with(Shared(limiter.clone())).mount(&server).await;
+    let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 1500;
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--fleet-child", store, &server.address().port().to_string(), &start_ms.to_string()])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let outputs = tokio::task::spawn_blocking(move || {
+        children.into_iter().map(|c| c.wait_with_output().expect("child")).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    // From the first request the server saw (its window starts there) to the last process done.
+    let makespan = limiter.first.lock().unwrap().map_or(Duration::ZERO, |first| first.elapsed());
+    let (mut successes, mut give_ups) = (0, 0);
+    for output in outputs {
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut fields = text.split_whitespace().map(|f| f.parse::<usize>().unwrap_or(0));
+        successes += fields.next().unwrap_or(0);
+        give_ups += fields.next().unwrap_or(0);
+    }
+    Row { store, successes, give_ups, seen: limiter.seen.load(Ordering::Relaxed), makespan }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--fleet-child") {
+        let (store, port, start) = (&args[i + 1], args[i + 2].parse().unwrap(), args[i + 3].parse().unwrap());
+        runtime.block_on(child(store, port, start));
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("the fleet benchmark runs with `cargo bench --bench fleet --features redis`");
+        return;
+    }
+    let total = PROCESSES * REQUESTS_PER_PROCESS;
+    let windows = total.div_ceil(LIMIT as usize) as u32;
+    let minimum = WINDOW * (windows - 1);
+    let redis_up = runtime.block_on(async { RedisCooldownStore::connect(&redis_url()).await.is_ok() });
+    let mut rows = vec![runtime.block_on(fleet("memory"))];
+    if redis_up {
+        rows.push(runtime.block_on(fleet("redis")));
+    } else {
+        eprintln!("SKIPPED the Redis row: no Redis at {}", redis_url());
+    }
+    println!(
+        "\nFleet: {PROCESSES} processes x {TASKS} tasks, {total} requests, one key, {LIMIT} requests per {} ms window (OpenAI-style 429s)\n",
+        WINDOW.as_millis()
+    );
+    println!(
+        "| cooldown store | successes | give-ups | requests seen | wasted calls / success | makespan | vs minimum ({:.1} s) |",
+        minimum.as_secs_f64()
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in rows {
+        let wasted = (row.seen - row.successes.min(row.seen)) as f64 / row.successes.max(1) as f64;
+        println!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} s | {:.2} x |",
+            row.store,
+            row.successes,
+            row.give_ups,
+            row.seen,
+            wasted,
+            row.makespan.as_secs_f64(),
+            row.makespan.as_secs_f64() / minimum.as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Section 1, what a layer costs when nothing fails.
+//!
+//! Every client sends the same small POST to the same server over one shared
+//! connection pool. The machine is noisy, so the clients take turns as finely
+//! as the workload allows: sequential requests go one each in rotating order
+//! (A B C D E, B C D E A, …), concurrent batches in rotating order within a
+//! round. Each round gives every client a median latency measured under
+//! nearly the same conditions; ratios are taken within a round (paired), and
+//! the figures reported are medians over rounds, with the interquartile range
+//! of the paired ratio to show how much the machine moved.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::Url;
+
+use crate::clients::{Clients, Kind, Sent, request_body, url};
+use crate::server::{Scenario, Server, Style};
+use crate::stats::{median, micros, quantile};
+
+pub const CLIENTS: [Kind; N] = [Kind::Bare, Kind::Empty, Kind::ReqwestRetry, Kind::Ours, Kind::OursNoCooldown];
+const N: usize = 5;
+
+/// Per-client results of one workload.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub name: String,
+    /// Per client (in [`CLIENTS`] order): the median over rounds of the round median, µs.
+    pub median_us: [f64; N],
+    /// Per client: the median over rounds of (client / bare) within a round.
+    pub vs_bare: [f64; N],
+    /// Per client: the median over rounds of (client / empty stack) within a round.
+    pub vs_empty: [f64; N],
+    /// Per client: the interquartile range over rounds of (client / empty stack).
+    pub vs_empty_iqr: [(f64, f64); N],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub rounds: usize,
+    /// Sequential requests per client per round.
+    pub sequential: usize,
+    /// Requests per task per client per round, `CONCURRENCY` tasks.
+    pub concurrent_per_task: usize,
+    /// SSE requests per client per round.
+    pub sse: usize,
+}
+
+pub const CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Sequential,
+    Concurrent,
+    Sse,
+}
+
+pub async fn run(sizes: Sizes) -> Vec<Workload> {
+    let ok = Server::start(Scenario::Ok);
+    let sse = Server::start(Scenario::Sse { gap: Duration::from_millis(2) });
+    let mut out = Vec::new();
+    for (mode, server, name) in [
+        (Mode::Sequential, &ok, format!("sequential POSTs ({} per client)", sizes.rounds * sizes.sequential)),
+        (
+            Mode::Concurrent,
+            &ok,
+            format!(
+                "{CONCURRENCY} concurrent POSTs ({} per client)",
+                sizes.rounds * CONCURRENCY * sizes.concurrent_per_task
+            ),
+        ),
+        (Mode::Sse, &sse, format!("SSE time to first byte ({} per client)", sizes.rounds * sizes.sse)),
+    ] {
+        let clients = Clients::new();
+        let url = url(Style::OpenAi, server.port);
+        let body = request_body();
+        let mut rounds: Vec<[f64; N]> = Vec::new();
+        // Round 0 warms the pool and the allocator and is not counted.
+        for round in 0..=sizes.rounds {
+            let mut latencies: [Vec<f64>; N] = Default::default();
+            match mode {
+                Mode::Sequential | Mode::Sse => {
+                    let n = if mode == Mode::Sse { sizes.sse } else { sizes.sequential };
+                    for i in 0..n {
+                        for k in 0..N {
+                            let slot = (k + i + round) % N;
+                            let elapsed = if mode == Mode::Sse {
+                                first_byte(&clients, CLIENTS[slot], &url, &body).await
+                            } else {
+                                full_request(&clients, CLIENTS[slot], &url, &body).await
+                            };
+                            latencies[slot].push(micros(elapsed));
+                        }
+                    }
+                }
+                Mode::Concurrent => {
+                    for k in 0..N {
+                        let slot = (k + round) % N;
+                        latencies[slot] =
+                            concurrent(&clients, CLIENTS[slot], &url, &body, sizes.concurrent_per_task).await;
+                    }
+                }
+            }
+            if round > 0 {
+                rounds.push(latencies.map(|mut l| median(&mut l)));
+            }
+        }
+        let column = |f: &dyn Fn(&[f64; N]) -> f64| rounds.iter().map(f).collect::<Vec<f64>>();
+        let mut median_us = [0.0; N];
+        let mut vs_bare = [0.0; N];
+        let mut vs_empty = [0.0; N];
+        let mut vs_empty_iqr = [(0.0, 0.0); N];
+        for slot in 0..N {
+            median_us[slot] = median(&mut column(&|r| r[slot]));
+            vs_bare[slot] = median(&mut column(&|r| r[slot] / r[0]));
+            let mut ratios = column(&|r| r[slot] / r[1]);
+            vs_empty[slot] = median(&mut ratios);
+            vs_empty_iqr[slot] = (quantile(&mut ratios, 0.25), quantile(&mut ratios, 0.75));
+        }
+        out.push(Workload { name, median_us, vs_bare, vs_empty, vs_empty_iqr });
+    }
+    out
+}
+
+/// One client's turn in a round of the concurrent workload: per-request latencies in µs.
+async fn concurrent(clients: &Clients, kind: Kind, url: &Url, body: &Bytes, per_task: usize) -> Vec<f64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (clients, url, body) = (clients.clone(), url.clone(), body.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                latencies.push(micros(full_request(&clients, kind, &url, &body).await));
+            }
+            latencies
+        });
+    }
+    tasks.join_all().await.into_iter().flatten().collect()
+}
+
+/// Send, read the whole body.
+async fn full_request(clients: &Clients, kind: Kind, url: &Url, body: &Bytes) -> Duration {
+    let started = Instant::now();
+    match clients.send(kind, Style::OpenAi, url, body, None).await {
+        Sent::Response(response) => {
+            let bytes = response.bytes().await.expect("body");
+            assert!(bytes.len() > 200, "a chat completion");
+        }
+        Sent::Failed(error) => panic!("success path failed: {error}"),
+    }
+    started.elapsed()
+}
+
+/// Send, time the first body chunk, then drain the stream.
+async fn first_byte(clients: &Clients, kind: Kind, url: &Url, body: &Bytes) -> Duration {
+    let started = Instant::now();
+    let Sent::Response(mut response) = clients.send(kind, Style::OpenAi, url, body, None).await else {
+        panic!("SSE request failed");
+    };
+    let first = response.chunk().await.expect("first chunk");
+    let elapsed = started.elapsed();
+    assert!(first.is_some_and(|c| c.starts_with(b"data: ")));
+    while response.chunk().await.expect("chunk").is_some() {}
+    elapsed
+}
+
+/// `n` sequential requests with one client, for `perf stat`.
+pub async fn profile(kind: Kind, n: usize) {
+    let server = Server::start(Scenario::Ok);
+    let clients = Clients::new();
+    let (url, body) = (url(Style::OpenAi, server.port), request_body());
+    let started = Instant::now();
+    for _ in 0..n {
+        full_request(&clients, kind, &url, &body).await;
+    }
+    eprintln!("{kind:?}: {:.2} µs per request", micros(started.elapsed()) / n as f64);
+}
