@@ -10,9 +10,9 @@
 //!
 //! - a 429 with a wait, or a response whose rate-limit headers say a family
 //!   is used up (`remaining: 0`), sets a cooldown: requests with that key
-//!   wait until then before they are sent. The cooldown lives in a
-//!   [`CooldownStore`], in memory by default, in Redis to share it across a
-//!   fleet (feature `redis`);
+//!   wait until then before they are sent. The cooldown lives in the
+//!   middleware's own memory, and also in a [`CooldownStore`] when one is
+//!   set: Redis to share it across a fleet (feature `redis`);
 //! - in the process, the `remaining` count of the request limit is also
 //!   spent locally as requests are sent, so the request that would be the
 //!   21st in a 20-request window waits for the reset instead of being sent
@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::Hasher;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,7 +33,7 @@ use reqwest::Request;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::provider::Provider;
-use crate::rate_limits::RateLimits;
+use crate::rate_limits::{RateLimit, RateLimits};
 
 /// Where cooldowns live: "requests with this key should not be sent before then".
 ///
@@ -49,8 +49,19 @@ pub trait CooldownStore: Send + Sync + fmt::Debug + 'static {
     async fn extend(&self, key: &str, until: SystemTime);
 }
 
-/// The default [`CooldownStore`]: a map in this process, shared by every
-/// clone of the middleware that uses it.
+/// A [`CooldownStore`] in this process's memory.
+///
+/// The middleware needs no store to share cooldowns among its own clones;
+/// this one shares them among middlewares built separately (say, one per
+/// client with different settings), through an `Arc`:
+///
+/// ```
+/// use std::sync::Arc;
+/// use reqwest_llm_retry::{LlmRetryMiddleware, MemoryCooldownStore};
+/// let store = Arc::new(MemoryCooldownStore::new());
+/// let chat = LlmRetryMiddleware::builder().cooldown_store(store.clone()).build();
+/// let batch = LlmRetryMiddleware::builder().max_retries(8).cooldown_store(store).build();
+/// ```
 #[derive(Debug, Default)]
 pub struct MemoryCooldownStore {
     map: Mutex<HashMap<String, SystemTime>>,
@@ -90,6 +101,18 @@ impl MemoryCooldownStore {
     }
 }
 
+/// One store behind several middlewares.
+#[async_trait::async_trait]
+impl<S: CooldownStore + ?Sized> CooldownStore for Arc<S> {
+    async fn get(&self, key: &str) -> Option<SystemTime> {
+        (**self).get(key).await
+    }
+
+    async fn extend(&self, key: &str, until: SystemTime) {
+        (**self).extend(key, until).await;
+    }
+}
+
 #[async_trait::async_trait]
 impl CooldownStore for MemoryCooldownStore {
     async fn get(&self, key: &str) -> Option<SystemTime> {
@@ -102,7 +125,7 @@ impl CooldownStore for MemoryCooldownStore {
 }
 
 /// Headers whose values identify the credential; `HeaderName`s, so that a
-/// lookup is a hash probe rather than a parse of the name.
+/// comparison is a tag compare rather than a string compare.
 static CREDENTIAL_HEADERS: [HeaderName; 4] = [
     http::header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
@@ -115,13 +138,61 @@ static CREDENTIAL_HEADERS: [HeaderName; 4] = [
 /// fingerprint cannot be looked up in a table of unkeyed hashes.
 const FINGERPRINT_KEY: [u8; 16] = *b"llm-retry-cooldn";
 
-/// `"{provider}:{host:port}:{fingerprint}"` for a request.
-pub(crate) fn cooldown_key(provider: Provider, request: &Request) -> String {
-    let mut hasher = SipHasher13::new_with_key(&FINGERPRINT_KEY);
-    for name in &CREDENTIAL_HEADERS {
-        for value in request.headers().get_all(name) {
-            hasher.write(name.as_str().as_bytes());
-            hasher.write(value.as_bytes());
+/// Which requests share rate-limit state: the same provider, host, port and credential.
+#[derive(Debug, Clone)]
+pub(crate) struct Key {
+    /// A hash of all four, for the in-process map.
+    id: u64,
+    /// The store's form, `"{provider}:{host}:{port}:{fingerprint}"`; made only
+    /// when there is a store to ask, because this runs before every request.
+    text: Option<String>,
+}
+
+impl Key {
+    /// The key of `request` to `provider`; with its text form when `with_text`.
+    pub(crate) fn of(provider: Provider, request: &Request, with_text: bool) -> Key {
+        let mut hasher = SipHasher13::new_with_key(&FINGERPRINT_KEY);
+        write_credentials(&mut hasher, request);
+        let url = request.url();
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or_default();
+        let text = with_text.then(|| key_text(provider, host, port, hasher.finish128().as_u128()));
+        hasher.write(host.as_bytes());
+        hasher.write_u16(port);
+        hasher.write_u8(provider as u8);
+        let id = hasher.finish128();
+        Key { id: id.h1 ^ id.h2, text }
+    }
+
+    /// The store's form of the key.
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
+
+    #[cfg(test)]
+    fn test(id: u64) -> Key {
+        Key { id, text: Some(format!("test:{id}")) }
+    }
+}
+
+/// Feeds the credential of `request` to `hasher`: every value of each
+/// [`CREDENTIAL_HEADERS`] name in that order, then `key=` query values.
+fn write_credentials(hasher: &mut SipHasher13, request: &Request) {
+    let headers = request.headers();
+    // One pass to see which names are present: four hash probes cost more
+    // than walking the few headers a request has.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = CREDENTIAL_HEADERS.iter().position(|c| c == name) {
+            present |= 1 << i;
+        }
+    }
+    if present != 0 {
+        for (_, name) in CREDENTIAL_HEADERS.iter().enumerate().filter(|(i, _)| present & (1 << i) != 0) {
+            for value in headers.get_all(name) {
+                hasher.write(name.as_str().as_bytes());
+                hasher.write(value.as_bytes());
+            }
         }
     }
     if request.url().query().is_some() {
@@ -130,36 +201,18 @@ pub(crate) fn cooldown_key(provider: Provider, request: &Request) -> String {
             hasher.write(value.as_bytes());
         }
     }
-    let url = request.url();
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or_default();
-    // Written out by hand: this runs before every request, and `format!`
-    // with `{:032x}` cost more than the rest of the success path's
-    // bookkeeping (about 3,000 instructions a request).
-    let name = provider.name();
-    let mut key = String::with_capacity(name.len() + host.len() + 40);
-    key.push_str(name);
-    key.push(':');
-    key.push_str(host);
-    key.push(':');
-    let mut digits = [0u8; 5];
-    let mut rest = port;
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    key.extend(digits[start..].iter().map(|&d| char::from(d)));
-    key.push(':');
-    let fingerprint = hasher.finish128().as_u128();
-    key.extend(
-        (0..32).rev().map(|nibble| char::from(b"0123456789abcdef"[(fingerprint >> (4 * nibble)) as usize & 0xf])),
-    );
-    key
+}
+
+/// `"{provider}:{host}:{port}:{fingerprint}"`; the format is shared by a
+/// fleet through its store, so it never changes.
+fn key_text(provider: Provider, host: &str, port: u16, fingerprint: u128) -> String {
+    format!("{}:{host}:{port}:{fingerprint:032x}", provider.name())
+}
+
+/// `"{provider}:{host:port}:{fingerprint}"` for a request: the key a store sees.
+#[cfg(test)]
+pub(crate) fn cooldown_key(provider: Provider, request: &Request) -> String {
+    Key::of(provider, request, true).text.unwrap_or_default()
 }
 
 /// The per-key request budget of this process.
@@ -204,6 +257,20 @@ impl Budget {
     }
 }
 
+/// What this process knows about one key.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    budget: Budget,
+    /// No request with this key is sent before then.
+    cooldown_until: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.budget.reset_at.is_some_and(|r| r > now) || self.cooldown_until.is_some_and(|c| c > now)
+    }
+}
+
 /// What to do before sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gate {
@@ -213,95 +280,135 @@ pub(crate) enum Gate {
     Wait(Duration),
 }
 
+/// Keys are already SipHash outputs: the map uses their low bits as they are.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
+
+type Entries = HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>;
+
 /// The shared state behind one middleware and its clones.
 #[derive(Debug)]
 pub(crate) struct Pacer {
-    store: Arc<dyn CooldownStore>,
-    budgets: Mutex<HashMap<String, Budget>>,
+    /// A store shared beyond this middleware (`cooldown_store`); without
+    /// one, cooldowns live in `entries` only.
+    store: Option<Arc<dyn CooldownStore>>,
+    entries: Mutex<Entries>,
 }
 
 impl Pacer {
-    pub(crate) fn new(store: Arc<dyn CooldownStore>) -> Self {
-        Pacer { store, budgets: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(store: Option<Arc<dyn CooldownStore>>) -> Self {
+        Pacer { store, entries: Mutex::new(Entries::default()) }
     }
 
-    fn budgets(&self) -> MutexGuard<'_, HashMap<String, Budget>> {
-        self.budgets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Whether cooldowns are also kept in a store, whose calls are async.
+    pub(crate) fn has_store(&self) -> bool {
+        self.store.is_some()
     }
 
-    /// Go (spending one request of the budget), or how long to wait first.
-    pub(crate) async fn gate(&self, key: &str) -> Gate {
-        if let Some(until) = self.store.get(key).await
-            && let Ok(wait) = until.duration_since(SystemTime::now())
-            && !wait.is_zero()
-        {
-            return Gate::Wait(wait);
-        }
-        let now = Instant::now();
-        let mut budgets = self.budgets();
-        if !budgets.contains_key(key) {
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Go (spending one request of the budget), or how long to wait first,
+    /// by what this process knows.
+    pub(crate) fn gate(&self, key: &Key, now: Instant) -> Gate {
+        let mut entries = self.entries();
+        if !entries.contains_key(&key.id) {
             // Numbering starts with the first send, so that the first
             // responses' snapshots can be ordered; memory stays bounded.
-            if budgets.len() >= SWEEP_AT {
-                budgets.retain(|_, b| b.reset_at.is_some_and(|r| r > now));
+            if entries.len() >= SWEEP_AT {
+                entries.retain(|_, entry| entry.live(now));
             }
-            if budgets.len() >= MAX_BUDGETS {
+            if entries.len() >= MAX_BUDGETS {
                 return Gate::Go(0);
             }
-            budgets.insert(key.to_owned(), Budget::new());
+            entries.insert(key.id, Entry { budget: Budget::new(), cooldown_until: None });
         }
-        let Some(budget) = budgets.get_mut(key) else { return Gate::Go(0) };
-        if budget.left(now) == Some(0)
-            && let Some(reset_at) = budget.reset_at.filter(|r| *r > now)
+        let Some(entry) = entries.get_mut(&key.id) else { return Gate::Go(0) };
+        if let Some(until) = entry.cooldown_until.filter(|until| *until > now) {
+            return Gate::Wait(until - now);
+        }
+        if entry.budget.left(now) == Some(0)
+            && let Some(reset_at) = entry.budget.reset_at.filter(|r| *r > now)
         {
             return Gate::Wait(reset_at - now);
         }
-        Gate::Go(budget.spend(now))
+        Gate::Go(entry.budget.spend(now))
+    }
+
+    /// The wait the store asks for, when there is a store and it has a cooldown for `key`.
+    pub(crate) async fn shared_wait(&self, key: &Key) -> Option<Duration> {
+        let (store, text) = (self.store.as_ref()?, key.text()?);
+        let until = store.get(text).await?;
+        until.duration_since(SystemTime::now()).ok().filter(|wait| !wait.is_zero())
     }
 
     /// Sends regardless of the budget (the wait was too long to honour).
-    pub(crate) fn force(&self, key: &str) -> u64 {
-        self.budgets().get_mut(key).map_or(0, |budget| budget.spend(Instant::now()))
+    pub(crate) fn force(&self, key: &Key) -> u64 {
+        self.entries().get_mut(&key.id).map_or(0, |entry| entry.budget.spend(Instant::now()))
     }
 
-    /// Learns from a response to the send numbered `seq`.
-    pub(crate) async fn observe(
+    /// Learns from a response to the send numbered `seq`; returns the
+    /// cooldown it sets, which a store should hear about too.
+    pub(crate) fn observe(
         &self,
-        key: &str,
+        key: &Key,
         seq: u64,
         limits: Option<&RateLimits>,
         rate_limited_for: Option<Duration>,
-    ) {
-        let now = Instant::now();
-        if let Some(requests) = limits.and_then(|l| l.requests)
-            && let (Some(remaining), Some(reset)) = (requests.remaining, requests.reset)
-        {
-            self.learn(key, seq, remaining, requests.limit, reset, now);
+        now: Instant,
+    ) -> Option<Duration> {
+        let requests = limits.and_then(|l| l.requests).filter(|r| r.remaining.is_some() && r.reset.is_some());
+        // A 429's wait, or a used-up family's reset, becomes the key's cooldown.
+        let exhausted = limits.and_then(RateLimits::exhausted_for);
+        let cooldown = rate_limited_for.into_iter().chain(exhausted).max().filter(|w| !w.is_zero());
+        if requests.is_none() && cooldown.is_none() {
+            return None;
         }
-        self.cool_down(key, limits, rate_limited_for).await;
-    }
-
-    /// Records the server's view of the request budget after send `seq`.
-    fn learn(&self, key: &str, seq: u64, remaining: u64, limit: Option<u64>, reset: Duration, now: Instant) {
-        let mut budgets = self.budgets();
-        // Sends numbered 0 were not tracked (no budget then, or too many keys).
-        let Some(budget) = budgets.get_mut(key).filter(|_| seq > 0) else { return };
-        // Responses arrive out of order: only a later send's view is newer.
-        if seq >= budget.snapshot_seq {
+        let mut entries = self.entries();
+        if let Some(RateLimit { remaining: Some(remaining), reset: Some(reset), limit }) = requests
+            // Sends numbered 0 were not tracked (no entry then, or too many keys).
+            && let Some(budget) = entries.get_mut(&key.id).filter(|_| seq > 0).map(|entry| &mut entry.budget)
+            // Responses arrive out of order: only a later send's view is newer.
+            && seq >= budget.snapshot_seq
+        {
             budget.snapshot_seq = seq;
             budget.remaining = Some(remaining);
             budget.limit = limit.or(budget.limit);
             budget.reset_at = now.checked_add(reset);
         }
+        if let Some(until) = cooldown.and_then(|wait| now.checked_add(wait))
+            && (entries.len() < MAX_BUDGETS || entries.contains_key(&key.id))
+        {
+            let entry = entries.entry(key.id).or_insert(Entry { budget: Budget::new(), cooldown_until: None });
+            entry.cooldown_until = entry.cooldown_until.max(Some(until));
+        }
+        cooldown
     }
 
-    /// A 429's wait, or a used-up family's reset, becomes the key's cooldown.
-    async fn cool_down(&self, key: &str, limits: Option<&RateLimits>, rate_limited_for: Option<Duration>) {
-        let exhausted = limits.and_then(RateLimits::exhausted_for);
-        if let Some(wait) = rate_limited_for.into_iter().chain(exhausted).max().filter(|w| !w.is_zero())
+    /// Tells the store about a cooldown of `wait` from now.
+    pub(crate) async fn publish(&self, key: &Key, wait: Duration) {
+        if let (Some(store), Some(text)) = (self.store.as_ref(), key.text())
             && let Some(until) = SystemTime::now().checked_add(wait)
         {
-            self.store.extend(key, until).await;
+            store.extend(text, until).await;
         }
     }
 }
@@ -345,59 +452,81 @@ mod tests {
         assert_eq!(key, "gemini:x.example:443:cbe99358c5a5b5938c5afc2ce7eecc0e");
     }
 
-    #[tokio::test]
-    async fn the_budget_stops_the_request_past_the_limit() {
-        let pacer = Pacer::new(Arc::new(MemoryCooldownStore::new()));
-        let Gate::Go(first) = pacer.gate("k").await else { panic!() };
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn the_budget_stops_the_request_past_the_limit() {
+        let pacer = Pacer::new(None);
+        let k = Key::test(1);
+        let Gate::Go(first) = pacer.gate(&k, now()) else { panic!() };
         // The server says: 2 left after the first request, window resets in 50 ms.
-        pacer.observe("k", first, Some(&limits(3, 2, Duration::from_millis(50))), None).await;
-        assert_eq!(pacer.gate("k").await, Gate::Go(2));
-        assert_eq!(pacer.gate("k").await, Gate::Go(3));
-        let Gate::Wait(wait) = pacer.gate("k").await else { panic!("the 4th request must wait") };
+        pacer.observe(&k, first, Some(&limits(3, 2, Duration::from_millis(50))), None, now());
+        assert_eq!(pacer.gate(&k, now()), Gate::Go(2));
+        assert_eq!(pacer.gate(&k, now()), Gate::Go(3));
+        let Gate::Wait(wait) = pacer.gate(&k, now()) else { panic!("the 4th request must wait") };
         assert!(wait <= Duration::from_millis(50));
-        assert_eq!(pacer.gate("other").await, Gate::Go(1), "another key is unaffected");
-        tokio::time::sleep(wait).await;
+        assert_eq!(pacer.gate(&Key::test(2), now()), Gate::Go(1), "another key is unaffected");
         // A new window: the limit again.
+        let later = now() + wait;
         for seq in 4..=6 {
-            assert_eq!(pacer.gate("k").await, Gate::Go(seq));
+            assert_eq!(pacer.gate(&k, later), Gate::Go(seq));
         }
-        assert_eq!(pacer.gate("k").await, Gate::Go(7), "reset unknown: never blocks forever");
+        assert_eq!(pacer.gate(&k, later), Gate::Go(7), "reset unknown: never blocks forever");
     }
 
-    #[tokio::test]
-    async fn stale_snapshots_do_not_overwrite_newer_ones() {
-        let pacer = Pacer::new(Arc::new(MemoryCooldownStore::new()));
+    #[test]
+    fn stale_snapshots_do_not_overwrite_newer_ones() {
+        let pacer = Pacer::new(None);
+        let k = Key::test(1);
         for seq in 1..=3 {
-            assert_eq!(pacer.gate("k").await, Gate::Go(seq));
+            assert_eq!(pacer.gate(&k, now()), Gate::Go(seq));
         }
-        pacer.observe("k", 3, Some(&limits(10, 0, Duration::from_secs(5))), None).await;
-        pacer.observe("k", 1, Some(&limits(10, 9, Duration::from_secs(5))), None).await;
-        assert!(matches!(pacer.gate("k").await, Gate::Wait(_)));
+        pacer.observe(&k, 3, Some(&limits(10, 0, Duration::from_secs(5))), None, now());
+        pacer.observe(&k, 1, Some(&limits(10, 9, Duration::from_secs(5))), None, now());
+        assert!(matches!(pacer.gate(&k, now()), Gate::Wait(_)));
     }
 
-    #[tokio::test]
-    async fn memory_for_budgets_is_bounded() {
-        let pacer = Pacer::new(Arc::new(MemoryCooldownStore::new()));
+    #[test]
+    fn memory_for_budgets_is_bounded() {
+        let pacer = Pacer::new(None);
         for i in 0..(MAX_BUDGETS + 100) {
-            pacer.gate(&format!("tenant-{i}")).await;
+            pacer.gate(&Key::test(i as u64), now());
+            pacer.observe(&Key::test(i as u64), 0, None, Some(Duration::from_secs(60)), now());
         }
-        assert!(pacer.budgets().len() <= MAX_BUDGETS);
+        assert!(pacer.entries().len() <= MAX_BUDGETS);
     }
 
-    #[tokio::test]
-    async fn a_429_cools_the_key_down_in_the_store() {
-        let store = Arc::new(MemoryCooldownStore::new());
-        let pacer = Pacer::new(store.clone());
-        pacer.observe("k", 1, None, Some(Duration::from_millis(40))).await;
-        let Gate::Wait(wait) = pacer.gate("k").await else { panic!() };
+    #[test]
+    fn a_429_cools_the_key_down() {
+        let pacer = Pacer::new(None);
+        let (k, j) = (Key::test(1), Key::test(2));
+        assert_eq!(pacer.observe(&k, 1, None, Some(Duration::from_millis(40)), now()), Some(Duration::from_millis(40)));
+        let Gate::Wait(wait) = pacer.gate(&k, now()) else { panic!() };
         assert!(wait > Duration::from_millis(30) && wait <= Duration::from_millis(40));
-        assert!(store.get_now("k").is_some());
-        assert!(matches!(pacer.gate("j").await, Gate::Go(_)));
+        assert!(matches!(pacer.gate(&j, now()), Gate::Go(_)));
         // Used-up token families cool down too.
         let used_up = RateLimit { limit: None, remaining: Some(0), reset: Some(Duration::from_millis(30)) };
         let tokens = RateLimits { tokens: Some(used_up), ..RateLimits::default() };
-        pacer.observe("j", 1, Some(&tokens), None).await;
-        assert!(matches!(pacer.gate("j").await, Gate::Wait(_)));
+        pacer.observe(&j, 1, Some(&tokens), None, now());
+        assert!(matches!(pacer.gate(&j, now()), Gate::Wait(_)));
+        // A plain success sets nothing.
+        assert_eq!(pacer.observe(&j, 2, Some(&limits(10, 5, Duration::from_secs(1))), None, now()), None);
+    }
+
+    #[tokio::test]
+    async fn a_store_hears_of_cooldowns_and_is_asked_before_sending() {
+        let store = Arc::new(MemoryCooldownStore::new());
+        let pacer = Pacer::new(Some(store.clone() as Arc<dyn CooldownStore>));
+        let k = Key::of(Provider::OpenAi, &request("Bearer sk-1", "https://api.openai.com/v1/x"), true);
+        assert_eq!(pacer.shared_wait(&k).await, None);
+        pacer.publish(&k, Duration::from_secs(5)).await;
+        assert!(store.get_now(k.text().unwrap()).is_some());
+        let wait = pacer.shared_wait(&k).await.expect("the store's cooldown");
+        assert!(wait > Duration::from_secs(4) && wait <= Duration::from_secs(5));
+        // Without a store there is nothing to ask.
+        assert_eq!(Pacer::new(None).shared_wait(&k).await, None);
     }
 
     #[test]

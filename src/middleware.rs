@@ -3,6 +3,8 @@
 //! Everything that decides is a pure function elsewhere (`provider`,
 //! `parse`, `policy`, `retry_after`, `backoff`); this module only does I/O.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,9 +14,9 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::cooldown::{CooldownStore, Gate, MemoryCooldownStore, Pacer, cooldown_key};
+use crate::cooldown::{CooldownStore, Gate, Key, Pacer};
 use crate::diagnose::diagnose;
-use crate::error::RetryStats;
+use crate::error::{LlmApiError, RetryStats};
 use crate::kind::ErrorKind;
 use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
@@ -68,7 +70,7 @@ impl Default for Config {
             hosts: Vec::new(),
             rules: Vec::new(),
             error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
-            pacer: Some(Arc::new(Pacer::new(Arc::new(MemoryCooldownStore::new())))),
+            pacer: Some(Arc::new(Pacer::new(None))),
         }
     }
 }
@@ -176,14 +178,16 @@ impl LlmRetryMiddlewareBuilder {
     /// headers say the window is used up, requests wait for the reset instead
     /// of each collecting its own 429. See [`CooldownStore`].
     pub fn cooldown(mut self, enabled: bool) -> Self {
-        self.config.pacer = enabled.then(|| Arc::new(Pacer::new(Arc::new(MemoryCooldownStore::new()))));
+        self.config.pacer = enabled.then(|| Arc::new(Pacer::new(None)));
         self
     }
 
-    /// Keeps cooldowns in `store`, e.g. a `RedisCooldownStore` shared by a
-    /// fleet (turns the cooldown on).
+    /// Also keeps cooldowns in `store`, e.g. a `RedisCooldownStore` shared by
+    /// a fleet, or an `Arc<MemoryCooldownStore>` shared by several
+    /// middlewares (turns the cooldown on). The store is asked before each
+    /// send and told of each cooldown.
     pub fn cooldown_store(mut self, store: impl CooldownStore) -> Self {
-        self.config.pacer = Some(Arc::new(Pacer::new(Arc::new(store))));
+        self.config.pacer = Some(Arc::new(Pacer::new(Some(Arc::new(store)))));
         self
     }
 
@@ -206,12 +210,15 @@ fn is_error(status: StatusCode) -> bool {
 /// of its attempts on a 429. What bounds the holding is time: the cooldown
 /// waits of one attempt add up to at most `max_retry_after`, and none ends
 /// past `max_elapsed`; beyond that the request is sent and the server decides.
-async fn pace(pacer: &Pacer, key: &str, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
+async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
     let mut held = Duration::ZERO;
     loop {
-        let wait = match pacer.gate(key).await {
-            Gate::Go(seq) => return seq,
-            Gate::Wait(wait) => wait,
+        let wait = match pacer.shared_wait(key).await {
+            Some(wait) => wait,
+            None => match pacer.gate(key, Instant::now()) {
+                Gate::Go(seq) => return seq,
+                Gate::Wait(wait) => wait,
+            },
         };
         // A little spread so the requests released together do not land in the same millisecond.
         let spread = (wait / 20).min(Duration::from_millis(50)).mul_f64(rand::random::<f64>());
@@ -228,146 +235,254 @@ async fn pace(pacer: &Pacer, key: &str, timing: &Timing, started: Instant, waite
     }
 }
 
-#[async_trait::async_trait]
-impl Middleware for LlmRetryMiddleware {
-    async fn handle(
-        &self,
-        request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+/// The send's sequence number once the cooldown lets it go. Without a store
+/// and without a cooldown this is one lock, taken synchronously: it runs
+/// before every request.
+async fn admit(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
+    if !pacer.has_store()
+        && let Gate::Go(seq) = pacer.gate(key, Instant::now())
+    {
+        return seq;
+    }
+    // Boxed: the waiting machinery would otherwise make every request's future larger.
+    Box::pin(pace(pacer, key, timing, started, waited)).await
+}
+
+/// An attempt's outcome once judged: the failed response with its error and
+/// rate limits, or the transport error.
+type Outcome = Result<(HeldResponse, LlmApiError, Option<RateLimits>), reqwest_middleware::Error>;
+
+/// What one attempt knows about itself, for judging its failure.
+struct AttemptContext<'a> {
+    provider: Provider,
+    retries_taken: u32,
+    started: Instant,
+    can_resend: bool,
+    secrets: &'a Secrets,
+    pacing: Option<(&'a Pacer, &'a Key, u64)>,
+}
+
+impl LlmRetryMiddleware {
+    /// Reads and judges a 4xx/5xx response; feeds a rate limit to the cooldown.
+    async fn judge(&self, response: Response, at: AttemptContext<'_>) -> (Verdict, Outcome) {
         let config = &*self.config;
-        let provider = self.provider(&request, extensions);
-        let started = Instant::now();
-        let mut waited = Duration::ZERO;
-        let mut attempts = 0u32;
-        let mut current = request;
-        let pacing = config.pacer.as_deref().map(|pacer| (pacer, cooldown_key(provider, &current)));
-
-        loop {
-            attempts += 1;
-            let retries_taken = attempts - 1;
-            // A clone for the next attempt, made before this one consumes the
-            // request; a streaming body cannot be cloned and is sent once.
-            let pending = if retries_taken < config.timing.max_retries { current.try_clone() } else { None };
-            let secrets_of_last = pending.is_none().then(|| Secrets::of(&current));
-            let seq = match &pacing {
-                Some((pacer, key)) => pace(pacer, key, &config.timing, started, &mut waited).await,
-                None => 0,
-            };
-            let result = next.clone().run(current, extensions).await;
-
-            let (verdict, outcome) = match result {
-                Ok(mut response) if !is_error(response.status()) => {
-                    let limits = RateLimits::from_headers(response.headers(), SystemTime::now());
-                    if let Some((pacer, key)) = &pacing {
-                        pacer.observe(key, seq, limits.as_ref(), None).await;
-                    }
-                    if let Some(limits) = limits {
-                        response.extensions_mut().insert(limits);
-                    }
-                    response.extensions_mut().insert(RetryStats { attempts, waited });
-                    return Ok(response);
-                }
-                Ok(response) => {
-                    let held = HeldResponse::read(response, config.error_body_limit).await;
-                    let secrets =
-                        secrets_of_last.unwrap_or_else(|| pending.as_ref().map(Secrets::of).unwrap_or_default());
-                    let body = held.prefix(config.error_body_limit);
-                    let judged = diagnose(
-                        provider,
-                        held.status(),
-                        held.headers(),
-                        &body,
-                        &config.rules,
-                        &secrets,
-                        SystemTime::now(),
-                    );
-                    let attempt = Attempt {
-                        transient: judged.retryable,
-                        overloaded: judged.kind == ErrorKind::Overloaded,
-                        server_wait: judged.retry_after,
-                        retries_taken,
-                        elapsed: started.elapsed(),
-                        can_resend: pending.is_some(),
-                    };
-                    let verdict = decide(&config.timing, attempt, rand::random());
-                    let limits = RateLimits::from_headers(held.headers(), SystemTime::now());
-                    if let Some((pacer, key)) = &pacing {
-                        // Only a rate limit is about this key; overload is everyone's.
-                        let cooled = (judged.kind == ErrorKind::RateLimited).then_some(judged.retry_after).flatten();
-                        pacer.observe(key, seq, limits.as_ref(), cooled).await;
-                    }
-                    (verdict, Ok((held, judged, limits)))
-                }
-                Err(error) => {
-                    let transient = error.is_connect() || error.is_timeout();
-                    let attempt = Attempt {
-                        transient,
-                        overloaded: false,
-                        server_wait: None,
-                        retries_taken,
-                        elapsed: started.elapsed(),
-                        can_resend: pending.is_some(),
-                    };
-                    (decide(&config.timing, attempt, rand::random()), Err(error))
-                }
-            };
-
-            match (verdict, outcome, pending) {
-                (Verdict::Retry(wait), outcome, Some(next_request)) => {
-                    match &outcome {
-                        Ok((_, judged, _)) => tracing::warn!(
-                            provider = provider.name(),
-                            status = judged.status.as_u16(),
-                            kind = judged.kind.name(),
-                            attempt = attempts,
-                            wait_ms = wait.as_millis() as u64,
-                            request_id = judged.request_id.as_deref().unwrap_or(""),
-                            "retrying LLM API request"
-                        ),
-                        Err(error) => tracing::warn!(
-                            provider = provider.name(),
-                            kind = if error.is_timeout() { "timeout" } else { "connect" },
-                            attempt = attempts,
-                            wait_ms = wait.as_millis() as u64,
-                            "retrying LLM API request after a transport error"
-                        ),
-                    }
-                    // The failed response is dropped here, before the wait,
-                    // so its connection and buffers are released at once.
-                    drop(outcome);
-                    tokio::time::sleep(wait).await;
-                    waited += wait;
-                    current = next_request;
-                }
-                (verdict, Ok((held, judged, limits)), _) => {
-                    // `decide` only says Retry when there is a request to resend.
-                    let retryable = match verdict {
-                        Verdict::Return { retryable } => retryable,
-                        Verdict::Retry(_) => judged.retryable,
-                    };
-                    let mut error = judged;
-                    error.retryable = retryable;
-                    error.attempts = attempts;
-                    tracing::debug!(
-                        provider = provider.name(),
-                        status = error.status.as_u16(),
-                        kind = error.kind.name(),
-                        attempts,
-                        retryable,
-                        "LLM API request failed"
-                    );
-                    let mut response = held.into_response();
-                    if let Some(limits) = limits {
-                        response.extensions_mut().insert(limits);
-                    }
-                    response.extensions_mut().insert(RetryStats { attempts, waited });
-                    response.extensions_mut().insert(error);
-                    return Ok(response);
-                }
-                (_, Err(error), _) => return Err(redact_error(error)),
+        let held = HeldResponse::read(response, config.error_body_limit).await;
+        let body = held.prefix(config.error_body_limit);
+        let now = SystemTime::now();
+        let judged = diagnose(at.provider, held.status(), held.headers(), &body, &config.rules, at.secrets, now);
+        let attempt = Attempt {
+            transient: judged.retryable,
+            overloaded: judged.kind == ErrorKind::Overloaded,
+            server_wait: judged.retry_after,
+            retries_taken: at.retries_taken,
+            elapsed: at.started.elapsed(),
+            can_resend: at.can_resend,
+        };
+        let verdict = decide(&config.timing, attempt, rand::random());
+        let limits = RateLimits::from_headers(held.headers(), now);
+        if let Some((pacer, key, seq)) = at.pacing {
+            // Only a rate limit is about this key; overload is everyone's.
+            let cooled = (judged.kind == ErrorKind::RateLimited).then_some(judged.retry_after).flatten();
+            if let Some(wait) = pacer.observe(key, seq, limits.as_ref(), cooled, Instant::now()) {
+                pacer.publish(key, wait).await;
             }
         }
+        (verdict, Ok((held, judged, limits)))
     }
+}
+
+/// The future [`Middleware::handle`] returns.
+type HandleFuture<'a> = Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'a>>;
+
+// Written out rather than with `#[async_trait]`, whose expansion keeps a
+// second copy of every argument in the future: the request alone is 264
+// bytes, and a future above 1 KiB is allocated off the allocator's fast path
+// on every request.
+impl Middleware for LlmRetryMiddleware {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        mut request: Request,
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> HandleFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let config = &*self.config;
+            let provider = self.provider(&request, extensions);
+            let started = Instant::now();
+            let mut waited = Duration::ZERO;
+            let mut attempts = 0u32;
+            let pacing = config.pacer.as_deref().map(|pacer| (pacer, Key::of(provider, &request, pacer.has_store())));
+
+            loop {
+                // A block, so that nothing of the attempt is kept in the
+                // future while it sleeps but the request to send next.
+                let wait = {
+                    attempts += 1;
+                    let retries_taken = attempts - 1;
+                    // A clone for the next attempt, made before this one consumes the
+                    // request; a streaming body cannot be cloned and is sent once.
+                    let pending = if retries_taken < config.timing.max_retries { request.try_clone() } else { None };
+                    let secrets_of_last = pending.is_none().then(|| Secrets::of(&request));
+                    let seq = match &pacing {
+                        Some((pacer, key)) => admit(pacer, key, &config.timing, started, &mut waited).await,
+                        None => 0,
+                    };
+                    let (verdict, outcome) = match next.clone().run(request, extensions).await {
+                        Ok(response) if !is_error(response.status()) => {
+                            let stats = RetryStats { attempts, waited };
+                            let pacing = pacing.as_ref().map(|(pacer, key)| (*pacer, key, seq));
+                            return match succeeded(response, stats, pacing) {
+                                (response, None) => Ok(response),
+                                // Boxed, as the store's call is rare and its future large.
+                                (response, Some(publish)) => Box::pin(publish.then_return(response)).await,
+                            };
+                        }
+                        Ok(response) => {
+                            let secrets = secrets_of_last
+                                .unwrap_or_else(|| pending.as_ref().map(Secrets::of).unwrap_or_default());
+                            let at = AttemptContext {
+                                provider,
+                                retries_taken,
+                                started,
+                                can_resend: pending.is_some(),
+                                secrets: &secrets,
+                                pacing: pacing.as_ref().map(|(pacer, key)| (*pacer, key, seq)),
+                            };
+                            // Boxed: reading and parsing an error body would otherwise
+                            // make every request's future several kilobytes larger.
+                            Box::pin(self.judge(response, at)).await
+                        }
+                        Err(error) => {
+                            let transient = error.is_connect() || error.is_timeout();
+                            let attempt = Attempt {
+                                transient,
+                                overloaded: false,
+                                server_wait: None,
+                                retries_taken,
+                                elapsed: started.elapsed(),
+                                can_resend: pending.is_some(),
+                            };
+                            (decide(&config.timing, attempt, rand::random()), Err(error))
+                        }
+                    };
+                    match (verdict, outcome, pending) {
+                        (Verdict::Retry(wait), outcome, Some(next_request)) => {
+                            log_retry(provider, attempts, wait, &outcome);
+                            // The failed response is dropped here, before the wait,
+                            // so its connection and buffers are released at once.
+                            drop(outcome);
+                            request = next_request;
+                            wait
+                        }
+                        (verdict, Ok((held, judged, limits)), _) => {
+                            let stats = RetryStats { attempts, waited };
+                            return Ok(failed_response(held, judged, limits, verdict, stats));
+                        }
+                        (_, Err(error), _) => return Err(redact_error(error)),
+                    }
+                };
+                Box::pin(tokio::time::sleep(wait)).await;
+                waited += wait;
+            }
+        })
+    }
+}
+
+/// A cooldown a store has to hear about.
+struct Publish<'a> {
+    pacer: &'a Pacer,
+    key: &'a Key,
+    wait: Duration,
+}
+
+impl Publish<'_> {
+    async fn then_return(self, response: Response) -> reqwest_middleware::Result<Response> {
+        self.pacer.publish(self.key, self.wait).await;
+        Ok(response)
+    }
+}
+
+/// Attaches the rate limits and the stats to a success, and feeds its
+/// rate-limit headers to the cooldown; returns what a store must hear of.
+fn succeeded<'a>(
+    mut response: Response,
+    stats: RetryStats,
+    pacing: Option<(&'a Pacer, &'a Key, u64)>,
+) -> (Response, Option<Publish<'a>>) {
+    let limits = RateLimits::from_headers(response.headers(), SystemTime::now());
+    let mut publish = None;
+    if let Some((pacer, key, seq)) = pacing
+        && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), None, Instant::now())
+        && pacer.has_store()
+    {
+        publish = Some(Publish { pacer, key, wait });
+    }
+    let extensions = response.extensions_mut();
+    if let Some(limits) = limits {
+        extensions.insert(limits);
+    }
+    extensions.insert(stats);
+    (response, publish)
+}
+
+/// The warning every retry logs.
+fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome) {
+    match outcome {
+        Ok((_, judged, _)) => tracing::warn!(
+            provider = provider.name(),
+            status = judged.status.as_u16(),
+            kind = judged.kind.name(),
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            request_id = judged.request_id.as_deref().unwrap_or(""),
+            "retrying LLM API request"
+        ),
+        Err(error) => tracing::warn!(
+            provider = provider.name(),
+            kind = if error.is_timeout() { "timeout" } else { "connect" },
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            "retrying LLM API request after a transport error"
+        ),
+    }
+}
+
+/// The response returned for a final 4xx/5xx, with everything attached.
+fn failed_response(
+    held: HeldResponse,
+    judged: LlmApiError,
+    limits: Option<RateLimits>,
+    verdict: Verdict,
+    stats: RetryStats,
+) -> Response {
+    // `decide` only says Retry when there is a request to resend.
+    let retryable = match verdict {
+        Verdict::Return { retryable } => retryable,
+        Verdict::Retry(_) => judged.retryable,
+    };
+    let mut error = judged;
+    error.retryable = retryable;
+    error.attempts = stats.attempts;
+    tracing::debug!(
+        provider = error.provider.name(),
+        status = error.status.as_u16(),
+        kind = error.kind.name(),
+        attempts = stats.attempts,
+        retryable,
+        "LLM API request failed"
+    );
+    let mut response = held.into_response();
+    let extensions = response.extensions_mut();
+    if let Some(limits) = limits {
+        extensions.insert(limits);
+    }
+    extensions.insert(stats);
+    extensions.insert(error);
+    response
 }

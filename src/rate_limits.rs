@@ -72,26 +72,37 @@ enum Clock {
     Timestamp,
 }
 
+/// The families, in the order of [`RateLimits::family_mut`].
+#[derive(Clone, Copy)]
+enum Family {
+    Requests,
+    Tokens,
+    InputTokens,
+    OutputTokens,
+}
+
 impl RateLimits {
     /// Reads every rate-limit header family in `headers`; `None` when there is none.
     /// `now` is when the response arrived (resets written as timestamps are measured from it).
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<RateLimits> {
         let mut limits = RateLimits::default();
         let mut found = false;
+        // This runs on every response: one pass over the headers, bytes
+        // rather than `str`s, and no lookup by name (each would hash it).
         for (name, value) in headers {
-            let Some((family, field, clock)) = classify_header(name.as_str()) else { continue };
-            let Ok(value) = value.to_str() else { continue };
-            let Some(slot) = limits.family_mut(family) else { continue };
-            let entry = slot.get_or_insert_with(RateLimit::default);
-            // `to_str` admitted visible ASCII only, so ASCII trimming is enough (and cheaper).
-            let value = value.trim_ascii();
+            let Some((family, field, clock)) = classify_header(name.as_str().as_bytes()) else { continue };
+            let entry = limits.family_mut(family).get_or_insert_with(RateLimit::default);
+            let value = value.as_bytes().trim_ascii();
             match field {
-                Field::Limit => entry.limit = entry.limit.or_else(|| value.parse().ok()),
-                Field::Remaining => entry.remaining = entry.remaining.or_else(|| value.parse().ok()),
+                Field::Limit => entry.limit = entry.limit.or_else(|| integer(value)),
+                Field::Remaining => entry.remaining = entry.remaining.or_else(|| integer(value)),
                 Field::Reset => {
-                    entry.reset = entry.reset.or_else(|| match clock {
-                        Clock::Duration => parse_reset_duration(value),
-                        Clock::Timestamp => parse_reset_timestamp(value, now),
+                    entry.reset = entry.reset.or_else(|| {
+                        let value = std::str::from_utf8(value).ok()?;
+                        match clock {
+                            Clock::Duration => parse_reset_duration(value),
+                            Clock::Timestamp => parse_reset_timestamp(value, now),
+                        }
                     })
                 }
             }
@@ -100,18 +111,12 @@ impl RateLimits {
         found.then_some(limits)
     }
 
-    fn family_mut(&mut self, family: &str) -> Option<&mut Option<RateLimit>> {
-        // `requests-day`, `tokens-minute`, `tokens_usage_based` belong to their base family.
-        if family.starts_with("requests") {
-            Some(&mut self.requests)
-        } else if family.starts_with("input-tokens") {
-            Some(&mut self.input_tokens)
-        } else if family.starts_with("output-tokens") {
-            Some(&mut self.output_tokens)
-        } else if family.starts_with("tokens") {
-            Some(&mut self.tokens)
-        } else {
-            None
+    fn family_mut(&mut self, family: Family) -> &mut Option<RateLimit> {
+        match family {
+            Family::Requests => &mut self.requests,
+            Family::Tokens => &mut self.tokens,
+            Family::InputTokens => &mut self.input_tokens,
+            Family::OutputTokens => &mut self.output_tokens,
         }
     }
 
@@ -134,24 +139,58 @@ impl RateLimits {
     }
 }
 
-/// `x-ratelimit-remaining-requests` → (`requests`, Remaining, Duration);
-/// `anthropic-ratelimit-input-tokens-reset` → (`input-tokens`, Reset, Timestamp).
-fn classify_header(name: &str) -> Option<(&str, Field, Clock)> {
-    let field = |f: &str| match f {
-        "limit" => Some(Field::Limit),
-        "remaining" => Some(Field::Remaining),
-        "reset" => Some(Field::Reset),
+/// A count: ASCII digits with an optional `+`, as `str::parse::<u64>` reads them.
+fn integer(value: &[u8]) -> Option<u64> {
+    let digits = value.strip_prefix(b"+").unwrap_or(value);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// `x-ratelimit-remaining-requests` → (requests, Remaining, Duration);
+/// `anthropic-ratelimit-input-tokens-reset` → (input tokens, Reset, Timestamp).
+fn classify_header(name: &[u8]) -> Option<(Family, Field, Clock)> {
+    let field = |f: &[u8]| match f {
+        b"limit" => Some(Field::Limit),
+        b"remaining" => Some(Field::Remaining),
+        b"reset" => Some(Field::Reset),
         _ => None,
     };
-    // Header names are ASCII: splitting on a byte position is exact, and much
-    // cheaper than a `char` search on every response (this runs on each one).
-    if let Some(rest) = name.strip_prefix("x-ratelimit-").or_else(|| name.strip_prefix("x-rate-limit-")) {
-        let at = rest.bytes().position(|b| b == b'-')?;
-        return Some((&rest[at + 1..], field(&rest[..at])?, Clock::Duration));
+    match name.first()? {
+        b'x' => {
+            // `x-ratelimit-{field}-{family}` (`x-rate-limit-` on Azure).
+            let rest = name.strip_prefix(b"x-ratelimit-").or_else(|| name.strip_prefix(b"x-rate-limit-"))?;
+            let at = rest.iter().position(|&b| b == b'-')?;
+            Some((family(&rest[at + 1..])?, field(&rest[..at])?, Clock::Duration))
+        }
+        b'a' => {
+            // `anthropic-ratelimit-{family}-{field}`; families contain dashes.
+            let rest = name.strip_prefix(b"anthropic-ratelimit-")?;
+            let at = rest.iter().rposition(|&b| b == b'-')?;
+            Some((family(&rest[..at])?, field(&rest[at + 1..])?, Clock::Timestamp))
+        }
+        _ => None,
     }
-    let rest = name.strip_prefix("anthropic-ratelimit-")?;
-    let at = rest.bytes().rposition(|b| b == b'-')?;
-    Some((&rest[..at], field(&rest[at + 1..])?, Clock::Timestamp))
+}
+
+/// `requests-day`, `tokens-minute`, `tokens_usage_based` belong to their base family.
+fn family(name: &[u8]) -> Option<Family> {
+    if name.starts_with(b"requests") {
+        Some(Family::Requests)
+    } else if name.starts_with(b"tokens") {
+        Some(Family::Tokens)
+    } else if name.starts_with(b"input-tokens") {
+        Some(Family::InputTokens)
+    } else if name.starts_with(b"output-tokens") {
+        Some(Family::OutputTokens)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +272,12 @@ mod tests {
         assert_eq!(r.exhausted_for(), None);
         let h = headers(&[("x-ratelimit-remaining-bananas", "0"), ("anthropic-ratelimit-x", "1")]);
         assert_eq!(RateLimits::from_headers(&h, SystemTime::now()), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn counts_read_as_str_parse_reads_them(text in "[+0-9a ]{0,24}|[0-9]{18,22}") {
+            proptest::prop_assert_eq!(integer(text.as_bytes()), text.parse::<u64>().ok());
+        }
     }
 }

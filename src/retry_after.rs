@@ -29,29 +29,90 @@ pub(crate) fn secs_f64(secs: f64) -> Option<Duration> {
     Some(Duration::try_from_secs_f64(secs).map_or(MAX_WAIT, |d| d.min(MAX_WAIT)))
 }
 
-/// A plain decimal number as `f64`: digits with at most one dot, an optional
-/// leading `+`; no exponent, no `inf`/`nan`, which `str::parse` would accept.
-fn decimal(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    let valid = !digits.is_empty()
-        && digits.len() <= 64
-        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && digits.bytes().filter(|&b| b == b'.').count() <= 1
-        && digits.bytes().any(|b| b.is_ascii_digit());
-    if valid { digits.parse().ok() } else { None }
+/// Nanoseconds per second.
+const NS: u64 = 1_000_000_000;
+
+/// `str::trim`, with the common all-ASCII case answered without decoding chars.
+fn trim(s: &str) -> &str {
+    let t = s.trim_ascii();
+    // Vertical tab and non-ASCII whitespace are Unicode whitespace too.
+    let unusual = |b: Option<&u8>| b.is_some_and(|&b| !b.is_ascii() || b == 0x0b);
+    if unusual(t.as_bytes().first()) || unusual(t.as_bytes().last()) { t.trim() } else { t }
+}
+
+/// A plain decimal number, read exactly: digits with at most one dot, an
+/// optional leading `+`; no sign, exponent, `inf` or `nan`, which
+/// `str::parse::<f64>` would accept. Integer arithmetic rather than floats:
+/// exact, and these run on every response's rate-limit headers.
+#[derive(Debug, Clone, Copy)]
+struct Decimal {
+    /// The integer part; `None` when it overflows.
+    int: Option<u64>,
+    /// The first 18 fraction digits, as an integer over `scale`.
+    frac: u64,
+    scale: u64,
+}
+
+impl Decimal {
+    /// At most 64 characters after trimming and the `+`.
+    fn parse(s: &str) -> Option<Decimal> {
+        let s = trim(s);
+        Decimal::digits(s.strip_prefix('+').unwrap_or(s))
+    }
+
+    /// Digits and at most one dot, nothing else; at least one digit.
+    fn digits(s: &str) -> Option<Decimal> {
+        if s.is_empty() || s.len() > 64 {
+            return None;
+        }
+        let mut number = Decimal { int: Some(0), frac: 0, scale: 1 };
+        let (mut dot, mut any) = (false, false);
+        for b in s.bytes() {
+            match b {
+                b'0'..=b'9' => {
+                    any = true;
+                    let digit = u64::from(b - b'0');
+                    if !dot {
+                        number.int = number.int.and_then(|n| n.checked_mul(10)?.checked_add(digit));
+                    } else if number.scale < 1_000_000_000_000_000_000 {
+                        number.frac = number.frac * 10 + digit;
+                        number.scale *= 10;
+                    }
+                }
+                b'.' if !dot => dot = true,
+                _ => return None,
+            }
+        }
+        any.then_some(number)
+    }
+
+    /// This many units of `unit` nanoseconds, in nanoseconds; `None` past `u64`.
+    fn nanos(self, unit: u64) -> Option<u64> {
+        let whole = self.int?.checked_mul(unit)?;
+        if self.frac == 0 {
+            return Some(whole);
+        }
+        // The fraction alone can exceed `u64` before the division.
+        let part = u128::from(self.frac) * u128::from(unit) / u128::from(self.scale);
+        whole.checked_add(u64::try_from(part).ok()?)
+    }
+}
+
+/// Nanoseconds as a wait; `None` (overflow) and anything longer saturate at [`MAX_WAIT`].
+fn wait(nanos: Option<u64>) -> Duration {
+    nanos.map_or(MAX_WAIT, |n| Duration::from_nanos(n).min(MAX_WAIT))
 }
 
 /// `retry-after-ms`: milliseconds, fractional allowed.
 pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
-    secs_f64(decimal(value)? / 1000.0)
+    Some(wait(Decimal::parse(value)?.nanos(1_000_000)))
 }
 
 /// `retry-after`: delta-seconds (fractional accepted, as the SDKs do) or an
 /// HTTP-date, measured from `now`. A date in the past gives `None`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Some(secs) = decimal(value) {
-        return secs_f64(secs);
+    if let Some(secs) = Decimal::parse(value) {
+        return Some(wait(secs.nanos(NS)));
     }
     let when = httpdate::parse_http_date(value.trim()).ok()?;
     when.duration_since(now).ok().map(|d| d.min(MAX_WAIT))
@@ -61,7 +122,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// and messages: `6m0s`, `547ms`, `2m52.8s`, `1h2m3.5s`, `0s`. Also the
 /// protobuf Duration of Gemini's `retryDelay` (`"47.434392449s"`).
 pub fn parse_go_duration(value: &str) -> Option<Duration> {
-    let s = value.trim();
+    let s = trim(value);
     let s = s.strip_prefix('+').unwrap_or(s);
     if s == "0" {
         return Some(Duration::ZERO);
@@ -69,49 +130,54 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
     if s.is_empty() || s.len() > 64 {
         return None;
     }
-    let mut total = 0f64;
+    let mut total = Some(0u64);
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
-        let number = decimal(&rest[..num_len])?;
-        rest = &rest[num_len..];
-        let unit_len =
-            rest.char_indices().find(|(_, c)| c.is_ascii_digit() || *c == '.').map_or(rest.len(), |(i, _)| i);
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" | "μs" => 1e-6,
-            "ns" => 1e-9,
+        let number_len = rest.bytes().position(|b| !(b.is_ascii_digit() || b == b'.')).unwrap_or(rest.len());
+        let number = Decimal::digits(&rest[..number_len])?;
+        rest = &rest[number_len..];
+        // Digits and dots are ASCII, so this byte offset is a char boundary.
+        let unit_len = rest.bytes().position(|b| b.is_ascii_digit() || b == b'.').unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => 3600 * NS,
+            "m" => 60 * NS,
+            "s" => NS,
+            "ms" => 1_000_000,
+            "us" | "µs" | "μs" => 1_000,
+            "ns" => 1,
             _ => return None,
         };
         rest = &rest[unit_len..];
-        total += number * scale;
+        total = total.and_then(|t| t.checked_add(number.nanos(unit)?));
     }
-    secs_f64(total)
+    Some(wait(total))
 }
 
 /// A reset value that is either a Go duration (`1s`, `6m0s`) or bare seconds
 /// (Azure's `55`, Cerebras's `11.38`).
 pub fn parse_reset_duration(value: &str) -> Option<Duration> {
-    decimal(value).map_or_else(|| parse_go_duration(value), secs_f64)
+    match Decimal::parse(value) {
+        Some(secs) => Some(wait(secs.nanos(NS))),
+        None => parse_go_duration(value),
+    }
 }
 
 /// An Anthropic reset: an RFC 3339 timestamp (`2024-03-26T20:00:00Z`) or, for
 /// the `unified` family, epoch seconds; measured from `now`. Past gives `None`.
 /// A number too small to be an epoch time is taken as seconds from now.
 pub fn parse_reset_timestamp(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
+    let value = trim(value);
     if value.len() > 64 {
         return None;
     }
-    let when = if let Some(number) = decimal(value) {
-        // Epoch seconds when it looks like a time since 2001, else seconds from now.
-        if number < 1e9 {
-            return secs_f64(number);
+    let when = if let Some(number) = Decimal::parse(value) {
+        // Epoch seconds when it looks like a time since 2001, else seconds
+        // from now; an epoch time past `u64` nanoseconds (year 2554) is nonsense.
+        let nanos = number.nanos(NS)?;
+        if nanos < 1_000_000_000 * NS {
+            return Some(wait(Some(nanos)));
         }
-        SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(number).ok()?)?
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_nanos(nanos))?
     } else {
         let ts: jiff::Timestamp = value.parse().ok()?;
         SystemTime::UNIX_EPOCH.checked_add(Duration::try_from(ts.as_duration()).ok()?)?
@@ -139,17 +205,17 @@ fn wait_phrase(text: &str) -> Option<Duration> {
     if let Some(d) = parse_go_duration(token) {
         return Some(d);
     }
-    let number = decimal(token)?;
+    let number = Decimal::parse(token)?;
     let unit = text[token.len()..].trim_start();
     let unit: String = unit.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-    let scale = match unit.as_str() {
-        "ms" | "millisecond" | "milliseconds" => 1e-3,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-        "h" | "hour" | "hours" => 3600.0,
+    let unit = match unit.as_str() {
+        "ms" | "millisecond" | "milliseconds" => 1_000_000,
+        "s" | "sec" | "secs" | "second" | "seconds" => NS,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60 * NS,
+        "h" | "hour" | "hours" => 3600 * NS,
         _ => return None,
     };
-    secs_f64(number * scale)
+    Some(wait(number.nanos(unit)))
 }
 
 /// `retry-after-ms`, else `retry-after`: the wait the headers ask for.
