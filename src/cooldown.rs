@@ -151,17 +151,20 @@ pub(crate) struct Key {
 impl Key {
     /// The key of `request` to `provider`; with its text form when `with_text`.
     pub(crate) fn of(provider: Provider, request: &Request, with_text: bool) -> Key {
-        let mut hasher = SipHasher13::new_with_key(&FINGERPRINT_KEY);
-        write_credentials(&mut hasher, request);
         let url = request.url();
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or_default();
-        let text = with_text.then(|| key_text(provider, host, port, hasher.finish128().as_u128()));
-        hasher.write(host.as_bytes());
-        hasher.write_u16(port);
-        hasher.write_u8(provider as u8);
-        let id = hasher.finish128();
-        Key { id: id.h1 ^ id.h2, text }
+        // The in-process id needs no keyed hash (it never leaves the
+        // process), only a cheap one: this runs before every request.
+        let mut id = FoldHash::new((provider as u64) << 16 | u64::from(port));
+        id.write(host.as_bytes());
+        let credentials = Credentials::of(request);
+        credentials.for_each(|name, value| {
+            id.write(name);
+            id.write(value);
+        });
+        let text = with_text.then(|| key_text(provider, host, port, &credentials));
+        Key { id: id.finish(), text }
     }
 
     /// The store's form of the key.
@@ -175,37 +178,93 @@ impl Key {
     }
 }
 
-/// Feeds the credential of `request` to `hasher`: every value of each
-/// [`CREDENTIAL_HEADERS`] name in that order, then `key=` query values.
-fn write_credentials(hasher: &mut SipHasher13, request: &Request) {
-    let headers = request.headers();
-    // One pass to see which names are present: four hash probes cost more
-    // than walking the few headers a request has.
-    let mut present = 0u8;
-    for name in headers.keys() {
-        if let Some(i) = CREDENTIAL_HEADERS.iter().position(|c| c == name) {
-            present |= 1 << i;
-        }
-    }
-    if present != 0 {
-        for (_, name) in CREDENTIAL_HEADERS.iter().enumerate().filter(|(i, _)| present & (1 << i) != 0) {
-            for value in headers.get_all(name) {
-                hasher.write(name.as_str().as_bytes());
-                hasher.write(value.as_bytes());
+/// Where a request carries its credential.
+struct Credentials<'a> {
+    request: &'a Request,
+    /// Bit `i` set when [`CREDENTIAL_HEADERS`]`[i]` is present.
+    headers: u8,
+}
+
+impl<'a> Credentials<'a> {
+    fn of(request: &'a Request) -> Self {
+        // One pass to see which names are present: four hash probes cost
+        // more than walking the few headers a request has.
+        let mut headers = 0u8;
+        for name in request.headers().keys() {
+            if let Some(i) = CREDENTIAL_HEADERS.iter().position(|c| c == name) {
+                headers |= 1 << i;
             }
         }
+        Credentials { request, headers }
     }
-    if request.url().query().is_some() {
-        for (name, value) in request.url().query_pairs().filter(|(name, _)| name == "key") {
-            hasher.write(name.as_bytes());
-            hasher.write(value.as_bytes());
+
+    /// Every value of each [`CREDENTIAL_HEADERS`] name in that order, then
+    /// `key=` query values, as (name, value).
+    fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        if self.headers != 0 {
+            for (i, name) in CREDENTIAL_HEADERS.iter().enumerate() {
+                if self.headers & (1 << i) != 0 {
+                    for value in self.request.headers().get_all(name) {
+                        f(name.as_str().as_bytes(), value.as_bytes());
+                    }
+                }
+            }
+        }
+        if self.request.url().query().is_some() {
+            query_keys(self.request, &mut f);
         }
     }
 }
 
-/// `"{provider}:{host}:{port}:{fingerprint}"`; the format is shared by a
-/// fleet through its store, so it never changes.
-fn key_text(provider: Provider, host: &str, port: u16, fingerprint: u128) -> String {
+/// `key=` query values (Gemini's API keys), as (name, value).
+#[inline(never)]
+fn query_keys(request: &Request, f: &mut dyn FnMut(&[u8], &[u8])) {
+    for (name, value) in request.url().query_pairs().filter(|(name, _)| name == "key") {
+        f(name.as_bytes(), value.as_bytes());
+    }
+}
+
+/// A fast 64-bit hash (multiply-fold, as in FxHash) for in-process ids.
+struct FoldHash(u64);
+
+impl FoldHash {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn new(seed: u64) -> Self {
+        FoldHash(seed.wrapping_mul(Self::K))
+    }
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        // The length keeps ("ab", "c") apart from ("a", "bc").
+        self.add(u64::from_le_bytes(tail) ^ (bytes.len() as u64) << 56);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `"{provider}:{host}:{port}:{fingerprint}"`, the fingerprint a keyed
+/// SipHash-1-3 of the credential; the format is shared by a fleet through
+/// its store, so it never changes.
+#[cold]
+fn key_text(provider: Provider, host: &str, port: u16, credentials: &Credentials<'_>) -> String {
+    let mut hasher = SipHasher13::new_with_key(&FINGERPRINT_KEY);
+    credentials.for_each(|name, value| {
+        hasher.write(name);
+        hasher.write(value);
+    });
+    let fingerprint = hasher.finish128().as_u128();
     format!("{}:{host}:{port}:{fingerprint:032x}", provider.name())
 }
 
@@ -438,6 +497,20 @@ mod tests {
         assert!(a != b && a != c && a != d && b != c);
         assert!(a.starts_with("openai:api.openai.com:443:"), "{a}");
         assert!(!a.contains("AAAA"));
+        // The in-process ids separate the same requests.
+        let id = |provider, auth, url| Key::of(provider, &request(auth, url), false).id;
+        let a = id(Provider::OpenAi, "Bearer sk-AAAA", "https://api.openai.com/v1/x");
+        assert_eq!(a, id(Provider::OpenAi, "Bearer sk-AAAA", "https://api.openai.com/v1/y?alt=1"));
+        let others = [
+            id(Provider::OpenAi, "Bearer sk-BBBB", "https://api.openai.com/v1/x"),
+            id(Provider::OpenAi, "Bearer sk-AAAA", "http://api.openai.com:8080/v1/x"),
+            id(Provider::Anthropic, "Bearer sk-AAAA", "https://api.openai.com/v1/x"),
+            id(Provider::Gemini, "", "https://api.openai.com/v1/x?key=AIza1"),
+            id(Provider::Gemini, "", "https://api.openai.com/v1/x?key=AIza2"),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert!(*other != a && others[..i].iter().all(|o| o != other), "{i}");
+        }
         let g1 = cooldown_key(Provider::Gemini, &request("", "https://x.example/v1?key=AIza1"));
         let g2 = cooldown_key(Provider::Gemini, &request("", "https://x.example/v1?key=AIza2"));
         assert!(g1 != g2 && !g1.contains("AIza"));

@@ -91,7 +91,8 @@ impl LlmRetryMiddleware {
             return Provider::Unknown;
         };
         if self.config.hosts.is_empty() {
-            return Provider::from_host(host);
+            // A parsed URL's host is already lower-case, without a port.
+            return Provider::from_normalized_host(host.trim_end_matches('.'));
         }
         let host = normalize_host(host);
         self.config
@@ -237,10 +238,16 @@ async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waite
 
 /// The send's sequence number once the cooldown lets it go. Without a store
 /// and without a cooldown this is one lock, taken synchronously: it runs
-/// before every request.
-async fn admit(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
+/// before every request. `now` is the time (the clock is not free).
+async fn admit(
+    pacer: &Pacer,
+    key: &Key,
+    timing: &Timing,
+    (started, now): (Instant, Instant),
+    waited: &mut Duration,
+) -> u64 {
     if !pacer.has_store()
-        && let Gate::Go(seq) = pacer.gate(key, Instant::now())
+        && let Gate::Go(seq) = pacer.gate(key, now)
     {
         return seq;
     }
@@ -330,7 +337,11 @@ impl Middleware for LlmRetryMiddleware {
                     let pending = if retries_taken < config.timing.max_retries { request.try_clone() } else { None };
                     let secrets_of_last = pending.is_none().then(|| Secrets::of(&request));
                     let seq = match &pacing {
-                        Some((pacer, key)) => admit(pacer, key, &config.timing, started, &mut waited).await,
+                        Some((pacer, key)) => {
+                            // Before the first attempt `started` is now.
+                            let now = if retries_taken == 0 { started } else { Instant::now() };
+                            admit(pacer, key, &config.timing, (started, now), &mut waited).await
+                        }
                         None => 0,
                     };
                     let (verdict, outcome) = match next.clone().run(request, extensions).await {
@@ -415,7 +426,7 @@ fn succeeded<'a>(
     stats: RetryStats,
     pacing: Option<(&'a Pacer, &'a Key, u64)>,
 ) -> (Response, Option<Publish<'a>>) {
-    let limits = RateLimits::from_headers(response.headers(), SystemTime::now());
+    let limits = RateLimits::read(response.headers(), SystemTime::now);
     let mut publish = None;
     if let Some((pacer, key, seq)) = pacing
         && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), None, Instant::now())

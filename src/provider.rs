@@ -137,8 +137,13 @@ impl Provider {
     /// assert_eq!(Provider::from_host("example.com"), Provider::Unknown);
     /// ```
     pub fn from_host(host: &str) -> Provider {
-        let host = normalize_host(host);
-        HOSTS.iter().find(|(pattern, _)| pattern.matches(&host)).map_or(Provider::Unknown, |&(_, provider)| provider)
+        Provider::from_normalized_host(&normalize_host(host))
+    }
+
+    /// [`Provider::from_host`] for a host already lower-case, without a port
+    /// or a trailing dot: what `Url::host_str` gives, but for the dot.
+    pub(crate) fn from_normalized_host(host: &str) -> Provider {
+        HOSTS.iter().find(|(pattern, _)| pattern.matches(host)).map_or(Provider::Unknown, |&(_, provider)| provider)
     }
 
     /// A stable lower-case name, as used in logs (`"anthropic"`, `"openai"`, …).

@@ -85,6 +85,11 @@ impl RateLimits {
     /// Reads every rate-limit header family in `headers`; `None` when there is none.
     /// `now` is when the response arrived (resets written as timestamps are measured from it).
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<RateLimits> {
+        RateLimits::read(headers, || now)
+    }
+
+    /// [`RateLimits::from_headers`], reading the clock only for a timestamp.
+    pub(crate) fn read(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Option<RateLimits> {
         let mut limits = RateLimits::default();
         let mut found = false;
         // This runs on every response: one pass over the headers, bytes
@@ -101,7 +106,7 @@ impl RateLimits {
                         let value = std::str::from_utf8(value).ok()?;
                         match clock {
                             Clock::Duration => parse_reset_duration(value),
-                            Clock::Timestamp => parse_reset_timestamp(value, now),
+                            Clock::Timestamp => parse_reset_timestamp(value, now()),
                         }
                     })
                 }

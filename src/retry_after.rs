@@ -122,11 +122,21 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// and messages: `6m0s`, `547ms`, `2m52.8s`, `1h2m3.5s`, `0s`. Also the
 /// protobuf Duration of Gemini's `retryDelay` (`"47.434392449s"`).
 pub fn parse_go_duration(value: &str) -> Option<Duration> {
+    // Go writes a zero duration as a bare `0`; any other number needs a unit.
+    duration(value, None)
+}
+
+/// A reset value that is either a Go duration (`1s`, `6m0s`) or bare seconds
+/// (Azure's `55`, Cerebras's `11.38`).
+pub fn parse_reset_duration(value: &str) -> Option<Duration> {
+    duration(value, Some(NS))
+}
+
+/// Go-duration segments (`1h`, `2m`, `3.5s`, …), or one bare number of
+/// `bare` nanoseconds; one pass, as this runs on every response's headers.
+fn duration(value: &str, bare: Option<u64>) -> Option<Duration> {
     let s = trim(value);
     let s = s.strip_prefix('+').unwrap_or(s);
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
     if s.is_empty() || s.len() > 64 {
         return None;
     }
@@ -139,6 +149,7 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
         // Digits and dots are ASCII, so this byte offset is a char boundary.
         let unit_len = rest.bytes().position(|b| b.is_ascii_digit() || b == b'.').unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
+            "" if number_len == s.len() => bare.or((s == "0").then_some(0))?,
             "h" => 3600 * NS,
             "m" => 60 * NS,
             "s" => NS,
@@ -151,15 +162,6 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
         total = total.and_then(|t| t.checked_add(number.nanos(unit)?));
     }
     Some(wait(total))
-}
-
-/// A reset value that is either a Go duration (`1s`, `6m0s`) or bare seconds
-/// (Azure's `55`, Cerebras's `11.38`).
-pub fn parse_reset_duration(value: &str) -> Option<Duration> {
-    match Decimal::parse(value) {
-        Some(secs) => Some(wait(secs.nanos(NS))),
-        None => parse_go_duration(value),
-    }
 }
 
 /// An Anthropic reset: an RFC 3339 timestamp (`2024-03-26T20:00:00Z`) or, for

@@ -7,6 +7,7 @@ mod bodies;
 mod cooldown;
 mod detection;
 mod errors;
+mod footprint;
 mod policy;
 mod transport;
 mod waits;
