@@ -88,9 +88,9 @@ fn main() {
 
     if wanted("success") {
         let sizes = if quick {
-            success::Sizes { rounds: 4, sequential: 25, concurrent_per_task: 4, sse: 3 }
+            success::Sizes { rounds: 4, sequential: 25, concurrent_batches: 4, sse: 3 }
         } else {
-            success::Sizes { rounds: 60, sequential: 100, concurrent_per_task: 8, sse: 12 }
+            success::Sizes { rounds: 60, sequential: 200, concurrent_batches: 32, sse: 40 }
         };
         progress(started, "success path");
         let workloads = runtime.block_on(success::run(sizes));

@@ -22,6 +22,27 @@ pub fn quantile(values: &mut [f64], q: f64) -> f64 {
     values[rank.min(values.len() - 1)]
 }
 
+/// The order in which `n` clients take their turns in cycle `cycle`: a
+/// permutation drawn from a fixed seed, so that no client always follows the
+/// same one (rotating A B C D E keeps every client's predecessor fixed, and
+/// a request is measurably affected by what ran just before it).
+pub fn turn_order<const N: usize>(cycle: u64) -> [usize; N] {
+    // splitmix64: enough to shuffle five items, and reproducible.
+    let mut state = cycle.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut order: [usize; N] = std::array::from_fn(|i| i);
+    for i in (1..N).rev() {
+        order.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }

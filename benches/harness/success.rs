@@ -2,12 +2,12 @@
 //!
 //! Every client sends the same small POST to the same server over one shared
 //! connection pool. The machine is noisy, so the clients take turns as finely
-//! as the workload allows: sequential requests go one each in rotating order
-//! (A B C D E, B C D E A, …), concurrent batches in rotating order within a
-//! round. Each round gives every client a median latency measured under
-//! nearly the same conditions; ratios are taken within a round (paired), and
-//! the figures reported are medians over rounds, with the interquartile range
-//! of the paired ratio to show how much the machine moved.
+//! as the workload allows: one request each (one batch of 16 concurrent
+//! requests each), in an order shuffled every cycle so that no client always
+//! runs after the same one. Each round gives every client a median latency
+//! measured under nearly the same conditions; ratios are taken within a
+//! round (paired), and the figures reported are medians over rounds, with the
+//! interquartile range of the paired ratio to show how much the machine moved.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use reqwest::Url;
 
 use crate::clients::{Clients, Kind, Sent, request_body, url};
 use crate::server::{Scenario, Server, Style};
-use crate::stats::{median, micros, quantile};
+use crate::stats::{median, micros, quantile, turn_order};
 
 pub const CLIENTS: [Kind; N] = [Kind::Bare, Kind::Empty, Kind::ReqwestRetry, Kind::Ours, Kind::OursNoCooldown];
 const N: usize = 5;
@@ -40,8 +40,8 @@ pub struct Sizes {
     pub rounds: usize,
     /// Sequential requests per client per round.
     pub sequential: usize,
-    /// Requests per task per client per round, `CONCURRENCY` tasks.
-    pub concurrent_per_task: usize,
+    /// Batches of `CONCURRENCY` concurrent requests per client per round.
+    pub concurrent_batches: usize,
     /// SSE requests per client per round.
     pub sse: usize,
 }
@@ -57,7 +57,7 @@ enum Mode {
 
 pub async fn run(sizes: Sizes) -> Vec<Workload> {
     let ok = Server::start(Scenario::Ok);
-    let sse = Server::start(Scenario::Sse { gap: Duration::from_millis(2) });
+    let sse = Server::start(Scenario::Sse { gap: Duration::from_millis(1) });
     let mut out = Vec::new();
     for (mode, server, name) in [
         (Mode::Sequential, &ok, format!("sequential POSTs ({} per client)", sizes.rounds * sizes.sequential)),
@@ -66,7 +66,7 @@ pub async fn run(sizes: Sizes) -> Vec<Workload> {
             &ok,
             format!(
                 "{CONCURRENCY} concurrent POSTs ({} per client)",
-                sizes.rounds * CONCURRENCY * sizes.concurrent_per_task
+                sizes.rounds * CONCURRENCY * sizes.concurrent_batches
             ),
         ),
         (Mode::Sse, &sse, format!("SSE time to first byte ({} per client)", sizes.rounds * sizes.sse)),
@@ -78,26 +78,20 @@ pub async fn run(sizes: Sizes) -> Vec<Workload> {
         // Round 0 warms the pool and the allocator and is not counted.
         for round in 0..=sizes.rounds {
             let mut latencies: [Vec<f64>; N] = Default::default();
-            match mode {
-                Mode::Sequential | Mode::Sse => {
-                    let n = if mode == Mode::Sse { sizes.sse } else { sizes.sequential };
-                    for i in 0..n {
-                        for k in 0..N {
-                            let slot = (k + i + round) % N;
-                            let elapsed = if mode == Mode::Sse {
-                                first_byte(&clients, CLIENTS[slot], &url, &body).await
-                            } else {
-                                full_request(&clients, CLIENTS[slot], &url, &body).await
-                            };
-                            latencies[slot].push(micros(elapsed));
-                        }
-                    }
-                }
-                Mode::Concurrent => {
-                    for k in 0..N {
-                        let slot = (k + round) % N;
-                        latencies[slot] =
-                            concurrent(&clients, CLIENTS[slot], &url, &body, sizes.concurrent_per_task).await;
+            // Clients take turns request by request (a batch of 16 at a time
+            // when concurrent), in an order shuffled every cycle.
+            let turns = match mode {
+                Mode::Sse => sizes.sse,
+                Mode::Sequential => sizes.sequential,
+                Mode::Concurrent => sizes.concurrent_batches,
+            };
+            for i in 0..turns {
+                for slot in turn_order::<N>((round * turns + i) as u64) {
+                    let kind = CLIENTS[slot];
+                    match mode {
+                        Mode::Sse => latencies[slot].push(micros(first_byte(&clients, kind, &url, &body).await)),
+                        Mode::Sequential => latencies[slot].push(micros(full_request(&clients, kind, &url, &body).await)),
+                        Mode::Concurrent => latencies[slot].extend(batch(&clients, kind, &url, &body).await),
                     }
                 }
             }
@@ -122,20 +116,15 @@ pub async fn run(sizes: Sizes) -> Vec<Workload> {
     out
 }
 
-/// One client's turn in a round of the concurrent workload: per-request latencies in µs.
-async fn concurrent(clients: &Clients, kind: Kind, url: &Url, body: &Bytes, per_task: usize) -> Vec<f64> {
+/// One client's turn in the concurrent workload: `CONCURRENCY` requests at
+/// once; per-request latencies in µs.
+async fn batch(clients: &Clients, kind: Kind, url: &Url, body: &Bytes) -> Vec<f64> {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
         let (clients, url, body) = (clients.clone(), url.clone(), body.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::with_capacity(per_task);
-            for _ in 0..per_task {
-                latencies.push(micros(full_request(&clients, kind, &url, &body).await));
-            }
-            latencies
-        });
+        tasks.spawn(async move { micros(full_request(&clients, kind, &url, &body).await) });
     }
-    tasks.join_all().await.into_iter().flatten().collect()
+    tasks.join_all().await
 }
 
 /// Send, read the whole body.
