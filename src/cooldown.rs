@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderName;
 use reqwest::Request;
 use siphasher::sip128::{Hasher128, SipHasher13};
+use url::Position;
 
 use crate::provider::Provider;
 use crate::rate_limits::{RateLimit, RateLimits};
@@ -152,19 +153,29 @@ impl Key {
     /// The key of `request` to `provider`; with its text form when `with_text`.
     pub(crate) fn of(provider: Provider, request: &Request, with_text: bool) -> Key {
         let url = request.url();
-        let host = url.host_str().unwrap_or_default();
-        let port = url.port_or_known_default().unwrap_or_default();
         // The in-process id needs no keyed hash (it never leaves the
-        // process), only a cheap one: this runs before every request.
-        let mut id = FoldHash::new((provider as u64) << 16 | u64::from(port));
-        id.write(host.as_bytes());
-        let credentials = Credentials::of(request);
-        credentials.for_each(|name, value| {
-            id.write(name);
-            id.write(value);
+        // process), only a cheap one: this runs before every request. The
+        // URL up to its path is scheme, host and port in one slice.
+        let mut id = FoldHash::new(provider as u64);
+        id.write(url[..Position::BeforePath].as_bytes());
+        let mut id = id.finish();
+        for (name, value) in request.headers() {
+            if is_credential(name) {
+                // Summed, so the order the headers were added in does not matter.
+                let mut pair = FoldHash::new(0);
+                pair.write(name.as_str().as_bytes());
+                pair.write(value.as_bytes());
+                id = id.wrapping_add(pair.finish());
+            }
+        }
+        if url.query().is_some() {
+            id = id.wrapping_add(query_keys_hash(url));
+        }
+        let text = with_text.then(|| {
+            let host = url.host_str().unwrap_or_default();
+            key_text(provider, host, url.port_or_known_default().unwrap_or_default(), request)
         });
-        let text = with_text.then(|| key_text(provider, host, port, &credentials));
-        Key { id: id.finish(), text }
+        Key { id, text }
     }
 
     /// The store's form of the key.
@@ -178,49 +189,34 @@ impl Key {
     }
 }
 
-/// Where a request carries its credential.
-struct Credentials<'a> {
-    request: &'a Request,
-    /// Bit `i` set when [`CREDENTIAL_HEADERS`]`[i]` is present.
-    headers: u8,
-}
-
-impl<'a> Credentials<'a> {
-    fn of(request: &'a Request) -> Self {
-        // One pass to see which names are present: four hash probes cost
-        // more than walking the few headers a request has.
-        let mut headers = 0u8;
-        for name in request.headers().keys() {
-            if let Some(i) = CREDENTIAL_HEADERS.iter().position(|c| c == name) {
-                headers |= 1 << i;
-            }
-        }
-        Credentials { request, headers }
-    }
-
-    /// Every value of each [`CREDENTIAL_HEADERS`] name in that order, then
-    /// `key=` query values, as (name, value).
-    fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        if self.headers != 0 {
-            for (i, name) in CREDENTIAL_HEADERS.iter().enumerate() {
-                if self.headers & (1 << i) != 0 {
-                    for value in self.request.headers().get_all(name) {
-                        f(name.as_str().as_bytes(), value.as_bytes());
-                    }
-                }
-            }
-        }
-        if self.request.url().query().is_some() {
-            query_keys(self.request, &mut f);
-        }
-    }
-}
-
-/// `key=` query values (Gemini's API keys), as (name, value).
+/// Whether a header carries a credential.
 #[inline(never)]
-fn query_keys(request: &Request, f: &mut dyn FnMut(&[u8], &[u8])) {
-    for (name, value) in request.url().query_pairs().filter(|(name, _)| name == "key") {
-        f(name.as_bytes(), value.as_bytes());
+fn is_credential(name: &HeaderName) -> bool {
+    CREDENTIAL_HEADERS.contains(name)
+}
+
+/// The hash of the `key=` query values (Gemini's API keys); 0 without any.
+#[cold]
+fn query_keys_hash(url: &reqwest::Url) -> u64 {
+    url.query_pairs().filter(|(name, _)| name == "key").fold(0, |sum, (_, value)| {
+        let mut hash = FoldHash::new(1);
+        hash.write(value.as_bytes());
+        sum.wrapping_add(hash.finish())
+    })
+}
+
+/// Every value of each [`CREDENTIAL_HEADERS`] name in that order, then
+/// `key=` query values, as (name, value): what a store's fingerprint hashes.
+fn for_each_credential(request: &Request, mut f: impl FnMut(&[u8], &[u8])) {
+    for name in &CREDENTIAL_HEADERS {
+        for value in request.headers().get_all(name) {
+            f(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if request.url().query().is_some() {
+        for (name, value) in request.url().query_pairs().filter(|(name, _)| name == "key") {
+            f(name.as_bytes(), value.as_bytes());
+        }
     }
 }
 
@@ -238,6 +234,8 @@ impl FoldHash {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
     }
 
+    // One copy of the loop, however many callers: this is on every request's path.
+    #[inline(never)]
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
@@ -258,9 +256,9 @@ impl FoldHash {
 /// SipHash-1-3 of the credential; the format is shared by a fleet through
 /// its store, so it never changes.
 #[cold]
-fn key_text(provider: Provider, host: &str, port: u16, credentials: &Credentials<'_>) -> String {
+fn key_text(provider: Provider, host: &str, port: u16, request: &Request) -> String {
     let mut hasher = SipHasher13::new_with_key(&FINGERPRINT_KEY);
-    credentials.for_each(|name, value| {
+    for_each_credential(request, |name, value| {
         hasher.write(name);
         hasher.write(value);
     });
@@ -339,13 +337,30 @@ pub(crate) enum Gate {
     Wait(Duration),
 }
 
-/// Keys are already SipHash outputs: the map uses their low bits as they are.
+/// The first send with a key: numbering starts here, so that the first
+/// responses' snapshots can be ordered; memory stays bounded.
+#[cold]
+fn first_send(entries: &mut Entries, id: u64, now: Instant) -> Gate {
+    if entries.len() >= SWEEP_AT {
+        entries.retain(|_, entry| entry.live(now));
+    }
+    if entries.len() >= MAX_BUDGETS {
+        return Gate::Go(0);
+    }
+    let mut budget = Budget::new();
+    let seq = budget.spend(now);
+    entries.insert(id, Entry { budget, cooldown_until: None });
+    Gate::Go(seq)
+}
+
+/// Keys are already hashes: the map only folds their well-mixed high bits
+/// (a multiply's) into the low ones it indexes by.
 #[derive(Debug, Default, Clone, Copy)]
 struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 32)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -389,18 +404,7 @@ impl Pacer {
     /// by what this process knows.
     pub(crate) fn gate(&self, key: &Key, now: Instant) -> Gate {
         let mut entries = self.entries();
-        if !entries.contains_key(&key.id) {
-            // Numbering starts with the first send, so that the first
-            // responses' snapshots can be ordered; memory stays bounded.
-            if entries.len() >= SWEEP_AT {
-                entries.retain(|_, entry| entry.live(now));
-            }
-            if entries.len() >= MAX_BUDGETS {
-                return Gate::Go(0);
-            }
-            entries.insert(key.id, Entry { budget: Budget::new(), cooldown_until: None });
-        }
-        let Some(entry) = entries.get_mut(&key.id) else { return Gate::Go(0) };
+        let Some(entry) = entries.get_mut(&key.id) else { return first_send(&mut entries, key.id, now) };
         if let Some(until) = entry.cooldown_until.filter(|until| *until > now) {
             return Gate::Wait(until - now);
         }

@@ -370,16 +370,8 @@ impl Middleware for LlmRetryMiddleware {
                             Box::pin(self.judge(response, at)).await
                         }
                         Err(error) => {
-                            let transient = error.is_connect() || error.is_timeout();
-                            let attempt = Attempt {
-                                transient,
-                                overloaded: false,
-                                server_wait: None,
-                                retries_taken,
-                                elapsed: started.elapsed(),
-                                can_resend: pending.is_some(),
-                            };
-                            (decide(&config.timing, attempt, rand::random()), Err(error))
+                            let verdict = transport_verdict(&config.timing, &error, retries_taken, started, &pending);
+                            (verdict, Err(error))
                         }
                     };
                     match (verdict, outcome, pending) {
@@ -442,7 +434,28 @@ fn succeeded<'a>(
     (response, publish)
 }
 
+/// Whether to retry after a transport error: connect errors and timeouts only.
+#[cold]
+fn transport_verdict(
+    timing: &Timing,
+    error: &reqwest_middleware::Error,
+    retries_taken: u32,
+    started: Instant,
+    pending: &Option<Request>,
+) -> Verdict {
+    let attempt = Attempt {
+        transient: error.is_connect() || error.is_timeout(),
+        overloaded: false,
+        server_wait: None,
+        retries_taken,
+        elapsed: started.elapsed(),
+        can_resend: pending.is_some(),
+    };
+    decide(timing, attempt, rand::random())
+}
+
 /// The warning every retry logs.
+#[cold]
 fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome) {
     match outcome {
         Ok((_, judged, _)) => tracing::warn!(
@@ -465,6 +478,7 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
 }
 
 /// The response returned for a final 4xx/5xx, with everything attached.
+#[cold]
 fn failed_response(
     held: HeldResponse,
     judged: LlmApiError,

@@ -90,7 +90,9 @@ pub async fn run(sizes: Sizes) -> Vec<Workload> {
                     let kind = CLIENTS[slot];
                     match mode {
                         Mode::Sse => latencies[slot].push(micros(first_byte(&clients, kind, &url, &body).await)),
-                        Mode::Sequential => latencies[slot].push(micros(full_request(&clients, kind, &url, &body).await)),
+                        Mode::Sequential => {
+                            latencies[slot].push(micros(full_request(&clients, kind, &url, &body).await))
+                        }
                         Mode::Concurrent => latencies[slot].extend(batch(&clients, kind, &url, &body).await),
                     }
                 }
