@@ -121,8 +121,9 @@ fn main() {
             ));
         }
         report += &format!(
-            "\n### 1. Success path: overhead when nothing fails\n\n{} rounds over one connection pool; sequential requests alternate between the five \
-             clients one by one (rotating order), concurrent batches take turns. Ratios are taken within a round; the median over rounds is shown.\n\n{}",
+            "\n### 1. Success path: overhead when nothing fails\n\n{} rounds over one connection pool; the five clients take turns one request (or one batch \
+             of 16 concurrent requests) at a time, in an order shuffled every turn. Ratios are taken within a round; the median over \
+             rounds is shown.\n\n{}",
             sizes.rounds,
             table.render()
         );

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{LlmResponseExt, RateLimit};
+use reqwest_llm_retry::{LlmResponseExt, MemoryCooldownStore, RateLimit};
 use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::*;
@@ -39,6 +39,29 @@ async fn one_429_makes_every_clone_wait_for_the_same_key_only() {
     assert!(stats.waited >= MS(100), "{stats:?}");
     assert_eq!(other_key.retry_stats().unwrap().waited, Duration::ZERO, "another key is unaffected");
     assert_eq!(hits(&server).await, 4, "one 429, then three successes");
+}
+
+#[tokio::test]
+async fn separately_built_middlewares_share_cooldowns_through_one_store() {
+    let server = MockServer::start().await;
+    first(&server, 1, json(429, "{}").insert_header("retry-after-ms", "150")).await;
+    always(&server, ok()).await;
+    let store = Arc::new(MemoryCooldownStore::new());
+    // Different settings, one store; `a` returns its 429 at once, without waiting.
+    let a = client(&server, fast().max_retries(0).cooldown_store(store.clone()).build());
+    let b = client(&server, fast().cooldown_store(store).build());
+    let alone = client(&server, fast().build());
+    let target = url(&server, OPENAI, "/v1/chat/completions");
+
+    let limited = a.post(&target).bearer_auth("sk-shared-key").send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let held = b.post(&target).bearer_auth("sk-shared-key").send().await.unwrap();
+    let stats = held.retry_stats().unwrap();
+    assert_eq!(stats.attempts, 1, "waited instead of collecting its own 429");
+    assert!(stats.waited >= MS(100), "the store's cooldown held it: {stats:?}");
+    let free = alone.post(&target).bearer_auth("sk-shared-key").send().await.unwrap();
+    assert_eq!(free.retry_stats().unwrap().waited, Duration::ZERO, "a middleware without the store");
+    assert_eq!(hits(&server).await, 3);
 }
 
 #[tokio::test]
