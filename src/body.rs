@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::response::Parts;
@@ -35,18 +36,29 @@ enum Tail {
 }
 
 impl HeldResponse {
-    /// Reads frames until at least `limit` data bytes arrived, the body ended,
-    /// or it failed. Memory is bounded by `limit` plus one frame.
-    pub(crate) async fn read(response: reqwest::Response, limit: usize) -> HeldResponse {
+    /// Reads frames until at least `limit` data bytes arrived, the body
+    /// ended, it failed, or `patience` ran out (a stalled body is then left
+    /// to the caller, unread bytes intact). Memory is bounded by `limit` plus one frame.
+    pub(crate) async fn read(response: reqwest::Response, limit: usize, patience: Duration) -> HeldResponse {
         let url = response.url().clone();
         let (parts, mut body) = http::Response::<reqwest::Body>::from(response).into_parts();
         let mut frames = VecDeque::new();
         let mut read = 0usize;
+        let deadline = tokio::time::Instant::now().checked_add(patience);
         let tail = loop {
             if read >= limit {
                 break Tail::Rest(body);
             }
-            match body.frame().await {
+            // Dropping `frame()` before it completes loses nothing: a frame is
+            // taken from the body only when it is returned.
+            let next = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => break Tail::Rest(body),
+                },
+                None => body.frame().await,
+            };
+            match next {
                 Some(Ok(frame)) => {
                     read += frame.data_ref().map_or(0, Bytes::len);
                     frames.push_back(frame);

@@ -78,7 +78,9 @@ pub use cooldown::{CooldownStore, MemoryCooldownStore};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use kind::ErrorKind;
-pub use middleware::{DEFAULT_ERROR_BODY_LIMIT, LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
+pub use middleware::{
+    DEFAULT_ERROR_BODY_LIMIT, DEFAULT_ERROR_BODY_TIMEOUT, LlmRetryMiddleware, LlmRetryMiddlewareBuilder,
+};
 pub use policy::RetryRule;
 pub use provider::Provider;
 pub use rate_limits::{RateLimit, RateLimits};

@@ -26,6 +26,9 @@ use crate::redact::{Secrets, redact_error};
 /// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
 pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
 
+/// Default for [`LlmRetryMiddlewareBuilder::error_body_timeout`]: 10 s.
+pub const DEFAULT_ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A `reqwest-middleware` layer that retries LLM API calls the way each
 /// provider asks, and attaches a parsed [`LlmApiError`](crate::LlmApiError) to failed responses.
 ///
@@ -39,6 +42,7 @@ pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// | `max_retry_after` | 60 s (longer server waits are returned at once) |
 /// | `max_elapsed` | 300 s |
 /// | `error_body_limit` | 64 KiB |
+/// | `error_body_timeout` | 10 s |
 ///
 /// Cloning is cheap and clones share their configuration.
 ///
@@ -59,6 +63,7 @@ struct Config {
     hosts: Vec<(HostMapping, Provider)>,
     rules: Vec<(Provider, RetryRule)>,
     error_body_limit: usize,
+    error_body_timeout: Duration,
     /// Shared rate-limit state; `None` when turned off.
     pacer: Option<Arc<Pacer>>,
 }
@@ -70,6 +75,7 @@ impl Default for Config {
             hosts: Vec::new(),
             rules: Vec::new(),
             error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
+            error_body_timeout: DEFAULT_ERROR_BODY_TIMEOUT,
             pacer: Some(Arc::new(Pacer::new(None))),
         }
     }
@@ -174,6 +180,15 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
+    /// How long reading an error body for parsing may take. A body that
+    /// stalls (with no client timeout, it could wait forever) is judged by
+    /// what arrived by then, at least the status and headers, and handed to
+    /// the caller with the rest still to come: no byte is lost.
+    pub fn error_body_timeout(mut self, timeout: Duration) -> Self {
+        self.config.error_body_timeout = timeout;
+        self
+    }
+
     /// Shares rate-limit state between requests with the same provider, host
     /// and credential (on by default): after a 429, or once the rate-limit
     /// headers say the window is used up, requests wait for the reset instead
@@ -273,7 +288,7 @@ impl LlmRetryMiddleware {
     /// Reads and judges a 4xx/5xx response; feeds a rate limit to the cooldown.
     async fn judge(&self, response: Response, at: AttemptContext<'_>) -> (Verdict, Outcome) {
         let config = &*self.config;
-        let held = HeldResponse::read(response, config.error_body_limit).await;
+        let held = HeldResponse::read(response, config.error_body_limit, config.error_body_timeout).await;
         let body = held.prefix(config.error_body_limit);
         let now = SystemTime::now();
         let judged = diagnose(at.provider, held.status(), held.headers(), &body, &config.rules, at.secrets, now);

@@ -279,20 +279,25 @@ async fn every_parse_limit_hands_over_the_same_bytes() {
     }
 }
 
-/// A 500 whose body starts, then stalls: the parse read ends when the
-/// client's own timeout fires, and the caller sees the bytes that came and
-/// the same timeout error.
-#[tokio::test]
-async fn a_stalled_body_ends_with_the_clients_timeout() {
-    let prefix = br#"{"error":{"message":"slow upstream","type":"server_error"},"more":""#;
-    let server = RawServer::start(move |mut stream, _| async move {
+/// A server whose 500 sends `prefix` of a 100,000-byte body, then nothing for 5 s.
+async fn stalled_500(prefix: &'static [u8]) -> RawServer {
+    RawServer::start(move |mut stream, _| async move {
         read_head(&mut stream).await;
         write_head(&mut stream, 500, &["content-length: 100000", "content-type: application/json"]).await;
         let _ = stream.write_all(prefix).await;
         let _ = stream.flush().await;
         tokio::time::sleep(ms(5_000)).await;
     })
-    .await;
+    .await
+}
+
+/// A 500 whose body starts, then stalls: the parse read ends when the
+/// client's own timeout fires, and the caller sees the bytes that came and
+/// the same timeout error.
+#[tokio::test]
+async fn a_stalled_body_ends_with_the_clients_timeout() {
+    let prefix = br#"{"error":{"message":"slow upstream","type":"server_error"},"more":""#;
+    let server = stalled_500(prefix).await;
     let url = server.url("api.openai.com", "/v1/chat/completions");
     for (name, builder) in [
         ("timeout", reqwest::Client::builder().timeout(ms(250))),
@@ -311,6 +316,32 @@ async fn a_stalled_body_ends_with_the_clients_timeout() {
         assert_eq!(bytes, prefix, "{name}");
         assert!(failure.is_some_and(|e| e.is_timeout()), "{name}: the caller sees the timeout");
     }
+}
+
+/// The same stall with no client timeout at all: `error_body_timeout`
+/// bounds the parse read, the error is judged from the bytes that came, and
+/// the caller gets the response at once with those bytes first.
+#[tokio::test]
+async fn a_stalled_body_without_a_client_timeout_is_judged_after_error_body_timeout() {
+    let prefix = br#"{"error":{"message":"slow upstream","type":"server_error"},"more":""#;
+    let server = stalled_500(prefix).await;
+    let middleware = fast().max_retries(0).error_body_timeout(ms(150)).build();
+    let started = Instant::now();
+    let mut response = client("api.openai.com", server.addr, middleware)
+        .get(server.url("api.openai.com", "/v1/x"))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= ms(150) && took < ms(2_000), "returned after the parse read's timeout, took {took:?}");
+    let error = response.llm_error().unwrap().clone();
+    assert_eq!((error.kind, error.message.as_str()), (ErrorKind::ServerError, "slow upstream"));
+    // The bytes read for parsing come first, then the body goes on from the server.
+    let mut first = Vec::new();
+    while first.len() < prefix.len() {
+        first.extend_from_slice(&response.chunk().await.unwrap().expect("the replayed prefix"));
+    }
+    assert_eq!(first, prefix);
 }
 
 #[tokio::test]
