@@ -12,11 +12,11 @@ use reqwest_llm_retry::retry_after::{
     parse_go_duration, parse_message_wait, parse_reset_duration, parse_reset_timestamp, parse_retry_after,
     parse_retry_after_ms,
 };
-use reqwest_llm_retry::{LlmApiError, Provider};
+use reqwest_llm_retry::{LlmApiError, Provider, RateLimits};
 
 const MAX_WAIT: Duration = Duration::from_secs(1 << 30);
 
-const WAIT_HEADERS: [&str; 7] = [
+const WAIT_HEADERS: [&str; 10] = [
     "retry-after-ms",
     "retry-after",
     "x-ratelimit-reset-requests",
@@ -24,6 +24,9 @@ const WAIT_HEADERS: [&str; 7] = [
     "anthropic-ratelimit-tokens-reset",
     "x-ratelimit-remaining-requests",
     "x-should-retry",
+    "x-ratelimit-limit-tokens-minute",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "x-ratelimit-reset-requests-day",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -58,6 +61,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(*name, value);
         }
+    }
+    if let Some(limits) = RateLimits::from_headers(&headers, now) {
+        assert!(limits.iter().all(|l| l.reset.is_none_or(|d| d <= MAX_WAIT)), "{limits:?}");
+        assert!(limits.exhausted_for().is_none_or(|d| d <= MAX_WAIT));
     }
     for provider in [Provider::OpenAi, Provider::Anthropic, Provider::AzureOpenAi, Provider::Gemini] {
         let error = LlmApiError::parse(provider, StatusCode::TOO_MANY_REQUESTS, &headers, text.as_bytes());
