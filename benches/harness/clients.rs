@@ -134,36 +134,27 @@ impl Clients {
             Style::Anthropic => ("x-api-key", "sk-ant-bench-0123456789abcdef"),
             Style::Gemini => ("x-goog-api-key", "AIzaBench0123456789abcdef"),
         };
-        let result = match kind {
-            Kind::Bare | Kind::Reference => {
-                let mut request = self
-                    .bare
-                    .post(url.clone())
-                    .header("content-type", "application/json")
-                    .header(auth.0, auth.1)
-                    .body(body.clone());
-                if let Some(id) = id {
-                    request = request.header("x-bench-id", id);
-                }
-                request.send().await.map_err(|e| e.to_string())
-            }
-            Kind::Empty | Kind::ReqwestRetry | Kind::Ours | Kind::OursNoCooldown => {
-                let client = match kind {
-                    Kind::Empty => &self.empty,
-                    Kind::ReqwestRetry => &self.retry,
-                    Kind::OursNoCooldown => &self.ours_no_cooldown,
-                    _ => &self.ours,
-                };
-                let mut request = client
-                    .post(url.clone())
-                    .header("content-type", "application/json")
-                    .header(auth.0, auth.1)
-                    .body(body.clone());
-                if let Some(id) = id {
-                    request = request.header("x-bench-id", id);
-                }
-                request.send().await.map_err(|e| e.to_string())
-            }
+        // One request for every client, built the same way; only who sends it differs.
+        let mut request = self
+            .bare
+            .post(url.clone())
+            .header("content-type", "application/json")
+            .header(auth.0, auth.1)
+            .body(body.clone());
+        if let Some(id) = id {
+            request = request.header("x-bench-id", id);
+        }
+        let request = request.build().expect("bench request");
+        let stack = match kind {
+            Kind::Bare | Kind::Reference => None,
+            Kind::Empty => Some(&self.empty),
+            Kind::ReqwestRetry => Some(&self.retry),
+            Kind::Ours => Some(&self.ours),
+            Kind::OursNoCooldown => Some(&self.ours_no_cooldown),
+        };
+        let result = match stack {
+            None => self.bare.execute(request).await.map_err(|e| e.to_string()),
+            Some(client) => client.execute(request).await.map_err(|e| e.to_string()),
         };
         match result {
             Ok(response) => Sent::Response(response),
