@@ -8,8 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest_llm_retry::{ErrorKind, LlmResponseExt, LlmRetryMiddleware};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+
+#[path = "shared/raw_http.rs"]
+mod raw_http;
+use raw_http::read_head;
 
 const TOTAL: usize = 100 * 1024 * 1024;
 const HEAD: &[u8] = br#"{"error":{"message":"the gateway ran out of patience","type":"server_error","padding":""#;
@@ -53,13 +57,8 @@ async fn serve() -> SocketAddr {
         while let Ok((mut stream, _)) = listener.accept().await {
             let pad = pad.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let response =
                     format!("HTTP/1.1 500 X\r\ncontent-type: application/json\r\ncontent-length: {TOTAL}\r\n\r\n");

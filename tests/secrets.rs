@@ -19,8 +19,12 @@ use std::time::Duration;
 
 use reqwest::dns::{Name, Resolve, Resolving};
 use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, LlmRetryMiddlewareBuilder, Provider};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+
+#[path = "shared/raw_http.rs"]
+mod raw_http;
+use raw_http::read_head;
 use tracing_subscriber::fmt::MakeWriter;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -286,13 +290,8 @@ async fn raw_server(behaviour: &'static str) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 match behaviour {
                     "reset" => {

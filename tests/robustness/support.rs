@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use reqwest_llm_retry::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 use reqwest_middleware::ClientWithMiddleware;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+#[path = "../shared/raw_http.rs"]
+mod raw_http;
+pub use raw_http::read_head;
 use tokio::net::{TcpListener, TcpStream};
 
 pub fn ms(n: u64) -> Duration {
@@ -64,19 +68,6 @@ impl RawServer {
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.addr.port())
     }
-}
-
-/// Reads one request head (the tests send bodiless GETs).
-pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    head
 }
 
 /// Writes a response head; `extra` are whole header lines without the CRLF.
