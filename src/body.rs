@@ -40,6 +40,17 @@ impl HeldResponse {
     /// ended, it failed, or `patience` ran out (a stalled body is then left
     /// to the caller, unread bytes intact). Memory is bounded by `limit` plus one frame.
     pub(crate) async fn read(response: reqwest::Response, limit: usize, patience: Duration) -> HeldResponse {
+        HeldResponse::read_until(response, limit, patience, |_| false).await
+    }
+
+    /// [`read`](Self::read), stopping also as soon as `enough` says so of
+    /// the data frame just read.
+    pub(crate) async fn read_until(
+        response: reqwest::Response,
+        limit: usize,
+        patience: Duration,
+        mut enough: impl FnMut(&[u8]) -> bool,
+    ) -> HeldResponse {
         let url = response.url().clone();
         let (parts, mut body) = http::Response::<reqwest::Body>::from(response).into_parts();
         let mut frames = VecDeque::new();
@@ -60,8 +71,13 @@ impl HeldResponse {
             };
             match next {
                 Some(Ok(frame)) => {
-                    read += frame.data_ref().map_or(0, Bytes::len);
+                    let data = frame.data_ref().map_or(&[][..], |data| &data[..]);
+                    read += data.len();
+                    let stop = !data.is_empty() && enough(data);
                     frames.push_back(frame);
+                    if stop {
+                        break Tail::Rest(body);
+                    }
                 }
                 Some(Err(error)) => break Tail::Failed(error),
                 None => break Tail::Ended,
@@ -76,6 +92,11 @@ impl HeldResponse {
 
     pub(crate) fn headers(&self) -> &http::HeaderMap {
         &self.parts.headers
+    }
+
+    /// Whether the whole body was read (it ended while being held).
+    pub(crate) fn ended(&self) -> bool {
+        matches!(self.tail, Tail::Ended)
     }
 
     /// The data read, at most `limit` bytes of it, copied only when it spans frames.

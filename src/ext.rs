@@ -19,7 +19,8 @@ use crate::rate_limits::RateLimits;
 /// # Ok(()) }
 /// ```
 pub trait LlmResponseExt: Sized {
-    /// The parsed error, on a 4xx/5xx response that went through the middleware.
+    /// The parsed error, on a 4xx/5xx response that went through the
+    /// middleware, or on a `200` stream whose first event was an error.
     fn llm_error(&self) -> Option<&LlmApiError>;
 
     /// Attempts and time waited, on every response that went through the middleware.
@@ -28,9 +29,10 @@ pub trait LlmResponseExt: Sized {
     /// The provider's rate-limit headers, on every response that carries them.
     fn rate_limits(&self) -> Option<&RateLimits>;
 
-    /// `Ok(self)` unless the status is 4xx/5xx, else the parsed error (or,
-    /// for a response the middleware did not see, one built from the status
-    /// and the URL's host).
+    /// `Ok(self)` unless the response failed: the error the middleware
+    /// attached (a 4xx/5xx, or a stream that failed before its first output),
+    /// else, for a 4xx/5xx the middleware did not see, one built from the
+    /// status and the URL's host.
     // The contract returns the error by value, like `error_for_status`; it is
     // built once per failed request, so its size costs nothing that matters.
     #[allow(clippy::result_large_err)]
@@ -52,13 +54,14 @@ impl LlmResponseExt for Response {
 
     #[allow(clippy::result_large_err)]
     fn error_for_llm_status(self) -> Result<Response, LlmApiError> {
+        if let Some(error) = self.llm_error() {
+            return Err(error.clone());
+        }
         let status = self.status();
         if !(status.is_client_error() || status.is_server_error()) {
             return Ok(self);
         }
-        Err(self.llm_error().cloned().unwrap_or_else(|| {
-            let provider = self.url().host_str().map_or(Provider::Unknown, Provider::from_host);
-            LlmApiError::from_status(provider, status)
-        }))
+        let provider = self.url().host_str().map_or(Provider::Unknown, Provider::from_host);
+        Err(LlmApiError::from_status(provider, status))
     }
 }

@@ -73,6 +73,7 @@ mod redact;
 #[cfg(feature = "redis")]
 mod redis_store;
 pub mod retry_after;
+mod stream;
 
 pub use cooldown::{CooldownStore, MemoryCooldownStore};
 pub use error::{LlmApiError, RetryStats};
@@ -86,6 +87,7 @@ pub use provider::Provider;
 pub use rate_limits::{RateLimit, RateLimits};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisCooldownStore;
+pub use stream::{DEFAULT_STREAM_HOLD_LIMIT, DEFAULT_STREAM_HOLD_TIMEOUT};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

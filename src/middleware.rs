@@ -22,6 +22,7 @@ use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::rate_limits::RateLimits;
 use crate::redact::{Secrets, redact_error};
+use crate::stream::{self, DEFAULT_STREAM_HOLD_LIMIT, DEFAULT_STREAM_HOLD_TIMEOUT, Start, StreamFormat};
 
 /// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
 pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -66,6 +67,15 @@ struct Config {
     error_body_timeout: Duration,
     /// Shared rate-limit state; `None` when turned off.
     pacer: Option<Arc<Pacer>>,
+    /// The bounds of holding a stream's start; `None` when turned off.
+    streams: Option<StreamHold>,
+}
+
+/// How much of a stream's start may be held, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct StreamHold {
+    limit: usize,
+    patience: Duration,
 }
 
 impl Default for Config {
@@ -77,6 +87,7 @@ impl Default for Config {
             error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
             error_body_timeout: DEFAULT_ERROR_BODY_TIMEOUT,
             pacer: Some(Arc::new(Pacer::new(None))),
+            streams: Some(StreamHold { limit: DEFAULT_STREAM_HOLD_LIMIT, patience: DEFAULT_STREAM_HOLD_TIMEOUT }),
         }
     }
 }
@@ -207,9 +218,61 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
+    /// Watches the start of `text/event-stream` responses from known
+    /// providers for an error event (on by default).
+    ///
+    /// Providers report overload and rate limits that strike after the
+    /// status line as an error event inside a `200` stream. The events before
+    /// the first output-bearing one (a text, thinking or tool-call delta) are
+    /// held, at most [`stream_hold_limit`](Self::stream_hold_limit) bytes for
+    /// at most [`stream_hold_timeout`](Self::stream_hold_timeout). An error
+    /// event among them is judged and retried exactly like the same error
+    /// sent as a status; when it is not retried, the `200` is returned with
+    /// its bytes intact and the [`LlmApiError`] attached. Otherwise the held
+    /// bytes are replayed unchanged, then the rest. Once output has started,
+    /// nothing is retried: classify a later error event with
+    /// [`LlmApiError::from_stream_event`]. `false` passes every stream
+    /// through untouched.
+    pub fn streams(mut self, enabled: bool) -> Self {
+        let hold = StreamHold { limit: DEFAULT_STREAM_HOLD_LIMIT, patience: DEFAULT_STREAM_HOLD_TIMEOUT };
+        self.config.streams = enabled.then(|| self.config.streams.unwrap_or(hold));
+        self
+    }
+
+    /// How many bytes of a stream's start may be held while no output came
+    /// (default 16 KiB, [`DEFAULT_STREAM_HOLD_LIMIT`](crate::DEFAULT_STREAM_HOLD_LIMIT)):
+    /// past it, the stream is handed over as it is.
+    pub fn stream_hold_limit(mut self, bytes: usize) -> Self {
+        if let Some(hold) = &mut self.config.streams {
+            hold.limit = bytes;
+        }
+        self
+    }
+
+    /// How long a stream's start may be held while no output came (default
+    /// 3 s, [`DEFAULT_STREAM_HOLD_TIMEOUT`](crate::DEFAULT_STREAM_HOLD_TIMEOUT)).
+    /// A reasoning model can think for minutes before its first token, and
+    /// the caller may want the events that come first (`message_start`,
+    /// `response.created`): after this wait the stream is handed over as it
+    /// is, and an error after it is no longer retried.
+    pub fn stream_hold_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(hold) = &mut self.config.streams {
+            hold.patience = timeout;
+        }
+        self
+    }
+
     /// The middleware.
     pub fn build(self) -> LlmRetryMiddleware {
         LlmRetryMiddleware { config: Arc::new(self.config) }
+    }
+}
+
+impl LlmRetryMiddleware {
+    /// The format to watch a success's body with, when it is a stream worth watching.
+    fn stream_format(&self, provider: Provider, response: &Response) -> Option<&'static StreamFormat> {
+        self.config.streams?;
+        stream::watched(provider, response)
     }
 }
 
@@ -274,31 +337,85 @@ async fn admit(
 /// rate limits, or the transport error.
 type Outcome = Result<(HeldResponse, LlmApiError, Option<RateLimits>), reqwest_middleware::Error>;
 
+/// Reading a response's body: the success, finished, or the judged failure.
+type Reading<'a> =
+    Pin<Box<dyn Future<Output = Result<reqwest_middleware::Result<Response>, (Verdict, Outcome)>> + Send + 'a>>;
+
 /// What one attempt knows about itself, for judging its failure.
 struct AttemptContext<'a> {
     provider: Provider,
     retries_taken: u32,
     started: Instant,
-    can_resend: bool,
-    secrets: &'a Secrets,
+    /// The copy to send next, when there is one.
+    pending: Option<&'a Request>,
+    /// The credentials of the request sent, when there is no copy to read them from.
+    sent_secrets: Option<Secrets>,
     pacing: Option<(&'a Pacer, &'a Key, u64)>,
 }
 
+impl AttemptContext<'_> {
+    /// The credentials to keep out of the error, read only once an error needs them.
+    fn secrets(&mut self) -> Secrets {
+        self.sent_secrets.take().unwrap_or_else(|| self.pending.map(Secrets::of).unwrap_or_default())
+    }
+}
+
 impl LlmRetryMiddleware {
-    /// Reads and judges a 4xx/5xx response; feeds a rate limit to the cooldown.
+    /// Reads and judges a 4xx/5xx response.
     async fn judge(&self, response: Response, at: AttemptContext<'_>) -> (Verdict, Outcome) {
         let config = &*self.config;
         let held = HeldResponse::read(response, config.error_body_limit, config.error_body_timeout).await;
         let body = held.prefix(config.error_body_limit);
+        let status = held.status();
+        self.conclude(held, status, &body, at).await
+    }
+
+    /// Holds the start of a stream: the success, finished, when output came
+    /// first; an error event there is judged as the same error sent as a status.
+    async fn screen(
+        &self,
+        response: Response,
+        format: &StreamFormat,
+        at: AttemptContext<'_>,
+        stats: RetryStats,
+    ) -> Result<reqwest_middleware::Result<Response>, (Verdict, Outcome)> {
+        let hold = self.config.streams.unwrap_or(StreamHold { limit: 0, patience: Duration::ZERO });
+        match stream::hold(response, format, hold.limit, hold.patience).await {
+            Start::Clean(response) => Ok(match succeeded(response, stats, at.pacing) {
+                (response, None) => Ok(response),
+                (response, Some(publish)) => publish.then_return(response).await,
+            }),
+            Start::Failed(held, error) => {
+                tracing::debug!(
+                    provider = at.provider.name(),
+                    status = error.status.as_u16(),
+                    "error event before the first output of a stream"
+                );
+                Err(self.conclude(held, error.status, &error.body, at).await)
+            }
+        }
+    }
+
+    /// Classifies an error, decides whether and when to retry, and feeds a
+    /// rate limit to the cooldown.
+    async fn conclude(
+        &self,
+        held: HeldResponse,
+        status: StatusCode,
+        body: &[u8],
+        mut at: AttemptContext<'_>,
+    ) -> (Verdict, Outcome) {
+        let config = &*self.config;
         let now = SystemTime::now();
-        let judged = diagnose(at.provider, held.status(), held.headers(), &body, &config.rules, at.secrets, now);
+        let secrets = at.secrets();
+        let judged = diagnose(at.provider, status, held.headers(), body, &config.rules, &secrets, now);
         let attempt = Attempt {
             transient: judged.retryable,
             overloaded: judged.kind == ErrorKind::Overloaded,
             server_wait: judged.retry_after,
             retries_taken: at.retries_taken,
             elapsed: at.started.elapsed(),
-            can_resend: at.can_resend,
+            can_resend: at.pending.is_some(),
         };
         let verdict = decide(&config.timing, attempt, rand::random());
         let limits = RateLimits::from_headers(held.headers(), now);
@@ -359,35 +476,49 @@ impl Middleware for LlmRetryMiddleware {
                         }
                         None => 0,
                     };
-                    let (verdict, outcome) = match next.clone().run(request, extensions).await {
-                        Ok(response) if !is_error(response.status()) => {
-                            let stats = RetryStats { attempts, waited };
-                            let pacing = pacing.as_ref().map(|(pacer, key)| (*pacer, key, seq));
-                            return match succeeded(response, stats, pacing) {
-                                (response, None) => Ok(response),
-                                // Boxed, as the store's call is rare and its future large.
-                                (response, Some(publish)) => Box::pin(publish.then_return(response)).await,
-                            };
-                        }
-                        Ok(response) => {
-                            let secrets = secrets_of_last
-                                .unwrap_or_else(|| pending.as_ref().map(Secrets::of).unwrap_or_default());
-                            let at = AttemptContext {
+                    // A macro, not a closure: a closure would be kept in the future across the send.
+                    macro_rules! at {
+                        () => {
+                            AttemptContext {
                                 provider,
                                 retries_taken,
                                 started,
-                                can_resend: pending.is_some(),
-                                secrets: &secrets,
+                                pending: pending.as_ref(),
+                                sent_secrets: secrets_of_last,
                                 pacing: pacing.as_ref().map(|(pacer, key)| (*pacer, key, seq)),
+                            }
+                        };
+                    }
+                    // The body is read, when it must be, after the match on the
+                    // response: inside it, the response would be kept in the
+                    // future twice across the read.
+                    let reading: Reading<'_> = match next.clone().run(request, extensions).await {
+                        Ok(response) if !is_error(response.status()) => {
+                            let stats = RetryStats { attempts, waited };
+                            let Some(format) = self.stream_format(provider, &response) else {
+                                let pacing = pacing.as_ref().map(|(pacer, key)| (*pacer, key, seq));
+                                return match succeeded(response, stats, pacing) {
+                                    (response, None) => Ok(response),
+                                    // Boxed, as the store's call is rare and its future large.
+                                    (response, Some(publish)) => Box::pin(publish.then_return(response)).await,
+                                };
                             };
-                            // Boxed: reading and parsing an error body would otherwise
-                            // make every request's future several kilobytes larger.
-                            Box::pin(self.judge(response, at)).await
+                            Box::pin(self.screen(response, format, at!(), stats))
+                        }
+                        Ok(response) => {
+                            let at = at!();
+                            Box::pin(async move { Err(self.judge(response, at).await) })
                         }
                         Err(error) => {
                             let verdict = transport_verdict(&config.timing, &error, retries_taken, started, &pending);
-                            (verdict, Err(error))
+                            Box::pin(std::future::ready(Err((verdict, Err(error)))))
                         }
+                    };
+                    // Boxed: reading and parsing a body would otherwise make
+                    // every request's future several kilobytes larger.
+                    let (verdict, outcome) = match reading.await {
+                        Ok(done) => return done,
+                        Err(judged) => judged,
                     };
                     match (verdict, outcome, pending) {
                         (Verdict::Retry(wait), outcome, Some(next_request)) => {

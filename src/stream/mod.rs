@@ -1,0 +1,89 @@
+//! Errors inside a `200` event stream.
+//!
+//! Why hold the start of a stream: providers report overload and rate limits
+//! that strike after the status line in-band, as an error event in a `200`
+//! stream (Anthropic `event: error` with `overloaded_error`, OpenAI
+//! `server_is_overloaded` chunks, Gemini `UNAVAILABLE`). A retry layer that
+//! looks only at the status misses them, and the caller's bot fails on an
+//! error that one more request would have fixed. An error that comes before
+//! the first output is the same transient failure as a `529` or `503`: the
+//! caller has seen nothing, so a retry duplicates nothing. After output has
+//! started, a retry would repeat it, so nothing is retried.
+//!
+//! So the events before the first output-bearing one are held (within a byte
+//! and a time bound), then replayed byte for byte in front of the rest. An
+//! output event costs nothing: it is released as soon as it arrives.
+
+mod format;
+mod sse;
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use reqwest::Response;
+
+use crate::body::HeldResponse;
+use format::Seen;
+pub(crate) use format::{InBandError, StreamFormat, error_in, stream_format};
+use sse::EventReader;
+
+/// Default for [`LlmRetryMiddlewareBuilder::stream_hold_limit`](crate::LlmRetryMiddlewareBuilder::stream_hold_limit): 16 KiB.
+pub const DEFAULT_STREAM_HOLD_LIMIT: usize = 16 * 1024;
+
+/// Default for [`LlmRetryMiddlewareBuilder::stream_hold_timeout`](crate::LlmRetryMiddlewareBuilder::stream_hold_timeout): 3 s.
+pub const DEFAULT_STREAM_HOLD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the start of a stream turned out.
+#[derive(Debug)]
+pub(crate) enum Start {
+    /// Output came (or the end, a bound, a transport error): the stream as
+    /// it would have been without us.
+    Clean(Response),
+    /// An error event came first.
+    Failed(HeldResponse, InBandError),
+}
+
+/// The format to watch `response` with, when it is a stream of a known
+/// provider that is not compressed beyond what reqwest decoded.
+pub(crate) fn watched(provider: crate::Provider, response: &Response) -> Option<&'static StreamFormat> {
+    let headers = response.headers();
+    let is_event_stream = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().get(..17).is_some_and(|m| m.eq_ignore_ascii_case("text/event-stream")));
+    if !is_event_stream || headers.contains_key(http::header::CONTENT_ENCODING) {
+        return None;
+    }
+    stream_format(provider)
+}
+
+/// Reads `response`'s events until one carries output or an error, the
+/// body ends, `limit` bytes were read, or `patience` ran out.
+pub(crate) async fn hold(response: Response, format: &StreamFormat, limit: usize, patience: Duration) -> Start {
+    let mut reader = EventReader::default();
+    let mut error = None;
+    let mut judge = |event| match format.classify(&event) {
+        Seen::Preamble => ControlFlow::Continue(()),
+        Seen::Output => ControlFlow::Break(None),
+        Seen::Error(found) => ControlFlow::Break(Some(found)),
+    };
+    let held = HeldResponse::read_until(response, limit, patience, |chunk| match reader.feed(chunk, &mut judge) {
+        ControlFlow::Continue(()) => false,
+        ControlFlow::Break(found) => {
+            error = found;
+            true
+        }
+    })
+    .await;
+    if error.is_none()
+        && held.ended()
+        && let Some(event) = reader.finish()
+        && let ControlFlow::Break(found) = judge(event)
+    {
+        error = found;
+    }
+    match error {
+        Some(error) => Start::Failed(held, error),
+        None => Start::Clean(held.into_response()),
+    }
+}
