@@ -199,6 +199,72 @@ pub fn ok(text: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).insert_header("request-id", REQUEST_ID).set_body_json(body)
 }
 
+const MESSAGE_START: &str = r#"{"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":1}}}"#;
+const BLOCK_START: &str = r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+const PING: &str = r#"{"type": "ping"}"#;
+
+fn text_delta(text: &str) -> String {
+    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}).to_string()
+}
+
+fn stream_error(error_type: &str, message: &str) -> String {
+    json!({"type": "error", "error": {"type": error_type, "message": message}, "request_id": REQUEST_ID}).to_string()
+}
+
+fn stream(events: &[(&str, String)]) -> ResponseTemplate {
+    let events: Vec<_> = events.iter().map(|(name, data)| (Some(*name), data.clone())).collect();
+    super::event_stream(Some(("request-id", REQUEST_ID)), &events)
+}
+
+/// A `200` Messages stream (`"stream": true`) whose one text block is
+/// `text`: `message_start`, `content_block_start`, `ping`, one
+/// `content_block_delta`, then the stop events.
+pub fn stream_ok(text: &str) -> ResponseTemplate {
+    stream(&[
+        ("message_start", MESSAGE_START.to_owned()),
+        ("content_block_start", BLOCK_START.to_owned()),
+        ("ping", PING.to_owned()),
+        ("content_block_delta", text_delta(text)),
+        ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#.to_owned()),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":6}}"#
+                .to_owned(),
+        ),
+        ("message_stop", r#"{"type":"message_stop"}"#.to_owned()),
+    ])
+}
+
+/// A `200` stream that fails with `event: error` `overloaded_error` after
+/// `message_start` and `ping`, before any output: the same transient
+/// failure as a `529`, retried by the middleware.
+pub fn stream_overloaded() -> ResponseTemplate {
+    stream_failed_before_output("overloaded_error", "Overloaded")
+}
+
+/// A `200` stream that fails with `event: error` of `error_type`
+/// (`api_error`, `rate_limit_error`, `invalid_request_error`, …) after
+/// `message_start` and `ping`, before any output: judged as the same error
+/// sent as a status.
+pub fn stream_failed_before_output(error_type: &str, message: &str) -> ResponseTemplate {
+    stream(&[
+        ("message_start", MESSAGE_START.to_owned()),
+        ("ping", PING.to_owned()),
+        ("error", stream_error(error_type, message)),
+    ])
+}
+
+/// A `200` stream that sends `text`, then fails with `event: error`
+/// `overloaded_error`: the caller already has output, so it is not retried.
+pub fn stream_overloaded_after(text: &str) -> ResponseTemplate {
+    stream(&[
+        ("message_start", MESSAGE_START.to_owned()),
+        ("content_block_start", BLOCK_START.to_owned()),
+        ("content_block_delta", text_delta(text)),
+        ("error", stream_error("overloaded_error", "Overloaded")),
+    ])
+}
+
 /// Every template above, with `wait` where one is taken.
 pub(super) fn all(wait: Duration) -> Vec<MockFailure> {
     vec![

@@ -217,6 +217,27 @@ pub fn ok(text: &str) -> ResponseTemplate {
     }))
 }
 
+/// A `200` `streamGenerateContent?alt=sse` stream of `text`, in two chunks.
+pub fn stream_ok(text: &str) -> ResponseTemplate {
+    let (head, tail) = text.split_at(text.char_indices().nth(text.chars().count() / 2).map_or(0, |(i, _)| i));
+    let chunk = |part: &str, finish: Option<&str>| {
+        json!({
+            "candidates": [{"content": {"parts": [{"text": part}], "role": "model"}, "finishReason": finish, "index": 0}],
+            "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 4, "totalTokenCount": 12},
+            "modelVersion": "gemini-2.0-flash",
+        })
+        .to_string()
+    };
+    super::event_stream(None, &[(None, chunk(head, None)), (None, chunk(tail, Some("STOP")))])
+}
+
+/// A `200` stream whose first chunk is `{"error":{"code":503,"status":"UNAVAILABLE",…}}`:
+/// the same transient failure as a `503`, retried by the middleware.
+pub fn stream_unavailable() -> ResponseTemplate {
+    let error = json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}});
+    super::event_stream(None, &[(None, error.to_string())])
+}
+
 /// Every template above, with `wait` where one is taken.
 pub(super) fn all(wait: Duration) -> Vec<MockFailure> {
     vec![

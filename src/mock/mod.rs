@@ -76,6 +76,11 @@
 //! # }
 //! ```
 //!
+//! Streams fail inside a `200` too: each provider module has a success
+//! stream (`stream_ok`) and streams that fail before their first output
+//! (retried by the middleware) or after it (not retried), e.g.
+//! [`anthropic::stream_overloaded`].
+//!
 //! A failure the bot must not retry is checked the same way: script
 //! [`anthropic::credit_balance_too_low`] and assert that the bot's error is
 //! that template with [`MockFailure::assert_matches`].
@@ -425,6 +430,26 @@ pub fn catalog() -> Vec<MockFailure> {
     all.extend(compat::all(wait));
     all.extend(bedrock::all());
     all
+}
+
+/// A `200` `text/event-stream` response of `events` (`event:` name, if any, and `data:`).
+fn event_stream(request_id: Option<(&'static str, &str)>, events: &[(Option<&str>, String)]) -> ResponseTemplate {
+    let mut body = String::new();
+    for (name, data) in events {
+        if let Some(name) = name {
+            body.push_str("event: ");
+            body.push_str(name);
+            body.push('\n');
+        }
+        body.push_str("data: ");
+        body.push_str(data);
+        body.push_str("\n\n");
+    }
+    let mut template = ResponseTemplate::new(200).insert_header("cache-control", "no-cache");
+    if let Some((header, id)) = request_id {
+        template = template.insert_header(header, id);
+    }
+    template.set_body_raw(body.into_bytes(), "text/event-stream")
 }
 
 /// A wait rounded up to whole milliseconds, the precision every header carries.

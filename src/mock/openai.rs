@@ -208,6 +208,92 @@ pub fn ok(text: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).insert_header("x-request-id", REQUEST_ID).set_body_json(chat_completion(text))
 }
 
+fn chunk(delta: serde_json::Value, finish_reason: Option<&str>) -> String {
+    json!({
+        "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+        "object": "chat.completion.chunk",
+        "created": 1741570283,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+    })
+    .to_string()
+}
+
+fn chat_stream(data: &[String]) -> ResponseTemplate {
+    let events: Vec<_> = data.iter().map(|data| (None, data.clone())).collect();
+    super::event_stream(Some(("x-request-id", REQUEST_ID)), &events)
+}
+
+const OVERLOADED_CHUNK: &str = r#"{"error":{"message":"The server is overloaded. Please try again later.","type":"server_error","param":null,"code":"server_is_overloaded"}}"#;
+
+/// A `200` Chat Completions stream (`"stream": true`) of `text`: a role
+/// chunk with empty content, a content chunk, a finish chunk, `[DONE]`.
+pub fn stream_ok(text: &str) -> ResponseTemplate {
+    chat_stream(&[
+        chunk(json!({"role": "assistant", "content": "", "refusal": null}), None),
+        chunk(json!({"content": text}), None),
+        chunk(json!({}), Some("stop")),
+        "[DONE]".to_owned(),
+    ])
+}
+
+/// A `200` Chat Completions stream whose first chunk is
+/// `{"error":{"type":"server_error","code":"server_is_overloaded",…}}`: the
+/// same transient failure as a `503`, retried by the middleware.
+pub fn stream_overloaded() -> ResponseTemplate {
+    chat_stream(&[OVERLOADED_CHUNK.to_owned()])
+}
+
+/// A `200` Chat Completions stream that sends `text`, then an
+/// `server_is_overloaded` error chunk: not retried, as the caller already
+/// has output.
+pub fn stream_overloaded_after(text: &str) -> ResponseTemplate {
+    chat_stream(&[
+        chunk(json!({"role": "assistant", "content": "", "refusal": null}), None),
+        chunk(json!({"content": text}), None),
+        OVERLOADED_CHUNK.to_owned(),
+    ])
+}
+
+fn responses_stream(events: &[(&str, String)]) -> ResponseTemplate {
+    let events: Vec<_> = events.iter().map(|(name, data)| (Some(*name), data.clone())).collect();
+    super::event_stream(Some(("x-request-id", REQUEST_ID)), &events)
+}
+
+fn response_object(status: &str, error: serde_json::Value) -> serde_json::Value {
+    json!({"id": "resp_67ccd2bed1ec8190b14f964abc054267", "object": "response", "status": status, "model": "gpt-4.1-2025-04-14", "output": [], "error": error})
+}
+
+/// A `200` Responses API stream (`"stream": true`) of `text`:
+/// `response.created`, `response.output_text.delta`, `response.completed`.
+pub fn responses_stream_ok(text: &str) -> ResponseTemplate {
+    responses_stream(&[
+        ("response.created", json!({"type": "response.created", "sequence_number": 0, "response": response_object("in_progress", serde_json::Value::Null)}).to_string()),
+        ("response.output_text.delta", json!({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text}).to_string()),
+        ("response.completed", json!({"type": "response.completed", "sequence_number": 2, "response": response_object("completed", serde_json::Value::Null)}).to_string()),
+    ])
+}
+
+/// A `200` Responses API stream that fails before any output with
+/// `event: error` of `code` (`server_is_overloaded`, `rate_limit_exceeded`,
+/// …): judged as the same error sent as a status.
+pub fn responses_stream_error(code: &str, message: &str) -> ResponseTemplate {
+    responses_stream(&[
+        ("response.created", json!({"type": "response.created", "sequence_number": 0, "response": response_object("in_progress", serde_json::Value::Null)}).to_string()),
+        ("error", json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": 1}).to_string()),
+    ])
+}
+
+/// A `200` Responses API stream that ends in `response.failed` with
+/// `server_error` before any output: retried like a `500`.
+pub fn responses_stream_failed() -> ResponseTemplate {
+    let error = json!({"code": "server_error", "message": "The model failed to generate a response."});
+    responses_stream(&[
+        ("response.created", json!({"type": "response.created", "sequence_number": 0, "response": response_object("in_progress", serde_json::Value::Null)}).to_string()),
+        ("response.failed", json!({"type": "response.failed", "sequence_number": 1, "response": response_object("failed", error)}).to_string()),
+    ])
+}
+
 /// Every template above, with `wait` where one is taken.
 pub(super) fn all(wait: Duration) -> Vec<MockFailure> {
     vec![

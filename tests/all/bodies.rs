@@ -72,7 +72,8 @@ async fn small_limits_and_empty_bodies() {
 }
 
 /// A raw server: sends SSE headers and a first event, then holds the rest
-/// until told, so a middleware that buffered success bodies would hang.
+/// until told, so a middleware that buffered success bodies would hang. The
+/// start of a stream is held only until the hold's time bound.
 #[tokio::test]
 async fn success_streams_pass_straight_through() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,7 +93,7 @@ async fn success_streams_pass_straight_through() {
     let client = reqwest_middleware::ClientBuilder::new(
         reqwest::Client::builder().no_proxy().resolve(ANTHROPIC, addr).build().unwrap(),
     )
-    .with(fast().build())
+    .with(fast().stream_hold_timeout(Duration::from_millis(20)).build())
     .build();
     let mut resp = tokio::time::timeout(
         Duration::from_secs(5),

@@ -1,6 +1,8 @@
 //! Integration tests of the middleware through its public API, against
 //! wiremock on 127.0.0.1. One binary with a module per concern links once.
 
+#[path = "../shared/raw_http.rs"]
+mod raw_http;
 mod support;
 
 mod bodies;
@@ -9,5 +11,6 @@ mod detection;
 mod errors;
 mod footprint;
 mod policy;
+mod streams;
 mod transport;
 mod waits;
