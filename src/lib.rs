@@ -85,6 +85,7 @@ pub use policy::RetryRule;
 pub use provider::Provider;
 pub use rate_limits::{RateLimit, RateLimits};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisCooldownStore;
 
 #[doc = include_str!("../README.md")]
