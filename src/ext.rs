@@ -8,6 +8,9 @@ use crate::rate_limits::RateLimits;
 
 /// What [`LlmRetryMiddleware`](crate::LlmRetryMiddleware) attached to a [`reqwest::Response`].
 ///
+/// Implemented for [`reqwest::Response`] only, and sealed: it cannot be
+/// implemented outside this crate, so that adding a method is not a breaking change.
+///
 /// ```
 /// use reqwest_llm_retry::LlmResponseExt;
 /// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
@@ -18,7 +21,7 @@ use crate::rate_limits::RateLimits;
 /// let response = response.error_for_llm_status()?; // Err(LlmApiError) on 4xx/5xx
 /// # Ok(()) }
 /// ```
-pub trait LlmResponseExt: Sized {
+pub trait LlmResponseExt: sealed::Sealed + Sized {
     /// The parsed error, on a 4xx/5xx response that went through the middleware.
     fn llm_error(&self) -> Option<&LlmApiError>;
 
@@ -35,6 +38,12 @@ pub trait LlmResponseExt: Sized {
     // built once per failed request, so its size costs nothing that matters.
     #[allow(clippy::result_large_err)]
     fn error_for_llm_status(self) -> Result<Response, LlmApiError>;
+}
+
+mod sealed {
+    /// Keeps [`LlmResponseExt`](super::LlmResponseExt) implemented by `Response` only.
+    pub trait Sealed {}
+    impl Sealed for reqwest::Response {}
 }
 
 impl LlmResponseExt for Response {

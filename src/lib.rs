@@ -57,6 +57,7 @@
 mod backoff;
 mod body;
 mod cooldown;
+pub mod defaults;
 mod diagnose;
 mod error;
 mod ext;
@@ -72,18 +73,24 @@ mod rate_limits;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis_store;
+#[doc(hidden)]
 pub mod retry_after;
 
-pub use cooldown::{CooldownStore, MemoryCooldownStore};
+pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use kind::ErrorKind;
-pub use middleware::{
-    DEFAULT_ERROR_BODY_LIMIT, DEFAULT_ERROR_BODY_TIMEOUT, LlmRetryMiddleware, LlmRetryMiddlewareBuilder,
-};
+pub use middleware::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 pub use policy::RetryRule;
-pub use provider::Provider;
+pub use provider::{ParseProviderError, Provider};
 pub use rate_limits::{RateLimit, RateLimits};
+/// The `redis` crate (major version 1), whose types appear in
+/// [`RedisCooldownStore`]'s signatures (`RedisResult`, `aio::ConnectionManager`):
+/// re-exported so that a program builds them with the very version this crate
+/// links. A new major version of `redis` is a new major version of this crate.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisCooldownStore;

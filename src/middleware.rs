@@ -15,6 +15,7 @@ use reqwest_middleware::{Middleware, Next};
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
 use crate::cooldown::{CooldownStore, Gate, Key, Pacer};
+use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
 use crate::kind::ErrorKind;
@@ -23,28 +24,25 @@ use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::rate_limits::RateLimits;
 use crate::redact::{Secrets, redact_error};
 
-/// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
-pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
-
-/// Default for [`LlmRetryMiddlewareBuilder::error_body_timeout`]: 10 s.
-pub const DEFAULT_ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A `reqwest-middleware` layer that retries LLM API calls the way each
 /// provider asks, and attaches a parsed [`LlmApiError`](crate::LlmApiError) to failed responses.
 ///
-/// Defaults (see [`LlmRetryMiddleware::builder`] to change them):
+/// Defaults, each a constant of [`defaults`](crate::defaults) (see
+/// [`LlmRetryMiddleware::builder`] to change them):
 ///
-/// | setting | default |
-/// |---|---|
-/// | `max_retries` | 4 (5 attempts in all) |
-/// | `base_delay` | 1 s, doubled per retry |
-/// | `max_delay` | 30 s |
-/// | `max_retry_after` | 60 s (longer server waits are returned at once) |
-/// | `max_elapsed` | 300 s |
-/// | `error_body_limit` | 64 KiB |
-/// | `error_body_timeout` | 10 s |
+/// | setting | default | constant |
+/// |---|---|---|
+/// | [`max_retries`](LlmRetryMiddlewareBuilder::max_retries) | 4 (5 attempts in all) | [`MAX_RETRIES`](defaults::MAX_RETRIES) |
+/// | [`base_delay`](LlmRetryMiddlewareBuilder::base_delay) | 1 s, doubled per retry, + up to 25 % | [`BASE_DELAY`](defaults::BASE_DELAY) |
+/// | [`max_delay`](LlmRetryMiddlewareBuilder::max_delay) | 30 s | [`MAX_DELAY`](defaults::MAX_DELAY) |
+/// | [`max_retry_after`](LlmRetryMiddlewareBuilder::max_retry_after) | 60 s (longer server waits are returned at once) | [`MAX_RETRY_AFTER`](defaults::MAX_RETRY_AFTER) |
+/// | [`max_elapsed`](LlmRetryMiddlewareBuilder::max_elapsed) | 300 s | [`MAX_ELAPSED`](defaults::MAX_ELAPSED) |
+/// | [`error_body_limit`](LlmRetryMiddlewareBuilder::error_body_limit) | 64 KiB | [`ERROR_BODY_LIMIT`](defaults::ERROR_BODY_LIMIT) |
+/// | [`error_body_timeout`](LlmRetryMiddlewareBuilder::error_body_timeout) | 10 s | [`ERROR_BODY_TIMEOUT`](defaults::ERROR_BODY_TIMEOUT) |
+/// | [`cooldown`](LlmRetryMiddlewareBuilder::cooldown) | on, in memory | [`COOLDOWN`](defaults::COOLDOWN) |
+/// | [`cooldown_store`](LlmRetryMiddlewareBuilder::cooldown_store) | none (the middleware's own memory) | |
 ///
-/// Cloning is cheap and clones share their configuration.
+/// Cloning is cheap and clones share their configuration and their rate-limit state.
 ///
 /// ```
 /// use reqwest_llm_retry::LlmRetryMiddleware;
@@ -74,9 +72,9 @@ impl Default for Config {
             timing: Timing::default(),
             hosts: Vec::new(),
             rules: Vec::new(),
-            error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
-            error_body_timeout: DEFAULT_ERROR_BODY_TIMEOUT,
-            pacer: Some(Arc::new(Pacer::new(None))),
+            error_body_limit: defaults::ERROR_BODY_LIMIT,
+            error_body_timeout: defaults::ERROR_BODY_TIMEOUT,
+            pacer: defaults::COOLDOWN.then(|| Arc::new(Pacer::new(None))),
         }
     }
 }
@@ -84,7 +82,7 @@ impl Default for Config {
 impl LlmRetryMiddleware {
     /// A builder starting from the defaults.
     pub fn builder() -> LlmRetryMiddlewareBuilder {
-        LlmRetryMiddlewareBuilder { config: Config::default() }
+        LlmRetryMiddlewareBuilder { config: Config::default(), cooldown: defaults::COOLDOWN, store: None }
     }
 
     /// The provider a request goes to: its `Provider` extension, else a
@@ -109,8 +107,8 @@ impl LlmRetryMiddleware {
     }
 }
 
-/// Builds an [`LlmRetryMiddleware`]; every setter has the default shown on
-/// [`LlmRetryMiddleware`].
+/// Builds an [`LlmRetryMiddleware`]. Every setter says its default, a constant of
+/// [`defaults`](crate::defaults); setters are independent and may come in any order.
 ///
 /// ```
 /// use std::time::Duration;
@@ -126,35 +124,52 @@ impl LlmRetryMiddleware {
 #[derive(Debug, Clone)]
 pub struct LlmRetryMiddlewareBuilder {
     config: Config,
+    /// The `cooldown` switch and the `cooldown_store`, kept apart until `build`, so that
+    /// neither setter undoes the other.
+    cooldown: bool,
+    store: Option<Arc<dyn CooldownStore>>,
 }
 
 impl LlmRetryMiddlewareBuilder {
     /// Retries after the first attempt; `0` sends each request once (errors are still parsed).
+    ///
+    /// Default: 4, so 5 attempts in all ([`defaults::MAX_RETRIES`]).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.config.timing.max_retries = retries;
         self
     }
 
-    /// The first backoff delay when the server gives no wait; doubled per retry.
+    /// The first backoff delay when the server gives no wait; doubled per retry, with up
+    /// to 25 % jitter added. An overload (529, 503, Groq 498) starts one doubling later.
+    ///
+    /// Default: 1 s ([`defaults::BASE_DELAY`]): waits of 1, 2, 4, 8 s (overload 2, 4, 8, 16 s).
     pub fn base_delay(mut self, delay: Duration) -> Self {
         self.config.timing.base_delay = delay;
         self
     }
 
-    /// The largest backoff delay (server-given waits are bounded by `max_retry_after` instead).
+    /// The largest backoff delay, jitter included (server-given waits are bounded by
+    /// `max_retry_after` instead).
+    ///
+    /// Default: 30 s ([`defaults::MAX_DELAY`]).
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.config.timing.max_delay = delay;
         self
     }
 
     /// The longest server-requested wait that is slept; a longer one returns
-    /// the error at once with `retryable: true` and `retry_after` set.
+    /// the error at once with `retryable: true` and `retry_after` set. A wait that is
+    /// slept gets up to 10 % (at most 1 s) of jitter added, never less than asked.
+    ///
+    /// Default: 60 s ([`defaults::MAX_RETRY_AFTER`]).
     pub fn max_retry_after(mut self, wait: Duration) -> Self {
         self.config.timing.max_retry_after = wait;
         self
     }
 
     /// No retry starts later than this after the first attempt started.
+    ///
+    /// Default: 300 s ([`defaults::MAX_ELAPSED`]).
     pub fn max_elapsed(mut self, elapsed: Duration) -> Self {
         self.config.timing.max_elapsed = elapsed;
         self
@@ -163,18 +178,24 @@ impl LlmRetryMiddlewareBuilder {
     /// Maps a host to a provider: an exact host (`"llm-gateway.internal"`) or
     /// every subdomain of a suffix (`"*.corp.example"`). Checked before the
     /// built-in host table, in the order added.
+    ///
+    /// Default: none; the built-in table knows each provider's public hosts.
     pub fn host(mut self, host: impl Into<String>, provider: Provider) -> Self {
         self.config.hosts.push((HostMapping::parse(&host.into()), provider));
         self
     }
 
     /// Adds a rule for `provider`, checked before the built-in tables, in the order added.
+    ///
+    /// Default: none; the built-in tables are in the crate docs' "What is retried".
     pub fn rule(mut self, provider: Provider, rule: RetryRule) -> Self {
         self.config.rules.push((provider, rule));
         self
     }
 
     /// How much of an error body is read to parse it (the caller still gets all of it).
+    ///
+    /// Default: 64 KiB ([`defaults::ERROR_BODY_LIMIT`]).
     pub fn error_body_limit(mut self, bytes: usize) -> Self {
         self.config.error_body_limit = bytes;
         self
@@ -184,32 +205,42 @@ impl LlmRetryMiddlewareBuilder {
     /// stalls (with no client timeout, it could wait forever) is judged by
     /// what arrived by then, at least the status and headers, and handed to
     /// the caller with the rest still to come: no byte is lost.
+    ///
+    /// Default: 10 s ([`defaults::ERROR_BODY_TIMEOUT`]).
     pub fn error_body_timeout(mut self, timeout: Duration) -> Self {
         self.config.error_body_timeout = timeout;
         self
     }
 
     /// Shares rate-limit state between requests with the same provider, host
-    /// and credential (on by default): after a 429, or once the rate-limit
-    /// headers say the window is used up, requests wait for the reset instead
-    /// of each collecting its own 429. See [`CooldownStore`].
+    /// and credential: after a 429, or once the rate-limit headers say the
+    /// window is used up, requests wait for the reset instead of each
+    /// collecting its own 429. `false` turns it off, whether or not a
+    /// [`cooldown_store`](Self::cooldown_store) is set. See [`CooldownStore`].
+    ///
+    /// Default: on ([`defaults::COOLDOWN`]), in the middleware's own memory, shared by its clones.
     pub fn cooldown(mut self, enabled: bool) -> Self {
-        self.config.pacer = enabled.then(|| Arc::new(Pacer::new(None)));
+        self.cooldown = enabled;
         self
     }
 
     /// Also keeps cooldowns in `store`, e.g. a `RedisCooldownStore` shared by
     /// a fleet, or an `Arc<MemoryCooldownStore>` shared by several
-    /// middlewares (turns the cooldown on). The store is asked before each
-    /// send and told of each cooldown.
+    /// middlewares. The store is asked before each send and told of each
+    /// cooldown. It is used while the [`cooldown`](Self::cooldown) is on,
+    /// whichever of the two setters comes first.
+    ///
+    /// Default: none; the cooldown lives in the middleware's own memory.
     pub fn cooldown_store(mut self, store: impl CooldownStore) -> Self {
-        self.config.pacer = Some(Arc::new(Pacer::new(Some(Arc::new(store)))));
+        self.store = Some(Arc::new(store));
         self
     }
 
     /// The middleware.
     pub fn build(self) -> LlmRetryMiddleware {
-        LlmRetryMiddleware { config: Arc::new(self.config) }
+        let LlmRetryMiddlewareBuilder { mut config, cooldown, store } = self;
+        config.pacer = cooldown.then(|| Arc::new(Pacer::new(store)));
+        LlmRetryMiddleware { config: Arc::new(config) }
     }
 }
 

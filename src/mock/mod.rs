@@ -100,6 +100,11 @@ pub mod vertex;
 
 pub use sequence::Sequence;
 pub use server::{base_url, client_builder, host, start};
+/// The `wiremock` crate (major version 0.6), whose types this kit takes and
+/// returns (`MockServer`, `ResponseTemplate`, `Respond`): re-exported so that
+/// tests mount the kit's templates with the very version it links. A new
+/// major version of `wiremock` is a new major version of this crate.
+pub use wiremock;
 
 /// A provider's error response, and what it claims to be.
 ///

@@ -4,6 +4,7 @@
 mod support;
 
 mod bodies;
+mod builder;
 mod cooldown;
 mod detection;
 mod errors;
