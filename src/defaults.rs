@@ -14,7 +14,7 @@
 //!   starts one doubling later (2 s, 4 s, 8 s, … by default), as the whole fleet is backing
 //!   off from the same server.
 //!
-//! A [`RedisCooldownStore`](crate::RedisCooldownStore)'s own defaults (key prefix, call
+//! A `RedisCooldownStore`'s own defaults (key prefix, call
 //! timeout) are constants of that type.
 
 use std::time::Duration;

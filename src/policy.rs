@@ -434,6 +434,9 @@ pub(crate) fn classify(provider: Provider, facts: &Facts<'_>, user_rules: &[(Pro
 }
 
 #[cfg(test)]
+mod retry_table;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse::parse_error_body;
