@@ -1,6 +1,7 @@
-//! One [`reqwest_middleware`] layer that retries LLM API calls the way each provider asks
-//! and turns their errors into one typed [`LlmApiError`]: a bot keeps working through rate
-//! limits and overloads, and stops at once on what no retry can fix.
+//! One [`reqwest-middleware`](https://docs.rs/reqwest-middleware/0.5) layer that retries LLM
+//! API calls the way each provider asks and turns their errors into one typed
+//! [`LlmApiError`]: a bot keeps working through rate limits and overloads, and stops at once
+//! on what no retry can fix.
 //!
 //! ```no_run
 //! use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware};
@@ -93,7 +94,9 @@
 //! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
 //!
 //! `provider` and `kind` are [`Provider::name`] and [`ErrorKind::name`] (snake_case);
-//! [`RetryStats`] on the response gives the same counts to code.
+//! [`RetryStats`] on the response gives the same counts to code. There is no per-retry
+//! callback: a `tracing` layer that matches the WARN events above sees every retry, with
+//! its reason and wait, without a hook in the middleware.
 //!
 //! # Runtime requirements
 //!

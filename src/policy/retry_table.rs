@@ -38,7 +38,10 @@ fn by_kind(rows: &[&Row<'_>]) -> Vec<String> {
 /// restates `ErrorKind::from_status` is covered by "every other 4xx").
 fn noteworthy(row: &Row<'_>) -> bool {
     let plain_status = row.status.and_then(|s| StatusCode::from_u16(s).ok()).map(ErrorKind::from_status);
-    row.error_type.is_some() || row.code.is_some() || row.message.is_some() || row.min_wait.is_some()
+    row.error_type.is_some()
+        || row.code.is_some()
+        || row.message.is_some()
+        || row.min_wait.is_some()
         || plain_status != Some(row.kind)
 }
 
