@@ -40,6 +40,18 @@ pub trait LlmResponseExt: sealed::Sealed + Sized {
     fn error_for_llm_status(self) -> Result<Response, LlmApiError>;
 }
 
+/// No type outside this crate can implement `LlmResponseExt`, even with every method:
+///
+/// ```compile_fail,E0277
+/// use reqwest_llm_retry::{LlmApiError, LlmResponseExt, RateLimits, RetryStats};
+/// struct Mine;
+/// impl LlmResponseExt for Mine {
+///     fn llm_error(&self) -> Option<&LlmApiError> { None }
+///     fn retry_stats(&self) -> Option<&RetryStats> { None }
+///     fn rate_limits(&self) -> Option<&RateLimits> { None }
+///     fn error_for_llm_status(self) -> Result<reqwest::Response, LlmApiError> { unimplemented!() }
+/// }
+/// ```
 mod sealed {
     /// Keeps [`LlmResponseExt`](super::LlmResponseExt) implemented by `Response` only.
     pub trait Sealed {}
