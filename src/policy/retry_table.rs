@@ -98,7 +98,11 @@ pub(super) fn render() -> String {
     }
     let common: Vec<&Row<'_>> = COMMON_SIGNALS.iter().collect();
     assert!(common.iter().all(|r| !r.retry), "the shared signals are all terminal");
-    let _ = writeln!(out, "| every provider (after its own error codes, before its statuses) | | {} |", by_kind(&common).join("; "));
+    let _ = writeln!(
+        out,
+        "| every provider (after its own error codes, before its statuses) | | {} |",
+        by_kind(&common).join("; ")
+    );
     out.push_str(
         "\nA number is a status, `code` the provider's error type or code (Gemini quota ids and Azure \
          inner codes included), \"text\" a part of the message; conditions in one entry must all hold. \
