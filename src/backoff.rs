@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use crate::defaults;
 use crate::retry_after::secs_f64;
 
 /// The timing knobs of the middleware.
@@ -29,11 +30,11 @@ pub(crate) struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            max_retries: 4,
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(60),
-            max_elapsed: Duration::from_secs(300),
+            max_retries: defaults::MAX_RETRIES,
+            base_delay: defaults::BASE_DELAY,
+            max_delay: defaults::MAX_DELAY,
+            max_retry_after: defaults::MAX_RETRY_AFTER,
+            max_elapsed: defaults::MAX_ELAPSED,
         }
     }
 }

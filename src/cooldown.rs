@@ -24,7 +24,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,18 +38,76 @@ use url::Position;
 use crate::provider::Provider;
 use crate::rate_limits::{RateLimit, RateLimits};
 
+/// The future a [`CooldownStore`] method returns: boxed and `Send`, borrowing the
+/// store and the key.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Where cooldowns live: "requests with this key should not be sent before then".
 ///
-/// Keys name the provider, the host and a fingerprint of the credential; they
-/// never contain a secret. Implementations must never fail a request: on an
-/// outage, answer from memory and log.
-#[async_trait::async_trait]
+/// The middleware always keeps cooldowns in its own memory; a store set with
+/// [`cooldown_store`](crate::LlmRetryMiddlewareBuilder::cooldown_store) shares
+/// them further: [`MemoryCooldownStore`] between middlewares of one process,
+/// `RedisCooldownStore` (feature `redis`) across a fleet, or your own. It is
+/// asked ([`get`](Self::get)) before each send, and told
+/// ([`extend`](Self::extend)) of each cooldown a response sets.
+///
+/// Keys name the provider, the host, the port and a fingerprint of the
+/// credential; they never contain a secret. Implementations must never fail or
+/// stall a request: bound each call, and on an outage answer from memory and log.
+///
+/// # Why boxed futures
+///
+/// The methods return a [`StoreFuture`] written out, rather than through
+/// `#[async_trait]` or an associated future type: the middleware holds its store
+/// as `Arc<dyn CooldownStore>`, so that its type has no store parameter, and a
+/// trait object cannot have unnamed associated types. Implementors need no macro;
+/// the one allocation per call is nothing beside a store's round trip, and a
+/// middleware without a store never calls one.
+///
+/// # Implementing it
+///
+/// Wrap an `async` block in `Box::pin`; a store that answers at once can return
+/// `Box::pin(std::future::ready(value))`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::time::SystemTime;
+///
+/// use reqwest_llm_retry::{CooldownStore, LlmRetryMiddleware, StoreFuture};
+/// use tokio::sync::RwLock;
+///
+/// /// Cooldowns behind an async lock (a stand-in for a remote service).
+/// #[derive(Debug, Default)]
+/// struct SharedCooldowns {
+///     until: RwLock<HashMap<String, SystemTime>>,
+/// }
+///
+/// impl CooldownStore for SharedCooldowns {
+///     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+///         Box::pin(async move {
+///             let until = self.until.read().await.get(key).copied()?;
+///             (until > SystemTime::now()).then_some(until)
+///         })
+///     }
+///
+///     fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
+///         Box::pin(async move {
+///             let mut map = self.until.write().await;
+///             let entry = map.entry(key.to_owned()).or_insert(until);
+///             *entry = (*entry).max(until);
+///         })
+///     }
+/// }
+///
+/// let middleware = LlmRetryMiddleware::builder().cooldown_store(SharedCooldowns::default()).build();
+/// # let _ = middleware;
+/// ```
 pub trait CooldownStore: Send + Sync + fmt::Debug + 'static {
     /// The time before which requests with `key` should wait, if any.
-    async fn get(&self, key: &str) -> Option<SystemTime>;
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>>;
 
     /// Requests with `key` should wait until `until`; an existing later time is kept.
-    async fn extend(&self, key: &str, until: SystemTime);
+    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()>;
 }
 
 /// A [`CooldownStore`] in this process's memory.
@@ -85,13 +145,13 @@ impl MemoryCooldownStore {
     }
 
     /// Synchronous form of [`CooldownStore::get`].
-    pub fn get_now(&self, key: &str) -> Option<SystemTime> {
+    pub(crate) fn get_now(&self, key: &str) -> Option<SystemTime> {
         let now = SystemTime::now();
         self.lock().get(key).copied().filter(|until| *until > now)
     }
 
     /// Synchronous form of [`CooldownStore::extend`].
-    pub fn extend_now(&self, key: &str, until: SystemTime) {
+    pub(crate) fn extend_now(&self, key: &str, until: SystemTime) {
         let mut map = self.lock();
         if map.len() >= SWEEP_AT {
             let now = SystemTime::now();
@@ -103,25 +163,24 @@ impl MemoryCooldownStore {
 }
 
 /// One store behind several middlewares.
-#[async_trait::async_trait]
 impl<S: CooldownStore + ?Sized> CooldownStore for Arc<S> {
-    async fn get(&self, key: &str) -> Option<SystemTime> {
-        (**self).get(key).await
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+        (**self).get(key)
     }
 
-    async fn extend(&self, key: &str, until: SystemTime) {
-        (**self).extend(key, until).await;
+    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
+        (**self).extend(key, until)
     }
 }
 
-#[async_trait::async_trait]
 impl CooldownStore for MemoryCooldownStore {
-    async fn get(&self, key: &str) -> Option<SystemTime> {
-        self.get_now(key)
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(std::future::ready(self.get_now(key)))
     }
 
-    async fn extend(&self, key: &str, until: SystemTime) {
+    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
         self.extend_now(key, until);
+        Box::pin(std::future::ready(()))
     }
 }
 

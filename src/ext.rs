@@ -8,6 +8,9 @@ use crate::rate_limits::RateLimits;
 
 /// What [`LlmRetryMiddleware`](crate::LlmRetryMiddleware) attached to a [`reqwest::Response`].
 ///
+/// Implemented for [`reqwest::Response`] only, and sealed: it cannot be
+/// implemented outside this crate, so that adding a method is not a breaking change.
+///
 /// ```
 /// use reqwest_llm_retry::LlmResponseExt;
 /// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
@@ -18,7 +21,7 @@ use crate::rate_limits::RateLimits;
 /// let response = response.error_for_llm_status()?; // Err(LlmApiError) on 4xx/5xx
 /// # Ok(()) }
 /// ```
-pub trait LlmResponseExt: Sized {
+pub trait LlmResponseExt: sealed::Sealed + Sized {
     /// The parsed error, on a 4xx/5xx response that went through the
     /// middleware, or on a `200` stream whose first event was an error.
     fn llm_error(&self) -> Option<&LlmApiError>;
@@ -37,6 +40,24 @@ pub trait LlmResponseExt: Sized {
     // built once per failed request, so its size costs nothing that matters.
     #[allow(clippy::result_large_err)]
     fn error_for_llm_status(self) -> Result<Response, LlmApiError>;
+}
+
+/// No type outside this crate can implement `LlmResponseExt`, even with every method:
+///
+/// ```compile_fail,E0277
+/// use reqwest_llm_retry::{LlmApiError, LlmResponseExt, RateLimits, RetryStats};
+/// struct Mine;
+/// impl LlmResponseExt for Mine {
+///     fn llm_error(&self) -> Option<&LlmApiError> { None }
+///     fn retry_stats(&self) -> Option<&RetryStats> { None }
+///     fn rate_limits(&self) -> Option<&RateLimits> { None }
+///     fn error_for_llm_status(self) -> Result<reqwest::Response, LlmApiError> { unimplemented!() }
+/// }
+/// ```
+mod sealed {
+    /// Keeps [`LlmResponseExt`](super::LlmResponseExt) implemented by `Response` only.
+    pub trait Sealed {}
+    impl Sealed for reqwest::Response {}
 }
 
 impl LlmResponseExt for Response {

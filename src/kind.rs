@@ -89,7 +89,8 @@ impl ErrorKind {
         matches!(self, ErrorKind::RateLimited | ErrorKind::ServerError | ErrorKind::Overloaded | ErrorKind::Timeout)
     }
 
-    /// A stable snake_case name, as used in logs.
+    /// A stable snake_case name, as used in logs and by `Display`: the same case
+    /// as [`Provider::name`](crate::Provider::name).
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::InvalidRequest => "invalid_request",

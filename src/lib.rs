@@ -1,5 +1,11 @@
+//! One [`reqwest-middleware`](https://docs.rs/reqwest-middleware/0.5) layer that retries LLM
+//! API calls the way each provider asks and turns their errors into one typed
+//! [`LlmApiError`]: a bot keeps working through rate limits and overloads, and stops at once
+//! on what no retry can fix.
+//!
 //! ```no_run
-//! # use reqwest_llm_retry::{LlmRetryMiddleware, LlmResponseExt};
+//! use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware};
+//!
 //! # async fn demo(body: serde_json::Value) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 //!     .with(LlmRetryMiddleware::default())
@@ -11,45 +17,93 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `reqwest-llm-retry` is one [`reqwest_middleware`] layer that makes a
-//! reqwest program behave correctly when an LLM API fails:
+//! The [`Provider`] comes from the request host (Anthropic, OpenAI, Gemini, Vertex AI, Azure
+//! OpenAI, Bedrock and the OpenAI-compatible hosts), a
+//! [`host`](LlmRetryMiddlewareBuilder::host) mapping, or a `Provider` in the request's
+//! extensions. The final failed response carries an [`LlmApiError`], every response a
+//! [`RetryStats`], and the caller still receives the whole body, byte for byte
+//! ([`LlmResponseExt`] reads them). Success bodies are never buffered.
 //!
-//! - it knows the [`Provider`] from the request host (Anthropic, OpenAI,
-//!   Gemini, Vertex AI, Azure OpenAI, Bedrock and the OpenAI-compatible hosts),
-//!   or from a per-request `Provider` extension;
-//! - it retries exactly what that provider says is transient, deciding on the
-//!   parsed error and not the status alone (a 429 rate limit is retried, a
-//!   429 `insufficient_quota` is not), and honours `x-should-retry`;
-//! - it waits as long as the server asks (`retry-after-ms`, `retry-after`,
-//!   Gemini `RetryInfo`, rate-limit reset headers), else backs off
-//!   exponentially with jitter, and never sleeps past `max_retry_after` or
-//!   `max_elapsed`;
-//! - it attaches a typed [`LlmApiError`] to the final failed response, and
-//!   [`RetryStats`] to every response, while the caller still receives the
-//!   whole body, byte for byte. Success bodies (SSE streams) are never touched.
+//! # Retry policy
 //!
-//! | Provider | Retried | Never retried |
-//! |---|---|---|
-//! | Anthropic | 408, 409, 429, 5xx incl. 529 | 400 (incl. credit balance), 401, 402, 403, 404, 413, spend limits |
-//! | OpenAI | 408, 409, 429 rate limits, 5xx | 400, 401, 403, 404, 429 `insufficient_quota` and spend limits, context length |
-//! | Gemini / Vertex AI | 408, 409, 429 per-minute, 5xx | 400 (incl. `FAILED_PRECONDITION`), 403, 404, 429 per-day quota |
-//! | Unknown hosts | 408, 429, 500, 502, 503, 504 | everything else |
+//! The decision is taken on the parsed error, per provider, not on the status alone: a 429
+//! rate limit is retried, a 429 `insufficient_quota` is not. `x-should-retry: true|false`
+//! from the server overrides the verdict; [`RetryRule`]s added with
+//! [`rule`](LlmRetryMiddlewareBuilder::rule) come before the built-in rows. Connection
+//! errors and timeouts are retried; the final transport error is reqwest's own, so
+//! `is_timeout()` and `is_connect()` keep working. A request whose body cannot be cloned (a
+//! stream) is sent once, and its error still parsed.
 //!
-//! Transport errors: connection failures and timeouts are retried with
-//! backoff; the final error is returned unchanged, so `is_timeout()` and
-//! `is_connect()` keep working.
+//! This table is rendered from the retry tables themselves (a test keeps it so):
 //!
-//! Clones of one middleware share rate-limit state per provider, host and
-//! credential: after a 429, or once the rate-limit headers say a window is
-//! used up, requests with the same key wait for the reset instead of each
-//! collecting its own 429 (see [`CooldownStore`]). Every response carrying
-//! rate-limit headers gets a [`RateLimits`] snapshot.
+#![doc = include_str!("../docs/what-is-retried.md")]
+//!
+//! # Waits
+//!
+//! When the server says how long (`retry-after-ms`, `retry-after` as seconds or an HTTP
+//! date, Gemini `RetryInfo.retryDelay`, a wait in the message, and on a 429 the rate-limit
+//! reset headers), the middleware waits that long plus up to 10 % (at most 1 s) of jitter,
+//! never less. Otherwise it backs off exponentially from
+//! [`base_delay`](LlmRetryMiddlewareBuilder::base_delay), doubling per retry, with up to 25 %
+//! jitter, capped at [`max_delay`](LlmRetryMiddlewareBuilder::max_delay); an overload starts
+//! one doubling later. A server wait above
+//! [`max_retry_after`](LlmRetryMiddlewareBuilder::max_retry_after) is not slept: the error
+//! comes back at once with `retryable: true` and `retry_after` set. No retry starts after
+//! [`max_elapsed`](LlmRetryMiddlewareBuilder::max_elapsed).
+//!
+//! # Shared rate limits
+//!
+//! Clones of one middleware share rate-limit state per provider, host and credential (a keyed
+//! hash, never the key): after a 429, or once the rate-limit headers say a window is used up,
+//! requests with the same key wait for the reset instead of each collecting its own 429, and
+//! the `remaining` budget is spent as requests go out. Waits stay within `max_retry_after` and
+//! `max_elapsed`. A [`CooldownStore`] shares the state further ([`MemoryCooldownStore`]
+//! between middlewares, `RedisCooldownStore` across processes);
+//! [`cooldown(false)`](LlmRetryMiddlewareBuilder::cooldown) turns it off. Every response
+//! carrying rate-limit headers gets a [`RateLimits`] snapshot.
+//!
+//! # Defaults
+//!
+//! 5 attempts, 1 s base delay, 30 s cap, 60 s largest server wait slept, 300 s in all, 64 KiB
+//! of an error body parsed within 10 s, cooldown on. Each is a constant of [`defaults`], and
+//! each setter of [`LlmRetryMiddlewareBuilder`] names its own.
+//!
+//! # Features
 //!
 //! | Cargo feature | What it adds |
 //! |---|---|
-//! | `mock` | the `mock` module: realistic provider failures as wiremock templates, scripted sequences, clients that reach a mock under the real host name |
+//! | `mock` | the `mock` test kit: realistic provider failures as wiremock templates, scripted sequences, clients that reach a mock under the real host name |
 //! | `redis` | `RedisCooldownStore`: cooldowns shared by a fleet of processes through Redis |
-#![doc = concat!("\n\n", "Configuration: see [`LlmRetryMiddleware::builder`].")]
+//!
+//! Both are off by default. The kit's signatures use wiremock 0.6 types and the store's use
+//! redis 1 types: each crate is re-exported (`mock::wiremock`, `redis`), and a new major
+//! version of either is a new major version of this crate.
+//!
+//! # Observability
+//!
+//! The middleware emits `tracing` events (target `reqwest_llm_retry::…`, so
+//! `RUST_LOG=reqwest_llm_retry=debug` shows them all). No event carries a header, a URL or a
+//! credential.
+//!
+//! | message | level | fields |
+//! |---|---|---|
+//! | `retrying LLM API request` | WARN | `provider`, `status`, `kind`, `attempt` (the one that failed), `wait_ms`, `request_id` |
+//! | `retrying LLM API request after a transport error` | WARN | `provider`, `kind` (`timeout` or `connect`), `attempt`, `wait_ms` |
+//! | `LLM API request failed` | DEBUG | `provider`, `status`, `kind`, `attempts`, `retryable` |
+//! | `waiting for the shared rate-limit cooldown` | DEBUG | `wait_ms` |
+//! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
+//!
+//! `provider` and `kind` are [`Provider::name`] and [`ErrorKind::name`] (snake_case);
+//! [`RetryStats`] on the response gives the same counts to code. There is no per-retry
+//! callback: a `tracing` layer that matches the WARN events above sees every retry, with
+//! its reason and wait, without a hook in the middleware.
+//!
+//! # Runtime requirements
+//!
+//! Tokio: waits are `tokio::time::sleep`, so requests must be sent from within a Tokio
+//! runtime with its time driver enabled (`#[tokio::main]` and `#[tokio::test]` enable it), as
+//! reqwest itself requires. Dropping a request's future mid-wait cancels it and leaves nothing
+//! behind.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -57,6 +111,7 @@
 mod backoff;
 mod body;
 mod cooldown;
+pub mod defaults;
 mod diagnose;
 mod error;
 mod ext;
@@ -72,22 +127,28 @@ mod rate_limits;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis_store;
+#[doc(hidden)]
 pub mod retry_after;
 mod stream;
 
-pub use cooldown::{CooldownStore, MemoryCooldownStore};
+pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use kind::ErrorKind;
-pub use middleware::{
-    DEFAULT_ERROR_BODY_LIMIT, DEFAULT_ERROR_BODY_TIMEOUT, LlmRetryMiddleware, LlmRetryMiddlewareBuilder,
-};
+pub use middleware::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 pub use policy::RetryRule;
-pub use provider::Provider;
+pub use provider::{ParseProviderError, Provider};
 pub use rate_limits::{RateLimit, RateLimits};
+/// The `redis` crate (major version 1), whose types appear in
+/// [`RedisCooldownStore`]'s signatures (`RedisResult`, `aio::ConnectionManager`):
+/// re-exported so that a program builds them with the very version this crate
+/// links. A new major version of `redis` is a new major version of this crate.
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisCooldownStore;
-pub use stream::{DEFAULT_STREAM_HOLD_LIMIT, DEFAULT_STREAM_HOLD_TIMEOUT};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

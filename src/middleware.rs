@@ -15,6 +15,7 @@ use reqwest_middleware::{Middleware, Next};
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
 use crate::cooldown::{CooldownStore, Gate, Key, Pacer};
+use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
 use crate::kind::ErrorKind;
@@ -22,30 +23,30 @@ use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::rate_limits::RateLimits;
 use crate::redact::{Secrets, redact_error};
-use crate::stream::{self, DEFAULT_STREAM_HOLD_LIMIT, DEFAULT_STREAM_HOLD_TIMEOUT, Start, StreamFormat};
-
-/// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
-pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
-
-/// Default for [`LlmRetryMiddlewareBuilder::error_body_timeout`]: 10 s.
-pub const DEFAULT_ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::stream::{self, Start, StreamFormat};
 
 /// A `reqwest-middleware` layer that retries LLM API calls the way each
 /// provider asks, and attaches a parsed [`LlmApiError`](crate::LlmApiError) to failed responses.
 ///
-/// Defaults (see [`LlmRetryMiddleware::builder`] to change them):
+/// Defaults, each a constant of [`defaults`](crate::defaults) (see
+/// [`LlmRetryMiddleware::builder`] to change them):
 ///
-/// | setting | default |
-/// |---|---|
-/// | `max_retries` | 4 (5 attempts in all) |
-/// | `base_delay` | 1 s, doubled per retry |
-/// | `max_delay` | 30 s |
-/// | `max_retry_after` | 60 s (longer server waits are returned at once) |
-/// | `max_elapsed` | 300 s |
-/// | `error_body_limit` | 64 KiB |
-/// | `error_body_timeout` | 10 s |
+/// | setting | default | constant |
+/// |---|---|---|
+/// | [`max_retries`](LlmRetryMiddlewareBuilder::max_retries) | 4 (5 attempts in all) | [`MAX_RETRIES`](defaults::MAX_RETRIES) |
+/// | [`base_delay`](LlmRetryMiddlewareBuilder::base_delay) | 1 s, doubled per retry, + up to 25 % | [`BASE_DELAY`](defaults::BASE_DELAY) |
+/// | [`max_delay`](LlmRetryMiddlewareBuilder::max_delay) | 30 s | [`MAX_DELAY`](defaults::MAX_DELAY) |
+/// | [`max_retry_after`](LlmRetryMiddlewareBuilder::max_retry_after) | 60 s (longer server waits are returned at once) | [`MAX_RETRY_AFTER`](defaults::MAX_RETRY_AFTER) |
+/// | [`max_elapsed`](LlmRetryMiddlewareBuilder::max_elapsed) | 300 s | [`MAX_ELAPSED`](defaults::MAX_ELAPSED) |
+/// | [`error_body_limit`](LlmRetryMiddlewareBuilder::error_body_limit) | 64 KiB | [`ERROR_BODY_LIMIT`](defaults::ERROR_BODY_LIMIT) |
+/// | [`error_body_timeout`](LlmRetryMiddlewareBuilder::error_body_timeout) | 10 s | [`ERROR_BODY_TIMEOUT`](defaults::ERROR_BODY_TIMEOUT) |
+/// | [`cooldown`](LlmRetryMiddlewareBuilder::cooldown) | on, in memory | [`COOLDOWN`](defaults::COOLDOWN) |
+/// | [`cooldown_store`](LlmRetryMiddlewareBuilder::cooldown_store) | none (the middleware's own memory) | |
+/// | [`streams`](LlmRetryMiddlewareBuilder::streams) | on: an error event before a stream's first output is retried | [`STREAMS`](defaults::STREAMS) |
+/// | [`stream_hold_limit`](LlmRetryMiddlewareBuilder::stream_hold_limit) | 16 KiB | [`STREAM_HOLD_LIMIT`](defaults::STREAM_HOLD_LIMIT) |
+/// | [`stream_hold_timeout`](LlmRetryMiddlewareBuilder::stream_hold_timeout) | 3 s | [`STREAM_HOLD_TIMEOUT`](defaults::STREAM_HOLD_TIMEOUT) |
 ///
-/// Cloning is cheap and clones share their configuration.
+/// Cloning is cheap and clones share their configuration and their rate-limit state.
 ///
 /// ```
 /// use reqwest_llm_retry::LlmRetryMiddleware;
@@ -67,8 +68,9 @@ struct Config {
     error_body_timeout: Duration,
     /// Shared rate-limit state; `None` when turned off.
     pacer: Option<Arc<Pacer>>,
-    /// The bounds of holding a stream's start; `None` when turned off.
-    streams: Option<StreamHold>,
+    /// Whether the start of event streams is watched, and within what bounds.
+    streams: bool,
+    stream_hold: StreamHold,
 }
 
 /// How much of a stream's start may be held, and for how long.
@@ -78,16 +80,22 @@ struct StreamHold {
     patience: Duration,
 }
 
+impl StreamHold {
+    const DEFAULT: StreamHold =
+        StreamHold { limit: defaults::STREAM_HOLD_LIMIT, patience: defaults::STREAM_HOLD_TIMEOUT };
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             timing: Timing::default(),
             hosts: Vec::new(),
             rules: Vec::new(),
-            error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
-            error_body_timeout: DEFAULT_ERROR_BODY_TIMEOUT,
-            pacer: Some(Arc::new(Pacer::new(None))),
-            streams: Some(StreamHold { limit: DEFAULT_STREAM_HOLD_LIMIT, patience: DEFAULT_STREAM_HOLD_TIMEOUT }),
+            error_body_limit: defaults::ERROR_BODY_LIMIT,
+            error_body_timeout: defaults::ERROR_BODY_TIMEOUT,
+            pacer: defaults::COOLDOWN.then(|| Arc::new(Pacer::new(None))),
+            streams: defaults::STREAMS,
+            stream_hold: StreamHold::DEFAULT,
         }
     }
 }
@@ -95,7 +103,7 @@ impl Default for Config {
 impl LlmRetryMiddleware {
     /// A builder starting from the defaults.
     pub fn builder() -> LlmRetryMiddlewareBuilder {
-        LlmRetryMiddlewareBuilder { config: Config::default() }
+        LlmRetryMiddlewareBuilder { config: Config::default(), cooldown: defaults::COOLDOWN, store: None }
     }
 
     /// The provider a request goes to: its `Provider` extension, else a
@@ -120,8 +128,8 @@ impl LlmRetryMiddleware {
     }
 }
 
-/// Builds an [`LlmRetryMiddleware`]; every setter has the default shown on
-/// [`LlmRetryMiddleware`].
+/// Builds an [`LlmRetryMiddleware`]. Every setter says its default, a constant of
+/// [`defaults`](crate::defaults); setters are independent and may come in any order.
 ///
 /// ```
 /// use std::time::Duration;
@@ -137,35 +145,52 @@ impl LlmRetryMiddleware {
 #[derive(Debug, Clone)]
 pub struct LlmRetryMiddlewareBuilder {
     config: Config,
+    /// The `cooldown` switch and the `cooldown_store`, kept apart until `build`, so that
+    /// neither setter undoes the other.
+    cooldown: bool,
+    store: Option<Arc<dyn CooldownStore>>,
 }
 
 impl LlmRetryMiddlewareBuilder {
     /// Retries after the first attempt; `0` sends each request once (errors are still parsed).
+    ///
+    /// Default: 4, so 5 attempts in all ([`defaults::MAX_RETRIES`]).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.config.timing.max_retries = retries;
         self
     }
 
-    /// The first backoff delay when the server gives no wait; doubled per retry.
+    /// The first backoff delay when the server gives no wait; doubled per retry, with up
+    /// to 25 % jitter added. An overload (529, 503, Groq 498) starts one doubling later.
+    ///
+    /// Default: 1 s ([`defaults::BASE_DELAY`]): waits of 1, 2, 4, 8 s (overload 2, 4, 8, 16 s).
     pub fn base_delay(mut self, delay: Duration) -> Self {
         self.config.timing.base_delay = delay;
         self
     }
 
-    /// The largest backoff delay (server-given waits are bounded by `max_retry_after` instead).
+    /// The largest backoff delay, jitter included (server-given waits are bounded by
+    /// `max_retry_after` instead).
+    ///
+    /// Default: 30 s ([`defaults::MAX_DELAY`]).
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.config.timing.max_delay = delay;
         self
     }
 
     /// The longest server-requested wait that is slept; a longer one returns
-    /// the error at once with `retryable: true` and `retry_after` set.
+    /// the error at once with `retryable: true` and `retry_after` set. A wait that is
+    /// slept gets up to 10 % (at most 1 s) of jitter added, never less than asked.
+    ///
+    /// Default: 60 s ([`defaults::MAX_RETRY_AFTER`]).
     pub fn max_retry_after(mut self, wait: Duration) -> Self {
         self.config.timing.max_retry_after = wait;
         self
     }
 
     /// No retry starts later than this after the first attempt started.
+    ///
+    /// Default: 300 s ([`defaults::MAX_ELAPSED`]).
     pub fn max_elapsed(mut self, elapsed: Duration) -> Self {
         self.config.timing.max_elapsed = elapsed;
         self
@@ -174,18 +199,24 @@ impl LlmRetryMiddlewareBuilder {
     /// Maps a host to a provider: an exact host (`"llm-gateway.internal"`) or
     /// every subdomain of a suffix (`"*.corp.example"`). Checked before the
     /// built-in host table, in the order added.
+    ///
+    /// Default: none; the built-in table knows each provider's public hosts.
     pub fn host(mut self, host: impl Into<String>, provider: Provider) -> Self {
         self.config.hosts.push((HostMapping::parse(&host.into()), provider));
         self
     }
 
     /// Adds a rule for `provider`, checked before the built-in tables, in the order added.
+    ///
+    /// Default: none; the built-in tables are in the crate docs' "What is retried".
     pub fn rule(mut self, provider: Provider, rule: RetryRule) -> Self {
         self.config.rules.push((provider, rule));
         self
     }
 
     /// How much of an error body is read to parse it (the caller still gets all of it).
+    ///
+    /// Default: 64 KiB ([`defaults::ERROR_BODY_LIMIT`]).
     pub fn error_body_limit(mut self, bytes: usize) -> Self {
         self.config.error_body_limit = bytes;
         self
@@ -195,26 +226,34 @@ impl LlmRetryMiddlewareBuilder {
     /// stalls (with no client timeout, it could wait forever) is judged by
     /// what arrived by then, at least the status and headers, and handed to
     /// the caller with the rest still to come: no byte is lost.
+    ///
+    /// Default: 10 s ([`defaults::ERROR_BODY_TIMEOUT`]).
     pub fn error_body_timeout(mut self, timeout: Duration) -> Self {
         self.config.error_body_timeout = timeout;
         self
     }
 
     /// Shares rate-limit state between requests with the same provider, host
-    /// and credential (on by default): after a 429, or once the rate-limit
-    /// headers say the window is used up, requests wait for the reset instead
-    /// of each collecting its own 429. See [`CooldownStore`].
+    /// and credential: after a 429, or once the rate-limit headers say the
+    /// window is used up, requests wait for the reset instead of each
+    /// collecting its own 429. `false` turns it off, whether or not a
+    /// [`cooldown_store`](Self::cooldown_store) is set. See [`CooldownStore`].
+    ///
+    /// Default: on ([`defaults::COOLDOWN`]), in the middleware's own memory, shared by its clones.
     pub fn cooldown(mut self, enabled: bool) -> Self {
-        self.config.pacer = enabled.then(|| Arc::new(Pacer::new(None)));
+        self.cooldown = enabled;
         self
     }
 
     /// Also keeps cooldowns in `store`, e.g. a `RedisCooldownStore` shared by
     /// a fleet, or an `Arc<MemoryCooldownStore>` shared by several
-    /// middlewares (turns the cooldown on). The store is asked before each
-    /// send and told of each cooldown.
+    /// middlewares. The store is asked before each send and told of each
+    /// cooldown. It is used while the [`cooldown`](Self::cooldown) is on,
+    /// whichever of the two setters comes first.
+    ///
+    /// Default: none; the cooldown lives in the middleware's own memory.
     pub fn cooldown_store(mut self, store: impl CooldownStore) -> Self {
-        self.config.pacer = Some(Arc::new(Pacer::new(Some(Arc::new(store)))));
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -234,44 +273,43 @@ impl LlmRetryMiddlewareBuilder {
     /// [`LlmApiError::from_stream_event`]. `false` passes every stream
     /// through untouched.
     pub fn streams(mut self, enabled: bool) -> Self {
-        let hold = StreamHold { limit: DEFAULT_STREAM_HOLD_LIMIT, patience: DEFAULT_STREAM_HOLD_TIMEOUT };
-        self.config.streams = enabled.then(|| self.config.streams.unwrap_or(hold));
+        self.config.streams = enabled;
         self
     }
 
     /// How many bytes of a stream's start may be held while no output came
-    /// (default 16 KiB, [`DEFAULT_STREAM_HOLD_LIMIT`](crate::DEFAULT_STREAM_HOLD_LIMIT)):
+    /// (default 16 KiB, [`defaults::STREAM_HOLD_LIMIT`]):
     /// past it, the stream is handed over as it is.
     pub fn stream_hold_limit(mut self, bytes: usize) -> Self {
-        if let Some(hold) = &mut self.config.streams {
-            hold.limit = bytes;
-        }
+        self.config.stream_hold.limit = bytes;
         self
     }
 
     /// How long a stream's start may be held while no output came (default
-    /// 3 s, [`DEFAULT_STREAM_HOLD_TIMEOUT`](crate::DEFAULT_STREAM_HOLD_TIMEOUT)).
+    /// 3 s, [`defaults::STREAM_HOLD_TIMEOUT`]).
     /// A reasoning model can think for minutes before its first token, and
     /// the caller may want the events that come first (`message_start`,
     /// `response.created`): after this wait the stream is handed over as it
     /// is, and an error after it is no longer retried.
     pub fn stream_hold_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(hold) = &mut self.config.streams {
-            hold.patience = timeout;
-        }
+        self.config.stream_hold.patience = timeout;
         self
     }
 
     /// The middleware.
     pub fn build(self) -> LlmRetryMiddleware {
-        LlmRetryMiddleware { config: Arc::new(self.config) }
+        let LlmRetryMiddlewareBuilder { mut config, cooldown, store } = self;
+        config.pacer = cooldown.then(|| Arc::new(Pacer::new(store)));
+        LlmRetryMiddleware { config: Arc::new(config) }
     }
 }
 
 impl LlmRetryMiddleware {
     /// The format to watch a success's body with, when it is a stream worth watching.
     fn stream_format(&self, provider: Provider, response: &Response) -> Option<&'static StreamFormat> {
-        self.config.streams?;
+        if !self.config.streams {
+            return None;
+        }
         stream::watched(provider, response)
     }
 }
@@ -379,7 +417,7 @@ impl LlmRetryMiddleware {
         at: AttemptContext<'_>,
         stats: RetryStats,
     ) -> Result<reqwest_middleware::Result<Response>, (Verdict, Outcome)> {
-        let hold = self.config.streams.unwrap_or(StreamHold { limit: 0, patience: Duration::ZERO });
+        let hold = self.config.stream_hold;
         match stream::hold(response, format, hold.limit, hold.patience).await {
             Start::Clean(response) => Ok(match succeeded(response, stats, at.pacing) {
                 (response, None) => Ok(response),

@@ -99,17 +99,21 @@ impl Row<'_> {
 /// contained in the message (both ignoring case).
 ///
 /// ```
+/// use reqwest::StatusCode;
 /// use reqwest_llm_retry::{ErrorKind, LlmRetryMiddleware, Provider, RetryRule};
 /// // Our gateway answers 409 when a replica is busy: treat it as overload.
+/// let busy = RetryRule::retry(ErrorKind::Overloaded).status(StatusCode::CONFLICT);
+/// // And never retry its 503 "maintenance" page.
+/// let maintenance =
+///     RetryRule::give_up(ErrorKind::ServerError).status(StatusCode::SERVICE_UNAVAILABLE).message_contains("maintenance");
 /// let middleware = LlmRetryMiddleware::builder()
-///     .rule(Provider::OpenAi, RetryRule::retry(ErrorKind::Overloaded).status(409))
-///     // And never retry its 503 "maintenance" page.
-///     .rule(Provider::OpenAi, RetryRule::give_up(ErrorKind::ServerError).status(503).message_contains("maintenance"))
+///     .rule(Provider::OpenAi, busy)
+///     .rule(Provider::OpenAi, maintenance)
 ///     .build();
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryRule {
-    status: Option<u16>,
+    status: Option<StatusCode>,
     error_type: Option<String>,
     code: Option<String>,
     message: Option<String>,
@@ -130,7 +134,11 @@ impl RetryRule {
     }
 
     /// Match only this HTTP status.
-    pub fn status(mut self, status: u16) -> Self {
+    ///
+    /// A [`StatusCode`], like the rest of the API (`LlmApiError::status`); a
+    /// number from configuration goes through [`StatusCode::from_u16`], which
+    /// rejects what is not a status instead of making a rule that never matches.
+    pub fn status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
         self
     }
@@ -161,7 +169,7 @@ impl RetryRule {
 
     fn row(&self) -> Row<'_> {
         Row {
-            status: self.status,
+            status: self.status.map(|status| status.as_u16()),
             error_type: self.error_type.as_deref(),
             code: self.code.as_deref(),
             message: self.message.as_deref(),
@@ -426,6 +434,9 @@ pub(crate) fn classify(provider: Provider, facts: &Facts<'_>, user_rules: &[(Pro
 }
 
 #[cfg(test)]
+mod retry_table;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse::parse_error_body;
@@ -545,7 +556,10 @@ mod tests {
 
     #[test]
     fn user_rules_come_first_and_only_for_their_provider() {
-        let rules = vec![(Provider::OpenAi, RetryRule::give_up(ServerError).status(500).fix("nope"))];
+        let rules = vec![(
+            Provider::OpenAi,
+            RetryRule::give_up(ServerError).status(StatusCode::INTERNAL_SERVER_ERROR).fix("nope"),
+        )];
         let parsed = parse_error_body(b"", 500);
         let facts = Facts::new(StatusCode::INTERNAL_SERVER_ERROR, &parsed, None);
         assert_eq!(

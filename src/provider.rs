@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::str::FromStr;
 
 /// An LLM API provider, as far as its errors and retry rules go.
 ///
@@ -146,14 +147,16 @@ impl Provider {
         HOSTS.iter().find(|(pattern, _)| pattern.matches(host)).map_or(Provider::Unknown, |&(_, provider)| provider)
     }
 
-    /// A stable lower-case name, as used in logs (`"anthropic"`, `"openai"`, …).
+    /// A stable snake_case name, as used in logs and cooldown keys (`"anthropic"`,
+    /// `"openai"`, `"vertex_ai"`, …): the same case as [`ErrorKind::name`](crate::ErrorKind::name).
+    /// [`str::parse`] reads it back.
     pub fn name(self) -> &'static str {
         match self {
             Provider::Anthropic => "anthropic",
             Provider::OpenAi => "openai",
             Provider::Gemini => "gemini",
-            Provider::VertexAi => "vertex-ai",
-            Provider::AzureOpenAi => "azure-openai",
+            Provider::VertexAi => "vertex_ai",
+            Provider::AzureOpenAi => "azure_openai",
             Provider::Bedrock => "bedrock",
             Provider::Groq => "groq",
             Provider::Mistral => "mistral",
@@ -191,6 +194,87 @@ impl fmt::Display for Provider {
         })
     }
 }
+
+/// Other names configuration files use for a provider, compared as [`fold`]ed.
+const ALIASES: &[(&str, Provider)] = &[
+    ("claude", Provider::Anthropic),
+    ("google", Provider::Gemini),
+    ("googleaistudio", Provider::Gemini),
+    ("aistudio", Provider::Gemini),
+    ("vertex", Provider::VertexAi),
+    ("googlevertexai", Provider::VertexAi),
+    ("azure", Provider::AzureOpenAi),
+    ("awsbedrock", Provider::Bedrock),
+    ("amazonbedrock", Provider::Bedrock),
+    ("mistralai", Provider::Mistral),
+    ("togetherai", Provider::Together),
+    ("fireworksai", Provider::Fireworks),
+];
+
+/// Lower-case ASCII letters and digits only, so that `"Vertex AI"`,
+/// `"vertex-ai"` and `"vertex_ai"` compare equal.
+fn fold(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Reads a provider from configuration: its [`name`](Provider::name) (`"vertex_ai"`),
+/// its `Display` form (`"Vertex AI"`), either with `-`, `_`, spaces or dots in any
+/// place and in any case (`"vertex-ai"`, `"OpenAI"`, `"x.ai"`), or a common alias
+/// (`"claude"`, `"google"`, `"vertex"`, `"azure"`, `"aws-bedrock"`, `"together-ai"`, …).
+///
+/// ```
+/// use reqwest_llm_retry::Provider;
+/// assert_eq!("anthropic".parse(), Ok(Provider::Anthropic));
+/// assert_eq!("Vertex AI".parse(), Ok(Provider::VertexAi));
+/// assert_eq!("azure-openai".parse(), Ok(Provider::AzureOpenAi));
+/// assert!("gpt-4o".parse::<Provider>().is_err());
+/// ```
+impl FromStr for Provider {
+    type Err = ParseProviderError;
+
+    fn from_str(text: &str) -> Result<Provider, ParseProviderError> {
+        let folded = fold(text);
+        let by_name =
+            Provider::ALL.iter().copied().find(|p| fold(p.name()) == folded || fold(&p.to_string()) == folded);
+        let by_alias = || ALIASES.iter().find(|(alias, _)| *alias == folded).map(|&(_, p)| p);
+        by_name.or_else(by_alias).ok_or_else(|| ParseProviderError { input: clip(text) })
+    }
+}
+
+/// The longest part of a rejected name kept in a [`ParseProviderError`].
+const MAX_ECHO: usize = 64;
+
+fn clip(text: &str) -> String {
+    let end = text.char_indices().nth(MAX_ECHO).map_or(text.len(), |(i, _)| i);
+    text[..end].to_owned()
+}
+
+/// A name [`Provider::from_str`] does not know; its `Display` lists the names it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseProviderError {
+    /// What was given (its first 64 characters).
+    input: String,
+}
+
+impl ParseProviderError {
+    /// The name that was not recognised (its first 64 characters).
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+}
+
+impl fmt::Display for ParseProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown LLM provider {:?}; expected one of: ", self.input)?;
+        for (i, provider) in Provider::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{}", provider.name())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ParseProviderError {}
 
 /// Lower-cases and strips a trailing dot and a `:port`; IPv6 literals keep
 /// their colons. Borrows when the host is already in that form (the usual case).
@@ -285,6 +369,42 @@ mod tests {
         assert_eq!(names.len(), Provider::ALL.len());
         assert_eq!(Provider::OpenAi.to_string(), "OpenAI");
         assert_eq!(Provider::AzureOpenAi.to_string(), "Azure OpenAI");
+    }
+
+    #[test]
+    fn parses_every_name_it_prints_and_the_common_aliases() {
+        for &provider in Provider::ALL {
+            assert_eq!(provider.name().parse(), Ok(provider), "{provider:?}");
+            assert_eq!(provider.to_string().parse(), Ok(provider), "{provider:?}");
+            assert_eq!(provider.name().replace('_', "-").to_uppercase().parse(), Ok(provider), "{provider:?}");
+        }
+        let aliases = [
+            ("claude", Provider::Anthropic),
+            ("Google AI Studio", Provider::Gemini),
+            ("vertex", Provider::VertexAi),
+            ("azure", Provider::AzureOpenAi),
+            ("aws-bedrock", Provider::Bedrock),
+            ("x.ai", Provider::XAi),
+            ("together_ai", Provider::Together),
+        ];
+        for (text, provider) in aliases {
+            assert_eq!(text.parse(), Ok(provider), "{text}");
+        }
+        for text in ["", "gpt-4o", "open ai gateway", "anthropic2"] {
+            let error = text.parse::<Provider>().unwrap_err();
+            assert_eq!(error.input(), text);
+            assert!(error.to_string().contains("vertex_ai, azure_openai"), "{error}");
+        }
+        let long = "x".repeat(10_000);
+        assert_eq!(long.parse::<Provider>().unwrap_err().input().len(), MAX_ECHO, "bounded echo");
+    }
+
+    #[test]
+    fn names_share_the_error_kinds_case() {
+        use crate::ErrorKind;
+        let snake = |name: &str| name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        assert!(Provider::ALL.iter().all(|p| snake(p.name())));
+        assert!(snake(ErrorKind::ContextLengthExceeded.name()));
     }
 
     #[test]

@@ -131,9 +131,19 @@ fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-#[async_trait::async_trait]
 impl CooldownStore for RedisCooldownStore {
-    async fn get(&self, key: &str) -> Option<SystemTime> {
+    fn get<'a>(&'a self, key: &'a str) -> crate::cooldown::StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(self.load(key))
+    }
+
+    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> crate::cooldown::StoreFuture<'a, ()> {
+        Box::pin(self.store(key, until))
+    }
+}
+
+// The store's calls, boxed by the `CooldownStore` impl above.
+impl RedisCooldownStore {
+    async fn load(&self, key: &str) -> Option<SystemTime> {
         let local = self.fallback.get_now(key);
         let mut connection = self.connection.clone();
         let name = format!("{}{key}", self.prefix);
@@ -146,7 +156,7 @@ impl CooldownStore for RedisCooldownStore {
         local.into_iter().chain(remote).filter(|until| *until > now).max()
     }
 
-    async fn extend(&self, key: &str, until: SystemTime) {
+    async fn store(&self, key: &str, until: SystemTime) {
         // Memory always knows too, so an outage loses nothing this process learned.
         self.fallback.extend_now(key, until);
         let Ok(ttl) = until.duration_since(SystemTime::now()) else { return };

@@ -12,6 +12,12 @@
 //! Every parser here is pure and total: hostile values (negative, NaN,
 //! `1e308`, year 99999, 10 KB of digits) give `None`, never a panic or an
 //! overflow.
+//!
+//! Public only for this crate's fuzz targets and property tests, and hidden
+//! from the docs: **not part of the API, not covered by semver**; any release
+//! may change or remove it. Programs read waits from
+//! [`LlmApiError::retry_after`](crate::LlmApiError::retry_after) and
+//! [`RateLimits`](crate::RateLimits).
 
 use std::time::{Duration, SystemTime};
 

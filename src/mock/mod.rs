@@ -22,6 +22,11 @@
 //! | [`compat`] | Groq, Mistral, DeepSeek, OpenRouter, Together, Fireworks, Cerebras, xAI | each host's special statuses |
 //! | [`bedrock`] | AWS Bedrock | the exceptions named in `x-amzn-ErrorType` |
 //!
+//! The kit's signatures use [`wiremock`] 0.6 types (`MockServer`,
+//! `ResponseTemplate`, `Respond`), re-exported here as [`mock::wiremock`](self::wiremock)
+//! so that a test can mount templates with the very version the kit links: a new
+//! major version of wiremock is a new major version of this crate.
+//!
 //! Waits are parameters, so tests can use milliseconds: `retry-after` carries
 //! whole seconds (rounded up) as providers send it, and a wait that is not a
 //! whole number of seconds adds `retry-after-ms`, which this crate and the
@@ -105,6 +110,11 @@ pub mod vertex;
 
 pub use sequence::Sequence;
 pub use server::{base_url, client_builder, host, start};
+/// The `wiremock` crate (major version 0.6), whose types this kit takes and
+/// returns (`MockServer`, `ResponseTemplate`, `Respond`): re-exported so that
+/// tests mount the kit's templates with the very version it links. A new
+/// major version of `wiremock` is a new major version of this crate.
+pub use wiremock;
 
 /// A provider's error response, and what it claims to be.
 ///

@@ -27,12 +27,6 @@ use format::Seen;
 pub(crate) use format::{InBandError, StreamFormat, error_in, stream_format};
 use sse::EventReader;
 
-/// Default for [`LlmRetryMiddlewareBuilder::stream_hold_limit`](crate::LlmRetryMiddlewareBuilder::stream_hold_limit): 16 KiB.
-pub const DEFAULT_STREAM_HOLD_LIMIT: usize = 16 * 1024;
-
-/// Default for [`LlmRetryMiddlewareBuilder::stream_hold_timeout`](crate::LlmRetryMiddlewareBuilder::stream_hold_timeout): 3 s.
-pub const DEFAULT_STREAM_HOLD_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// How the start of a stream turned out.
 #[derive(Debug)]
 pub(crate) enum Start {

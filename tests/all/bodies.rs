@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use reqwest_llm_retry::{DEFAULT_ERROR_BODY_LIMIT, ErrorKind, LlmResponseExt};
+use reqwest_llm_retry::defaults::ERROR_BODY_LIMIT;
+use reqwest_llm_retry::{ErrorKind, LlmResponseExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use wiremock::{MockServer, ResponseTemplate};
@@ -44,7 +45,7 @@ async fn error_bodies_arrive_whole_with_status_headers_version_url_and_extension
     let err = resp.llm_error().unwrap();
     assert_eq!((err.kind, err.code.as_deref()), (ErrorKind::RateLimited, Some("rate_limit_exceeded")));
     assert_eq!(err.message, "Rate limit reached", "salvaged from the truncated prefix");
-    assert!(body.len() > DEFAULT_ERROR_BODY_LIMIT * 4);
+    assert!(body.len() > ERROR_BODY_LIMIT * 4);
     let received = resp.bytes().await.unwrap();
     assert!(received == body, "{} bytes received of {}", received.len(), body.len());
 }

@@ -6,6 +6,7 @@ mod raw_http;
 mod support;
 
 mod bodies;
+mod builder;
 mod cooldown;
 mod detection;
 mod errors;

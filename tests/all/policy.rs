@@ -236,7 +236,7 @@ async fn user_rules_override_the_tables() {
         .rule(
             Provider::OpenAi,
             RetryRule::give_up(ErrorKind::ServerError)
-                .status(503)
+                .status(reqwest::StatusCode::SERVICE_UNAVAILABLE)
                 .message_contains("MAINTENANCE")
                 .fix("Wait for the maintenance window to end"),
         )
