@@ -73,13 +73,15 @@ mod redact;
 #[cfg(feature = "redis")]
 mod redis_store;
 pub mod retry_after;
+mod upload;
 
 pub use cooldown::{CooldownStore, MemoryCooldownStore};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use kind::ErrorKind;
 pub use middleware::{
-    DEFAULT_ERROR_BODY_LIMIT, DEFAULT_ERROR_BODY_TIMEOUT, LlmRetryMiddleware, LlmRetryMiddlewareBuilder,
+    DEFAULT_ERROR_BODY_LIMIT, DEFAULT_ERROR_BODY_TIMEOUT, DEFAULT_UPLOAD_BUFFER_LIMIT, LlmRetryMiddleware,
+    LlmRetryMiddlewareBuilder,
 };
 pub use policy::RetryRule;
 pub use provider::Provider;

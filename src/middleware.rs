@@ -22,12 +22,16 @@ use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::rate_limits::RateLimits;
 use crate::redact::{Secrets, redact_error};
+use crate::upload::{PATIENCE, resendable};
 
 /// Default for [`LlmRetryMiddlewareBuilder::error_body_limit`]: 64 KiB.
 pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// Default for [`LlmRetryMiddlewareBuilder::error_body_timeout`]: 10 s.
 pub const DEFAULT_ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default for [`LlmRetryMiddlewareBuilder::upload_buffer_limit`]: 32 MiB.
+pub const DEFAULT_UPLOAD_BUFFER_LIMIT: usize = 32 * 1024 * 1024;
 
 /// A `reqwest-middleware` layer that retries LLM API calls the way each
 /// provider asks, and attaches a parsed [`LlmApiError`](crate::LlmApiError) to failed responses.
@@ -43,6 +47,8 @@ pub const DEFAULT_ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `max_elapsed` | 300 s |
 /// | `error_body_limit` | 64 KiB |
 /// | `error_body_timeout` | 10 s |
+/// | `upload_buffer_limit` | 32 MiB |
+/// | `error_for_status` | off (a final 4xx/5xx is an `Ok` response) |
 ///
 /// Cloning is cheap and clones share their configuration.
 ///
@@ -64,6 +70,8 @@ struct Config {
     rules: Vec<(Provider, RetryRule)>,
     error_body_limit: usize,
     error_body_timeout: Duration,
+    upload_buffer_limit: usize,
+    error_for_status: bool,
     /// Shared rate-limit state; `None` when turned off.
     pacer: Option<Arc<Pacer>>,
 }
@@ -76,6 +84,8 @@ impl Default for Config {
             rules: Vec::new(),
             error_body_limit: DEFAULT_ERROR_BODY_LIMIT,
             error_body_timeout: DEFAULT_ERROR_BODY_TIMEOUT,
+            upload_buffer_limit: DEFAULT_UPLOAD_BUFFER_LIMIT,
+            error_for_status: false,
             pacer: Some(Arc::new(Pacer::new(None))),
         }
     }
@@ -186,6 +196,63 @@ impl LlmRetryMiddlewareBuilder {
     /// the caller with the rest still to come: no byte is lost.
     pub fn error_body_timeout(mut self, timeout: Duration) -> Self {
         self.config.error_body_timeout = timeout;
+        self
+    }
+
+    /// The largest streamed upload that is read into memory to be resent on
+    /// retry; 0 turns this off.
+    ///
+    /// A request body that cannot be cloned (a stream, as client libraries
+    /// build multipart uploads) is sent once, unless it declares a
+    /// `Content-Length` of at most this many bytes: it is then read once,
+    /// before the first attempt, and every retry resends the same bytes.
+    /// Bodies without a length, or over the limit, still stream straight
+    /// through. A stream that yields more or fewer bytes than it declared,
+    /// fails, or has not finished within 10 s is sent once, every byte of
+    /// it as it came. Nothing is read when `max_retries` is 0.
+    pub fn upload_buffer_limit(mut self, bytes: usize) -> Self {
+        self.config.upload_buffer_limit = bytes;
+        self
+    }
+
+    /// Returns a final 4xx/5xx as `Err(reqwest_middleware::Error::Middleware)`
+    /// holding the [`LlmApiError`] (kind, code, request id, `retry_after`
+    /// and attempts filled), instead of an `Ok` response with the error
+    /// attached (off by default).
+    ///
+    /// Turn it on when a client library sits on top of this middleware
+    /// (rig, async-openai): they read the response and drop its
+    /// extensions, but keep an `Err` in their own error's chain, where
+    /// [`LlmApiError::find_in`] finds it. Transport errors are returned
+    /// unchanged either way, and the error body is not kept.
+    ///
+    /// Two pitfalls with client libraries:
+    /// - do not stack a second retry layer (async-openai's
+    ///   `OpenAIRetryLayer`, a tower retry, a loop around the call): attempts
+    ///   multiply, 2 × 2 = 4 requests for one call;
+    /// - do not retry on the library's own verdict: rig's `is_retryable()`
+    ///   says yes to every 429, `insufficient_quota` included, and to every
+    ///   error this switch returns. Read [`LlmApiError::retryable`] instead,
+    ///   which is `false` when retrying cannot help or when the retries
+    ///   were already spent.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::{LlmApiError, LlmRetryMiddleware};
+    /// # async fn demo() {
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(LlmRetryMiddleware::builder().error_for_status(true).build())
+    ///     .build();
+    /// match client.post("https://api.openai.com/v1/chat/completions").send().await {
+    ///     Ok(_response) => { /* 1xx–3xx: read it as usual */ }
+    ///     Err(error) => match LlmApiError::find_in(&error) {
+    ///         Some(api) => eprintln!("{api} (request id {:?})", api.request_id),
+    ///         None => eprintln!("transport error: {error}"),
+    ///     },
+    /// }
+    /// # }
+    /// ```
+    pub fn error_for_status(mut self, enabled: bool) -> Self {
+        self.config.error_for_status = enabled;
         self
     }
 
@@ -348,8 +415,17 @@ impl Middleware for LlmRetryMiddleware {
                     attempts += 1;
                     let retries_taken = attempts - 1;
                     // A clone for the next attempt, made before this one consumes the
-                    // request; a streaming body cannot be cloned and is sent once.
-                    let pending = if retries_taken < config.timing.max_retries { request.try_clone() } else { None };
+                    // request; a streaming body cannot be cloned and is sent once,
+                    // unless it is an upload of known size (`upload`).
+                    let pending = if retries_taken < config.timing.max_retries {
+                        match request.try_clone() {
+                            // Boxed: rare, and reading would make every request's future larger.
+                            None => Box::pin(resendable(&mut request, config.upload_buffer_limit, PATIENCE)).await,
+                            clone => clone,
+                        }
+                    } else {
+                        None
+                    };
                     let secrets_of_last = pending.is_none().then(|| Secrets::of(&request));
                     let seq = match &pacing {
                         Some((pacer, key)) => {
@@ -400,7 +476,8 @@ impl Middleware for LlmRetryMiddleware {
                         }
                         (verdict, Ok((held, judged, limits)), _) => {
                             let stats = RetryStats { attempts, waited };
-                            return Ok(failed_response(held, judged, limits, verdict, stats));
+                            let response = failed_response(held, judged, limits, verdict, stats);
+                            return if config.error_for_status { into_err(response) } else { Ok(response) };
                         }
                         (_, Err(error), _) => return Err(redact_error(error)),
                     }
@@ -489,6 +566,16 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             wait_ms = wait.as_millis() as u64,
             "retrying LLM API request after a transport error"
         ),
+    }
+}
+
+/// A failed response as the `Err` of [`LlmRetryMiddlewareBuilder::error_for_status`]:
+/// its attached [`LlmApiError`], the response (and its connection) dropped.
+#[cold]
+fn into_err(mut response: Response) -> reqwest_middleware::Result<Response> {
+    match response.extensions_mut().remove::<LlmApiError>() {
+        Some(error) => Err(reqwest_middleware::Error::middleware(error)),
+        None => Ok(response),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Examples and tests of `reqwest-llm-retry` inside rig and async-openai; nothing to import.
