@@ -232,9 +232,10 @@ impl LlmRetryMiddlewareBuilder {
     ///   multiply, 2 × 2 = 4 requests for one call;
     /// - do not retry on the library's own verdict: rig's `is_retryable()`
     ///   says yes to every 429, `insufficient_quota` included, and to every
-    ///   error this switch returns. Read [`LlmApiError::retryable`] instead,
-    ///   which is `false` when retrying cannot help or when the retries
-    ///   were already spent.
+    ///   error this switch returns. Read [`LlmApiError::retryable`] instead:
+    ///   `false` when retrying cannot help; when `true`, the middleware has
+    ///   already spent its retries (see `attempts`), so try again later, not
+    ///   in a loop.
     ///
     /// ```
     /// use reqwest_llm_retry::{LlmApiError, LlmRetryMiddleware};
