@@ -418,15 +418,12 @@ impl Middleware for LlmRetryMiddleware {
                     // A clone for the next attempt, made before this one consumes the
                     // request; a streaming body cannot be cloned and is sent once,
                     // unless it is an upload of known size (`upload`).
-                    let pending = if retries_taken < config.timing.max_retries {
-                        match request.try_clone() {
-                            // Boxed: rare, and reading would make every request's future larger.
-                            None => Box::pin(resendable(&mut request, config.upload_buffer_limit, PATIENCE)).await,
-                            clone => clone,
-                        }
-                    } else {
-                        None
-                    };
+                    let may_retry = retries_taken < config.timing.max_retries;
+                    let mut pending = if may_retry { request.try_clone() } else { None };
+                    if may_retry && pending.is_none() {
+                        // Boxed, and no temporary held across the wait: every request's future would grow.
+                        pending = Box::pin(resendable(&mut request, config.upload_buffer_limit, PATIENCE)).await;
+                    }
                     let secrets_of_last = pending.is_none().then(|| Secrets::of(&request));
                     let seq = match &pacing {
                         Some((pacer, key)) => {
