@@ -208,8 +208,9 @@ impl LlmRetryMiddlewareBuilder {
     /// before the first attempt, and every retry resends the same bytes.
     /// Bodies without a length, or over the limit, still stream straight
     /// through. A stream that yields more or fewer bytes than it declared,
-    /// fails, or has not finished within 10 s is sent once, every byte of
-    /// it as it came. Nothing is read when `max_retries` is 0.
+    /// fails, or has not finished within 10 s (or the request's own
+    /// `timeout`, if shorter) is sent once, every byte of it as it came.
+    /// Nothing is read when `max_retries` is 0.
     pub fn upload_buffer_limit(mut self, bytes: usize) -> Self {
         self.config.upload_buffer_limit = bytes;
         self

@@ -31,8 +31,9 @@ use reqwest::{Body, Request};
 
 use crate::body::{Tail, replay};
 
-/// How long reading an upload into memory may take; past it, the upload is
-/// sent once with the rest still streaming. Reading 32 MiB from a file or
+/// How long reading an upload into memory may take (less when the request
+/// has a shorter timeout of its own); past it, the upload is sent once with
+/// the rest still streaming. Reading 32 MiB from a file or
 /// memory takes milliseconds: only a stream fed by something slow gets here,
 /// and it must not wait on us.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
@@ -46,6 +47,8 @@ pub(crate) async fn resendable(request: &mut Request, limit: usize, patience: Du
     if limit == 0 || declared > u64::try_from(limit).unwrap_or(u64::MAX) {
         return None;
     }
+    // A request's own timeout covers sending its body: reading it here must not outlast it.
+    let patience = request.timeout().map_or(patience, |timeout| patience.min(*timeout));
     let body = request.body_mut().take()?;
     // `declared` is at most `limit`, so it fits in a `usize`.
     match read(body, usize::try_from(declared).ok()?, patience).await {
@@ -118,6 +121,8 @@ fn partial(data: BytesMut, overflow: Option<Frame<Bytes>>, tail: Tail) -> Read {
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -136,17 +141,22 @@ mod tests {
     }
 
     fn futures_stream(chunks: Vec<Item>) -> impl futures_core::Stream<Item = Item> + Send + Sync + 'static {
-        struct Chunks(VecDeque<Item>);
-        impl futures_core::Stream for Chunks {
-            type Item = Item;
-            fn poll_next(
-                mut self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Option<Item>> {
-                std::task::Poll::Ready(self.0.pop_front())
-            }
+        Chunks(chunks.into(), Arc::default())
+    }
+
+    /// Chunks, counting those taken.
+    struct Chunks(VecDeque<Item>, Arc<AtomicUsize>);
+
+    impl futures_core::Stream for Chunks {
+        type Item = Item;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Item>> {
+            let next = self.0.pop_front();
+            self.1.fetch_add(usize::from(next.is_some()), Ordering::SeqCst);
+            std::task::Poll::Ready(next)
         }
-        Chunks(chunks.into())
     }
 
     fn ok(text: &str) -> Item {
@@ -207,8 +217,12 @@ mod tests {
     #[tokio::test]
     async fn a_stream_longer_than_declared_is_sent_once_whole_and_read_no_further() {
         // Declares 6, yields 6 + 5 + 5: reading stops at the frame that overflows.
-        let mut request = upload(vec![ok("abc"), ok("def"), ok("ghijk"), ok("lmnop")], Some("6"));
+        let mut request = upload(vec![], Some("6"));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let chunks = vec![ok("abc"), ok("def"), ok("ghijk"), ok("lmnop")];
+        *request.body_mut() = Some(Body::wrap_stream(Chunks(chunks.into(), Arc::clone(&taken))));
         assert!(resendable(&mut request, 1024, PATIENT).await.is_none());
+        assert_eq!(taken.load(Ordering::SeqCst), 3, "read up to the chunk that overflows, no further");
         assert_eq!(drain(request).await, (b"abcdefghijklmnop".to_vec(), false));
     }
 
@@ -227,15 +241,19 @@ mod tests {
         assert_eq!(drain(request).await, (b"abc".to_vec(), true));
     }
 
-    #[tokio::test]
-    async fn a_stalled_stream_is_sent_once_after_the_patience_with_nothing_lost() {
+    /// An upload declaring 12 bytes whose producer sent 6 and went quiet.
+    async fn stalled() -> (tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>, Request) {
         let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(4);
         sender.send(Ok(Bytes::from_static(b"first "))).await.unwrap();
-        let stream = futures_util_free::Receiver(receiver);
         let mut request = Request::new(http::Method::POST, "http://api.openai.com/v1/files".parse().unwrap());
         request.headers_mut().insert(CONTENT_LENGTH, "12".parse().unwrap());
-        *request.body_mut() = Some(Body::wrap_stream(stream));
+        *request.body_mut() = Some(Body::wrap_stream(futures_util_free::Receiver(receiver)));
+        (sender, request)
+    }
 
+    #[tokio::test]
+    async fn a_stalled_stream_is_sent_once_after_the_patience_with_nothing_lost() {
+        let (sender, mut request) = stalled().await;
         let started = std::time::Instant::now();
         assert!(resendable(&mut request, 1024, Duration::from_millis(50)).await.is_none());
         assert!(started.elapsed() < Duration::from_secs(2), "held no longer than the patience");
@@ -243,6 +261,15 @@ mod tests {
         drop(sender);
         let drained = tokio::time::timeout(PATIENT, drain(request)).await.expect("the rest streams");
         assert_eq!(drained, (b"first second".to_vec(), false));
+    }
+
+    #[tokio::test]
+    async fn the_request_timeout_bounds_the_read_when_shorter() {
+        let (_sender, mut request) = stalled().await;
+        *request.timeout_mut() = Some(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        assert!(resendable(&mut request, 1024, PATIENT).await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(2), "held past the request's timeout");
     }
 
     /// A channel receiver as a `Stream`, without a stream utility crate.

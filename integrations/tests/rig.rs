@@ -12,6 +12,7 @@ use rig_core::completion::CompletionRequest;
 use rig_core::providers::anthropic::{Anthropic, AnthropicConfig};
 use rig_core::providers::openai::{OpenAI, OpenAIConfig};
 use rig_core::streaming::{Item, StreamEvent};
+use rig_core::transcription::TranscriptionRequestBuilder;
 use rig_reqwest::ReqwestMiddlewareClient;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Respond};
@@ -168,4 +169,24 @@ async fn without_the_switch_rig_keeps_what_rebuilds_the_error() {
     let api = LlmApiError::parse(Provider::Anthropic, status, headers, body.as_bytes());
     mock::anthropic::credit_balance_too_low().assert_matches(&api);
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_transcription_upload_is_resent_after_a_503_with_identical_bytes() {
+    let server = MockServer::start().await;
+    let transcription = serde_json::json!({"text": "hello", "usage": {"type": "duration", "seconds": 1}});
+    let script = mock::Sequence::new()
+        .then(mock::openai::overloaded().with_header("retry-after-ms", "5"))
+        .then(wiremock::ResponseTemplate::new(200).set_body_json(transcription));
+    mount(&server, "/v1/audio/transcriptions", script.clone()).await;
+    let model = openai(&server, fast().build()).transcription("whisper-1");
+    let audio: Vec<u8> = (0..32_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let request = TranscriptionRequestBuilder::new(audio.clone()).filename("speech.mp3".to_owned()).build();
+
+    let response = tokio::time::timeout(DEADLINE, model.call(request)).await.unwrap().unwrap();
+    assert_eq!(response.text, "hello");
+    assert_eq!(script.hits(), 2, "rig's multipart form declares its length: resent");
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests[0].body, requests[1].body, "the same bytes each time");
+    assert!(requests[1].body.windows(audio.len()).any(|w| w == audio));
 }
