@@ -11,6 +11,9 @@ use wiremock::{Mock, MockServer};
 
 use crate::support::*;
 
+#[path = "../shared/raw_http.rs"]
+mod raw_http;
+
 /// One second of "audio": bytes that are not all alike, so a reordering shows.
 fn audio() -> Vec<u8> {
     (0..48_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()
@@ -146,6 +149,53 @@ async fn an_upload_from_a_slow_producer_is_read_as_it_comes_and_resent() {
     assert_eq!(script.hits(), 2);
     let requests = server.received_requests().await.unwrap();
     assert!(requests.iter().all(|r| r.body == b"{\"input\":\"hi\"}"));
+}
+
+#[tokio::test]
+async fn without_retries_an_upload_is_not_read_ahead() {
+    // The producer sends the rest of the body only once the server has the
+    // request head: reading the body before sending would wait for it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (head_seen, head_seen_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        assert!(raw_http::read_head(&mut stream).await);
+        head_seen.send(()).unwrap();
+        let (mut tail, mut buf) = (Vec::new(), [0u8; 1024]);
+        while !tail.ends_with(b"END") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client hung up");
+            tail.extend_from_slice(&buf[..n]);
+        }
+        let body = br#"{"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}"#;
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+    });
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let producer = tokio::spawn(async move {
+        sender.send(Ok(b"START".to_vec())).await.unwrap();
+        head_seen_rx.await.unwrap();
+        sender.send(Ok(b"END".to_vec())).await.unwrap();
+    });
+    let http = reqwest::Client::builder().no_proxy().resolve(OPENAI, addr).build().unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(http).with(fast().max_retries(0).build()).build();
+    let send = client
+        .post(format!("http://{OPENAI}:{}/v1/files", addr.port()))
+        .header("content-length", "8")
+        .body(reqwest::Body::wrap_stream(Receiver(receiver)))
+        .send();
+
+    let response =
+        tokio::time::timeout(Duration::from_secs(5), send).await.expect("sent without reading ahead").unwrap();
+    assert_eq!(response.llm_error().unwrap().kind, ErrorKind::Overloaded);
+    producer.await.unwrap();
+    server.await.unwrap();
 }
 
 /// A channel receiver as a stream.
