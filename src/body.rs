@@ -29,7 +29,7 @@ pub(crate) struct HeldResponse {
 
 /// What follows the frames read so far.
 #[derive(Debug)]
-enum Tail {
+pub(crate) enum Tail {
     Rest(reqwest::Body),
     Failed(reqwest::Error),
     Ended,
@@ -128,9 +128,14 @@ impl HeldResponse {
         if let Some(url_extension) = carrier.extensions_mut() {
             parts.extensions.extend(std::mem::take(url_extension));
         }
-        let body = reqwest::Body::wrap(Replay { frames, tail });
-        reqwest::Response::from(http::Response::from_parts(parts, body))
+        reqwest::Response::from(http::Response::from_parts(parts, replay(frames, tail)))
     }
+}
+
+/// A body that yields `frames`, then what `tail` holds: a body read in part
+/// (an error body, an upload) handed on with no byte lost.
+pub(crate) fn replay(frames: VecDeque<Frame<Bytes>>, tail: Tail) -> reqwest::Body {
+    reqwest::Body::wrap(Replay { frames, tail })
 }
 
 /// The frames already read, then the rest of the original body (or its error).

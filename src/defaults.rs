@@ -58,3 +58,11 @@ pub const STREAM_HOLD_LIMIT: usize = 16 * 1024;
 /// [`stream_hold_timeout`](crate::LlmRetryMiddlewareBuilder::stream_hold_timeout): 3 s, how long
 /// a stream's start may be held while no output came.
 pub const STREAM_HOLD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// [`upload_buffer_limit`](crate::LlmRetryMiddlewareBuilder::upload_buffer_limit): 32 MiB, the
+/// largest stream body with a `Content-Length` that is read once to be resent on retry.
+pub const UPLOAD_BUFFER_LIMIT: usize = 32 * 1024 * 1024;
+
+/// [`error_for_status`](crate::LlmRetryMiddlewareBuilder::error_for_status): off, a final
+/// 4xx/5xx is an `Ok` response carrying its `LlmApiError`.
+pub const ERROR_FOR_STATUS: bool = false;

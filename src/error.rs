@@ -89,6 +89,55 @@ impl LlmApiError {
         Some(LlmApiError::parse(provider, error.status, &http::HeaderMap::new(), &error.body))
     }
 
+    /// The `LlmApiError` inside an error from any library that keeps the
+    /// error chain: `error` itself, or any error its `source()` chain leads
+    /// to, looking inside `reqwest_middleware::Error::Middleware` on the
+    /// way (its `source()` skips the error it holds).
+    ///
+    /// The middleware returns such an error for a final 4xx/5xx under
+    /// [`error_for_status`](crate::LlmRetryMiddlewareBuilder::error_for_status).
+    /// A library that wraps it without a `source()` link needs one step by
+    /// hand:
+    ///
+    /// | library | its error | the `LlmApiError` |
+    /// |---|---|---|
+    /// | reqwest-middleware | `reqwest_middleware::Error` | `LlmApiError::find_in(&err)` |
+    /// | rig 0.44 | `rig_core::ProviderError` | `match &err { ProviderError::Http(http) => LlmApiError::find_in(&**http), _ => None }` |
+    /// | async-openai 0.43 | `OpenAIError` | `match &err { OpenAIError::Boxed(inner) => LlmApiError::find_in(inner.as_ref()), _ => None }` |
+    ///
+    /// (async-openai's `Boxed` holds what the service adapter returned: box
+    /// the `reqwest_middleware::Error` whole.) Without the switch, rig keeps
+    /// the failed response's status, headers and body, and
+    /// `LlmApiError::parse(provider, status, headers, body)` rebuilds the
+    /// error, without `attempts`.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::{ErrorKind, LlmApiError, Provider};
+    /// let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    /// let api = LlmApiError::parse(Provider::Anthropic, http::StatusCode::from_u16(529).unwrap(), &http::HeaderMap::new(), body);
+    /// let err = reqwest_middleware::Error::middleware(api);
+    /// // However deep a library buries it:
+    /// let buried: Box<dyn std::error::Error + Send + Sync> = Box::new(err);
+    /// let found = LlmApiError::find_in(buried.as_ref()).unwrap();
+    /// assert_eq!(found.kind, ErrorKind::Overloaded);
+    /// ```
+    pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a LlmApiError> {
+        // Bounded: a `source()` that leads back to itself must not hang the caller.
+        const MAX_LINKS: usize = 64;
+        let mut link = Some(error);
+        for _ in 0..MAX_LINKS {
+            let error = link?;
+            if let Some(found) = error.downcast_ref::<LlmApiError>() {
+                return Some(found);
+            }
+            link = match error.downcast_ref::<reqwest_middleware::Error>() {
+                Some(reqwest_middleware::Error::Middleware(inner)) => Some(inner.as_ref()),
+                _ => error.source(),
+            };
+        }
+        None
+    }
+
     /// An error known only by its status, for responses the middleware did not see.
     pub(crate) fn from_status(provider: Provider, status: StatusCode) -> LlmApiError {
         let kind = ErrorKind::from_status(status);
@@ -141,6 +190,56 @@ pub struct RetryStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A library error that keeps its cause as `source()`, as rig's transport error does.
+    #[derive(Debug)]
+    struct Wrapped(Box<dyn std::error::Error + Send + Sync>);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("library error")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.0.as_ref())
+        }
+    }
+
+    /// An error whose `source()` is itself.
+    #[derive(Debug)]
+    struct Loop;
+
+    impl fmt::Display for Loop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("loop")
+        }
+    }
+
+    impl std::error::Error for Loop {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self)
+        }
+    }
+
+    #[test]
+    fn find_in_reaches_the_error_through_wrappers_and_the_middleware_error() {
+        let mut api = LlmApiError::from_status(Provider::OpenAi, StatusCode::TOO_MANY_REQUESTS);
+        api.request_id = Some("req_42".into());
+        api.attempts = 3;
+        assert_eq!(LlmApiError::find_in(&api), Some(&api), "the error itself");
+
+        let middleware = reqwest_middleware::Error::middleware(api.clone());
+        assert_eq!(LlmApiError::find_in(&middleware), Some(&api), "inside Error::Middleware");
+        let twice = Wrapped(Box::new(Wrapped(Box::new(reqwest_middleware::Error::middleware(api.clone())))));
+        assert_eq!(LlmApiError::find_in(&twice), Some(&api), "down a source() chain");
+
+        let other = reqwest_middleware::Error::middleware(std::io::Error::other("no"));
+        assert_eq!(LlmApiError::find_in(&other), None);
+        assert_eq!(LlmApiError::find_in(&Wrapped(Box::new(std::io::Error::other("no")))), None);
+        assert_eq!(LlmApiError::find_in(&Loop), None, "a looping chain ends");
+    }
 
     #[test]
     fn display_reads_as_one_line_summary() {

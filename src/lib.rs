@@ -130,6 +130,7 @@ mod redis_store;
 #[doc(hidden)]
 pub mod retry_after;
 mod stream;
+mod upload;
 
 pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture};
 pub use error::{LlmApiError, RetryStats};

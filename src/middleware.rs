@@ -24,6 +24,7 @@ use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::rate_limits::RateLimits;
 use crate::redact::{Secrets, redact_error};
 use crate::stream::{self, Start, StreamFormat};
+use crate::upload::{PATIENCE, resendable};
 
 /// A `reqwest-middleware` layer that retries LLM API calls the way each
 /// provider asks, and attaches a parsed [`LlmApiError`](crate::LlmApiError) to failed responses.
@@ -45,6 +46,8 @@ use crate::stream::{self, Start, StreamFormat};
 /// | [`streams`](LlmRetryMiddlewareBuilder::streams) | on: an error event before a stream's first output is retried | [`STREAMS`](defaults::STREAMS) |
 /// | [`stream_hold_limit`](LlmRetryMiddlewareBuilder::stream_hold_limit) | 16 KiB | [`STREAM_HOLD_LIMIT`](defaults::STREAM_HOLD_LIMIT) |
 /// | [`stream_hold_timeout`](LlmRetryMiddlewareBuilder::stream_hold_timeout) | 3 s | [`STREAM_HOLD_TIMEOUT`](defaults::STREAM_HOLD_TIMEOUT) |
+/// | [`upload_buffer_limit`](LlmRetryMiddlewareBuilder::upload_buffer_limit) | 32 MiB | [`UPLOAD_BUFFER_LIMIT`](defaults::UPLOAD_BUFFER_LIMIT) |
+/// | [`error_for_status`](LlmRetryMiddlewareBuilder::error_for_status) | off (a final 4xx/5xx is an `Ok` response) | [`ERROR_FOR_STATUS`](defaults::ERROR_FOR_STATUS) |
 ///
 /// Cloning is cheap and clones share their configuration and their rate-limit state.
 ///
@@ -66,6 +69,8 @@ struct Config {
     rules: Vec<(Provider, RetryRule)>,
     error_body_limit: usize,
     error_body_timeout: Duration,
+    upload_buffer_limit: usize,
+    error_for_status: bool,
     /// Shared rate-limit state; `None` when turned off.
     pacer: Option<Arc<Pacer>>,
     /// Whether the start of event streams is watched, and within what bounds.
@@ -96,6 +101,8 @@ impl Default for Config {
             pacer: defaults::COOLDOWN.then(|| Arc::new(Pacer::new(None))),
             streams: defaults::STREAMS,
             stream_hold: StreamHold::DEFAULT,
+            upload_buffer_limit: defaults::UPLOAD_BUFFER_LIMIT,
+            error_for_status: defaults::ERROR_FOR_STATUS,
         }
     }
 }
@@ -230,6 +237,65 @@ impl LlmRetryMiddlewareBuilder {
     /// Default: 10 s ([`defaults::ERROR_BODY_TIMEOUT`]).
     pub fn error_body_timeout(mut self, timeout: Duration) -> Self {
         self.config.error_body_timeout = timeout;
+        self
+    }
+
+    /// The largest streamed upload that is read into memory to be resent on
+    /// retry; 0 turns this off.
+    ///
+    /// A request body that cannot be cloned (a stream, as client libraries
+    /// build multipart uploads) is sent once, unless it declares a
+    /// `Content-Length` of at most this many bytes: it is then read once,
+    /// before the first attempt, and every retry resends the same bytes.
+    /// Bodies without a length, or over the limit, still stream straight
+    /// through. A stream that yields more or fewer bytes than it declared,
+    /// fails, or has not finished within 10 s (or the request's own
+    /// `timeout`, if shorter) is sent once, every byte of it as it came.
+    /// Nothing is read when `max_retries` is 0.
+    pub fn upload_buffer_limit(mut self, bytes: usize) -> Self {
+        self.config.upload_buffer_limit = bytes;
+        self
+    }
+
+    /// Returns a final 4xx/5xx as `Err(reqwest_middleware::Error::Middleware)`
+    /// holding the [`LlmApiError`] (kind, code, request id, `retry_after`
+    /// and attempts filled), instead of an `Ok` response with the error
+    /// attached (off by default).
+    ///
+    /// Turn it on when a client library sits on top of this middleware
+    /// (rig, async-openai): they read the response and drop its
+    /// extensions, but keep an `Err` in their own error's chain, where
+    /// [`LlmApiError::find_in`] finds it. Transport errors are returned
+    /// unchanged either way, and the error body is not kept.
+    ///
+    /// Two pitfalls with client libraries:
+    /// - do not stack a second retry layer (async-openai's
+    ///   `OpenAIRetryLayer`, a tower retry, a loop around the call): attempts
+    ///   multiply, 2 × 2 = 4 requests for one call;
+    /// - do not retry on the library's own verdict: rig's `is_retryable()`
+    ///   says yes to every 429, `insufficient_quota` included, and to every
+    ///   error this switch returns. Read [`LlmApiError::retryable`] instead:
+    ///   `false` when retrying cannot help; when `true`, the middleware has
+    ///   already spent its retries (see `attempts`), so try again later, not
+    ///   in a loop.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::{LlmApiError, LlmRetryMiddleware};
+    /// # async fn demo() {
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(LlmRetryMiddleware::builder().error_for_status(true).build())
+    ///     .build();
+    /// match client.post("https://api.openai.com/v1/chat/completions").send().await {
+    ///     Ok(_response) => { /* 1xx–3xx: read it as usual */ }
+    ///     Err(error) => match LlmApiError::find_in(&error) {
+    ///         Some(api) => eprintln!("{api} (request id {:?})", api.request_id),
+    ///         None => eprintln!("transport error: {error}"),
+    ///     },
+    /// }
+    /// # }
+    /// ```
+    pub fn error_for_status(mut self, enabled: bool) -> Self {
+        self.config.error_for_status = enabled;
         self
     }
 
@@ -503,8 +569,14 @@ impl Middleware for LlmRetryMiddleware {
                     attempts += 1;
                     let retries_taken = attempts - 1;
                     // A clone for the next attempt, made before this one consumes the
-                    // request; a streaming body cannot be cloned and is sent once.
-                    let pending = if retries_taken < config.timing.max_retries { request.try_clone() } else { None };
+                    // request; a streaming body cannot be cloned and is sent once,
+                    // unless it is an upload of known size (`upload`).
+                    let may_retry = retries_taken < config.timing.max_retries;
+                    let mut pending = if may_retry { request.try_clone() } else { None };
+                    if may_retry && pending.is_none() {
+                        // Boxed, and no temporary held across the wait: every request's future would grow.
+                        pending = Box::pin(resendable(&mut request, config.upload_buffer_limit, PATIENCE)).await;
+                    }
                     let secrets_of_last = pending.is_none().then(|| Secrets::of(&request));
                     let seq = match &pacing {
                         Some((pacer, key)) => {
@@ -569,7 +641,8 @@ impl Middleware for LlmRetryMiddleware {
                         }
                         (verdict, Ok((held, judged, limits)), _) => {
                             let stats = RetryStats { attempts, waited };
-                            return Ok(failed_response(held, judged, limits, verdict, stats));
+                            let response = failed_response(held, judged, limits, verdict, stats);
+                            return if config.error_for_status { into_err(response) } else { Ok(response) };
                         }
                         (_, Err(error), _) => return Err(redact_error(error)),
                     }
@@ -658,6 +731,16 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             wait_ms = wait.as_millis() as u64,
             "retrying LLM API request after a transport error"
         ),
+    }
+}
+
+/// A failed response as the `Err` of [`LlmRetryMiddlewareBuilder::error_for_status`]:
+/// its attached [`LlmApiError`], the response (and its connection) dropped.
+#[cold]
+fn into_err(mut response: Response) -> reqwest_middleware::Result<Response> {
+    match response.extensions_mut().remove::<LlmApiError>() {
+        Some(error) => Err(reqwest_middleware::Error::middleware(error)),
+        None => Ok(response),
     }
 }
 
