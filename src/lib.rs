@@ -129,6 +129,8 @@ mod redact;
 mod redis_store;
 #[doc(hidden)]
 pub mod retry_after;
+#[doc(hidden)]
+pub use stream::read_events as __read_stream_events;
 mod stream;
 mod upload;
 

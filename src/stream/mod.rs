@@ -81,3 +81,33 @@ pub(crate) async fn hold(response: Response, format: &StreamFormat, limit: usize
         None => Start::Clean(held.into_response()),
     }
 }
+
+/// Every event `chunks` hold (name, data), read as the middleware reads a
+/// stream's start, each with what the provider's table makes of it
+/// (`preamble`, `output`, `error {status}`, or `unwatched`). For the fuzz
+/// targets and property tests only: not covered by semver.
+#[doc(hidden)]
+pub fn read_events(provider: crate::Provider, chunks: &[&[u8]]) -> Vec<(Vec<u8>, Vec<u8>, String)> {
+    let format = stream_format(provider);
+    let mut reader = EventReader::default();
+    let mut events = Vec::new();
+    let mut record = |event: sse::Event| {
+        let seen = format.map_or_else(
+            || "unwatched".to_owned(),
+            |f| match f.classify(&event) {
+                Seen::Preamble => "preamble".to_owned(),
+                Seen::Output => "output".to_owned(),
+                Seen::Error(error) => format!("error {}", error.status.as_u16()),
+            },
+        );
+        events.push((event.name, event.data, seen));
+        ControlFlow::<()>::Continue(())
+    };
+    for chunk in chunks {
+        let _ = reader.feed(chunk, &mut record);
+    }
+    if let Some(event) = reader.finish() {
+        let _ = record(event);
+    }
+    events
+}

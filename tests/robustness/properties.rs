@@ -258,6 +258,62 @@ proptest! {
     }
 }
 
+/// Stream text made of the framing the event reader handles: fields, line
+/// ends of every kind, comments, JSON that is or is not an error.
+fn stream_text() -> impl Strategy<Value = Vec<u8>> {
+    let line = prop_oneof![
+        Just("event: error".to_owned()),
+        Just("event: content_block_delta".to_owned()),
+        Just("event: response.failed".to_owned()),
+        Just(": OPENROUTER PROCESSING".to_owned()),
+        Just(r#"data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.to_owned()),
+        Just(r#"data: {"error":{"code":503,"status":"UNAVAILABLE"}}"#.to_owned()),
+        Just(r#"data: {"choices":[{"delta":{"content":"hi"}}]}"#.to_owned()),
+        Just("data: [DONE]".to_owned()),
+        Just(String::new()),
+        "data:[ -~]{0,40}",
+        "\\PC{0,40}",
+    ];
+    let end = prop_oneof![Just("\n"), Just("\r\n"), Just("\r")];
+    prop::collection::vec((line, end), 0..24).prop_map(|lines| {
+        lines.into_iter().flat_map(|(line, end)| [line, end.to_owned()]).collect::<String>().into_bytes()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn stream_events_do_not_depend_on_where_the_body_is_cut(
+        provider in provider(),
+        body in stream_text(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let whole = reqwest_llm_retry::__read_stream_events(provider, &[&body]);
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(body.len() + 1)).collect();
+        at.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        for cut in at {
+            chunks.push(&body[from..cut]);
+            from = cut;
+        }
+        chunks.push(&body[from..]);
+        prop_assert_eq!(reqwest_llm_retry::__read_stream_events(provider, &chunks), whole.clone());
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        prop_assert_eq!(reqwest_llm_retry::__read_stream_events(provider, &bytes), whole.clone());
+        for (_, data, seen) in &whole {
+            if let Some(status) = seen.strip_prefix("error ") {
+                let status: u16 = status.parse().unwrap();
+                prop_assert!((400..600).contains(&status));
+                if let Some(error) = LlmApiError::from_stream_event(provider, data) {
+                    prop_assert_eq!(error.status.as_u16(), status);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn absurd_inputs_from_the_issue() {
     let now = SystemTime::now();
