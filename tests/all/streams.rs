@@ -115,7 +115,7 @@ async fn an_error_after_output_passes_through_unchanged_and_is_not_retried() {
         assert_eq!(body, bare_body(after_output).await);
         // The caller classifies the error event it meets mid-stream.
         let text = String::from_utf8(body.to_vec()).unwrap();
-        let data = text.lines().filter_map(|line| line.strip_prefix("data: ")).last().unwrap();
+        let data = text.lines().rev().find_map(|line| line.strip_prefix("data: ")).unwrap();
         let error = LlmApiError::from_stream_event(case.provider, data).expect("the last event is an error");
         assert_eq!((error.kind, error.retryable), (case.kind, true));
     }

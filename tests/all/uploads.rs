@@ -11,8 +11,7 @@ use wiremock::{Mock, MockServer};
 
 use crate::support::*;
 
-#[path = "../shared/raw_http.rs"]
-mod raw_http;
+use crate::raw_http;
 
 /// One second of "audio": bytes that are not all alike, so a reordering shows.
 fn audio() -> Vec<u8> {
