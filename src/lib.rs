@@ -22,7 +22,8 @@
 //! [`host`](LlmRetryMiddlewareBuilder::host) mapping, or a `Provider` in the request's
 //! extensions. The final failed response carries an [`LlmApiError`], every response a
 //! [`RetryStats`], and the caller still receives the whole body, byte for byte
-//! ([`LlmResponseExt`] reads them). Success bodies are never buffered.
+//! ([`LlmResponseExt`] reads them). Success bodies are never buffered, but for the start of an
+//! event stream (see [Streams](#streams)).
 //!
 //! # Retry policy
 //!
@@ -32,11 +33,27 @@
 //! [`rule`](LlmRetryMiddlewareBuilder::rule) come before the built-in rows. Connection
 //! errors and timeouts are retried; the final transport error is reqwest's own, so
 //! `is_timeout()` and `is_connect()` keep working. A request whose body cannot be cloned (a
-//! stream) is sent once, and its error still parsed.
+//! stream) is sent once, and its error still parsed, unless it declares a `Content-Length`
+//! within [`upload_buffer_limit`](LlmRetryMiddlewareBuilder::upload_buffer_limit): such an
+//! upload is read once and resent.
 //!
 //! This table is rendered from the retry tables themselves (a test keeps it so):
 //!
 #![doc = include_str!("../docs/what-is-retried.md")]
+//!
+//! # Streams
+//!
+//! Providers report overload and rate limits that strike after the status line inside a
+//! `200` event stream. For a `text/event-stream` from a known provider, the events before the
+//! first output (a text, thinking or tool-call delta) are held, within
+//! [`stream_hold_limit`](LlmRetryMiddlewareBuilder::stream_hold_limit) bytes and
+//! [`stream_hold_timeout`](LlmRetryMiddlewareBuilder::stream_hold_timeout). An error event
+//! there is judged and retried exactly like the same error sent as a status; if it is not
+//! retried, the `200` comes back with its bytes intact and the [`LlmApiError`] attached, and
+//! [`error_for_llm_status`](LlmResponseExt::error_for_llm_status) returns `Err`. Otherwise the
+//! held bytes are replayed unchanged. After output has started nothing is retried; classify a
+//! later error event with [`LlmApiError::from_stream_event`].
+//! [`streams(false)`](LlmRetryMiddlewareBuilder::streams) turns this off.
 //!
 //! # Waits
 //!
@@ -65,7 +82,8 @@
 //! # Defaults
 //!
 //! 5 attempts, 1 s base delay, 30 s cap, 60 s largest server wait slept, 300 s in all, 64 KiB
-//! of an error body parsed within 10 s, cooldown on. Each is a constant of [`defaults`], and
+//! of an error body parsed within 10 s, cooldown on, streams watched (16 KiB, 3 s), uploads up
+//! to 32 MiB resent, a final 4xx/5xx returned as an `Ok` response. Each is a constant of [`defaults`], and
 //! each setter of [`LlmRetryMiddlewareBuilder`] names its own.
 //!
 //! # Features
@@ -91,6 +109,7 @@
 //! | `retrying LLM API request after a transport error` | WARN | `provider`, `kind` (`timeout` or `connect`), `attempt`, `wait_ms` |
 //! | `LLM API request failed` | DEBUG | `provider`, `status`, `kind`, `attempts`, `retryable` |
 //! | `waiting for the shared rate-limit cooldown` | DEBUG | `wait_ms` |
+//! | `error event before the first output of a stream` | DEBUG | `provider`, `status` (the status the same error has) |
 //! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
 //!
 //! `provider` and `kind` are [`Provider::name`] and [`ErrorKind::name`] (snake_case);
