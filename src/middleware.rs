@@ -257,10 +257,12 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
-    /// Returns a final 4xx/5xx as `Err(reqwest_middleware::Error::Middleware)`
-    /// holding the [`LlmApiError`] (kind, code, request id, `retry_after`
-    /// and attempts filled), instead of an `Ok` response with the error
-    /// attached (off by default).
+    /// Returns a final 4xx/5xx, or a `200` stream that failed before its
+    /// first output (see [`streams`](Self::streams)), as
+    /// `Err(reqwest_middleware::Error::Middleware)` holding the
+    /// [`LlmApiError`] (kind, code, request id, `retry_after` and attempts
+    /// filled), instead of an `Ok` response with the error attached (off by
+    /// default).
     ///
     /// Turn it on when a client library sits on top of this middleware
     /// (rig, async-openai): they read the response and drop its

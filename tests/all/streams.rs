@@ -321,3 +321,14 @@ async fn a_huge_event_without_a_newline_is_handed_over_bounded_and_intact() {
     }
     assert!(received == huge, "every byte, in order ({} of {})", received.len(), huge.len());
 }
+
+#[tokio::test]
+async fn error_for_status_returns_a_failed_stream_as_err() {
+    let server = MockServer::start().await;
+    always(&server, mock::openai::stream_overloaded()).await;
+    let client = client(&server, fast().max_retries(1).error_for_status(true).build());
+    let call = client.post(url(&server, OPENAI, "/v1/chat/completions")).body("{}").send();
+    let error = tokio::time::timeout(DEADLINE, call).await.unwrap().expect_err("a failed stream is an Err");
+    let api = LlmApiError::find_in(&error).expect("the typed error");
+    assert_eq!((api.kind, api.attempts, api.code.as_deref()), (ErrorKind::Overloaded, 2, Some("server_is_overloaded")));
+}
