@@ -166,6 +166,29 @@ mod tests {
     }
 
     #[test]
+    fn every_copy_of_a_secret_is_blanked() {
+        let request = reqwest::Client::new()
+            .post("https://api.openai.com/v1/x")
+            .header("x-api-key", "sk-ant-SECRET789")
+            .build()
+            .unwrap();
+        let echoed = "sk-ant-SECRET789 is invalid; key sk-ant-SECRET789, again sk-ant-SECRET789";
+        assert_eq!(Secrets::of(&request).redact(echoed), "[REDACTED] is invalid; key [REDACTED], again [REDACTED]");
+    }
+
+    #[test]
+    fn cookies_and_proxy_credentials_are_secrets() {
+        let request = reqwest::Client::new()
+            .post("https://api.openai.com/v1/x")
+            .header("cookie", "session=COOKIE-SECRET-1")
+            .header("proxy-authorization", "Basic UFJPWFktU0VDUkVU")
+            .build()
+            .unwrap();
+        let redacted = Secrets::of(&request).redact("sent session=COOKIE-SECRET-1 via UFJPWFktU0VDUkVU");
+        assert_eq!(redacted, "sent [REDACTED] via [REDACTED]");
+    }
+
+    #[test]
     fn the_start_of_a_cut_secret_is_blanked() {
         let secrets = Secrets(vec!["sk-proj-SECRET456".to_owned()]);
         assert_eq!(secrets.redact("bad key sk-proj-SEC"), "bad key [REDACTED]");

@@ -354,5 +354,10 @@ mod tests {
         let broken_ms = headers(&[("retry-after-ms", "soon"), ("retry-after", "5")]);
         assert_eq!(header_wait(&broken_ms, now), ms(5000));
         assert_eq!(header_wait(&headers(&[]), now), None);
+        // Azure's own millisecond header, before `retry-after` and after the standard one.
+        let azure = headers(&[("x-ms-retry-after-ms", "250"), ("retry-after", "1")]);
+        assert_eq!(header_wait(&azure, now), ms(250));
+        let both_ms = headers(&[("retry-after-ms", "40"), ("x-ms-retry-after-ms", "250")]);
+        assert_eq!(header_wait(&both_ms, now), ms(40));
     }
 }
