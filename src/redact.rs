@@ -162,7 +162,7 @@ mod tests {
             assert!(!redacted.contains(secret), "{redacted}");
         }
         assert!(redacted.ends_with("short"), "short values are left alone: {redacted}");
-        assert!(!format!("{secrets:?}").contains("SECRET"));
+        assert_eq!(format!("{secrets:?}"), "Secrets(4 redacted)");
     }
 
     #[test]
@@ -213,5 +213,9 @@ mod tests {
         assert_eq!(redact_key_params("key="), "key=");
         assert_eq!(redact_key_params("no secrets, monkey business"), "no secrets, monkey business");
         assert_eq!(redact_key_params("é key=ü"), "é key=[REDACTED]");
+        // The value ends where a URL, a quote or prose ends it: the rest of the message stays.
+        for end in ["&alt=sse", "\" is bad", "' is bad", " is bad", "\tis bad", ", is bad", ") is bad"] {
+            assert_eq!(redact_key_params(&format!("key=abc{end}")), format!("key=[REDACTED]{end}"), "{end:?}");
+        }
     }
 }
