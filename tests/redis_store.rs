@@ -105,7 +105,7 @@ async fn two_processes_share_a_429_through_redis_in_the_documented_key_format() 
     let name = format!("llmretry:v1:openai:api.openai.com:{port}:813f88be1d7d9385dc89f7235a444860");
     let pattern = format!("llmretry:v1:openai:api.openai.com:{port}:*");
     let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
-    assert_eq!(keys, [name.clone()]);
+    assert_eq!(keys, std::slice::from_ref(&name));
     let value: String = redis::cmd("GET").arg(&name).query_async(&mut redis).await.unwrap();
     let until: u64 = value.parse().expect("epoch milliseconds");
     assert!(until >= epoch_ms(sent) + 400 && until <= epoch_ms(SystemTime::now()) + 400 + 1, "{value}");
