@@ -261,6 +261,36 @@ mod tests {
     }
 
     #[test]
+    fn seconds_as_floats() {
+        assert_eq!(secs_f64(0.5), ms(500));
+        assert_eq!(secs_f64(0.0), Some(Duration::ZERO));
+        assert_eq!(secs_f64(1e300), Some(MAX_WAIT));
+        for nonsense in [-1.0, -0.001, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(secs_f64(nonsense), None, "{nonsense}");
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed_as_str_trim_does() {
+        // ASCII spaces take the fast path; a vertical tab or Unicode space at either end, the slow one.
+        for value in [" 20 ", "\u{b}20", "20\u{b}", "\u{a0}20", "20\u{2003}", "\t20\r\n"] {
+            assert_eq!(parse_retry_after_ms(value), ms(20), "{value:?}");
+            assert_eq!(parse_go_duration(&value.replace("20", "20ms")), ms(20), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn values_up_to_64_characters_are_read() {
+        let digits = format!("{}1", "0".repeat(63));
+        assert_eq!(parse_retry_after_ms(&digits), ms(1), "64 characters");
+        assert_eq!(parse_retry_after_ms(&format!("0{digits}")), None, "65 characters");
+        let segments = "1s".repeat(32);
+        assert_eq!(parse_go_duration(&segments), Some(Duration::from_secs(32)), "64 characters");
+        assert_eq!(parse_go_duration(&format!("1s{segments}")), None, "66 characters");
+        assert_eq!(parse_go_duration(&"1s".repeat(5000)), None, "10 KB");
+    }
+
+    #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
         assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
