@@ -315,6 +315,8 @@ mod tests {
             ("0", ms(0)),
             ("47.434392449s", Some(Duration::new(47, 434_392_449))),
             ("250us", Some(Duration::from_micros(250))),
+            ("500ns", Some(Duration::from_nanos(500))),
+            ("1s5", None),
             ("-1s", None),
             ("1", None),
             ("s", None),
@@ -332,6 +334,7 @@ mod tests {
         assert_eq!(parse_reset_duration("55"), Some(Duration::from_secs(55)));
         assert_eq!(parse_reset_duration("11.38"), ms(11_380));
         assert_eq!(parse_reset_duration("1s"), ms(1000));
+        assert_eq!(parse_reset_duration("1m30"), None, "a bare number only on its own");
     }
 
     #[test]
@@ -345,6 +348,9 @@ mod tests {
         assert_eq!(parse_reset_timestamp("30", now), Some(Duration::from_secs(30)));
         assert_eq!(parse_reset_timestamp("1e300", now), None);
         assert_eq!(parse_reset_timestamp(&"9".repeat(60), now), None);
+        let padded = format!("{}1711483210", "0".repeat(54));
+        assert_eq!(parse_reset_timestamp(&padded, now), Some(Duration::from_secs(10)), "64 characters");
+        assert_eq!(parse_reset_timestamp(&format!("0{padded}"), now), None, "65 characters");
     }
 
     #[test]
@@ -355,6 +361,12 @@ mod tests {
             ("Rate limit is exceeded. Try again in 2 seconds.", ms(2000)),
             ("Please retry after 86400 seconds. Please go here", ms(86_400_000)),
             ("Please try again in 1m30s.", ms(90_000)),
+            ("Rate limited (please retry in 20s)", ms(20_000)),
+            ("Please retry in 3s, then slower", ms(3_000)),
+            ("Please try again in 500 milliseconds.", ms(500)),
+            ("Please retry after 2 minutes.", ms(120_000)),
+            ("Please retry after 1.5 min", ms(90_000)),
+            ("Please retry after 1 hour.", ms(3_600_000)),
             ("Please try again later.", None),
             ("retry in", None),
             ("", None),
