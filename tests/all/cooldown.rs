@@ -28,9 +28,10 @@ async fn one_429_makes_every_clone_wait_for_the_same_key_only() {
     // The 429 is back with the caller: the cooldown was set before it returned.
     let limited = a.post(&target).bearer_auth("sk-shared-key").send().await.unwrap();
     assert_eq!(limited.status(), 429);
+    // Other headers and bodies do not matter: only provider, host and credential make the key.
     let (same_a, same_b, other_key) = tokio::join!(
-        a.post(&target).bearer_auth("sk-shared-key").send(),
-        b.post(&target).bearer_auth("sk-shared-key").send(),
+        a.post(&target).bearer_auth("sk-shared-key").header("x-client-request-id", "2").body("{}").send(),
+        b.post(&target).bearer_auth("sk-shared-key").header("x-client-request-id", "3").send(),
         b.post(&target).bearer_auth("sk-other-key").send(),
     );
     let done = sent.elapsed();
@@ -62,9 +63,11 @@ async fn separately_built_middlewares_share_cooldowns_through_one_store() {
     let stats = held.retry_stats().unwrap();
     assert_eq!(stats.attempts, 1, "waited instead of collecting its own 429");
     assert!(stats.waited > Duration::ZERO && sent.elapsed() >= MS(300), "the store's cooldown held it: {stats:?}");
+    let other = b.post(&target).bearer_auth("sk-other-key").send().await.unwrap();
+    assert_eq!(other.retry_stats().unwrap().waited, Duration::ZERO, "the store keeps keys apart");
     let free = alone.post(&target).bearer_auth("sk-shared-key").send().await.unwrap();
     assert_eq!(free.retry_stats().unwrap().waited, Duration::ZERO, "a middleware without the store");
-    assert_eq!(hits(&server).await, 3);
+    assert_eq!(hits(&server).await, 4);
 }
 
 /// A 200 saying the request window is used up for another `reset`.
