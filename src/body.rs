@@ -190,3 +190,40 @@ impl http_body::Body for Replay {
         hint
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body;
+
+    fn held(chunks: &[&'static str], tail: Tail) -> HeldResponse {
+        let (parts, ()) = http::Response::new(()).into_parts();
+        let frames = chunks.iter().map(|chunk| Frame::data(Bytes::from_static(chunk.as_bytes()))).collect();
+        HeldResponse { parts, url: reqwest::Url::parse("http://api.example/").unwrap(), frames, tail }
+    }
+
+    #[test]
+    fn the_prefix_is_cut_at_the_limit_across_frames() {
+        let response = held(&["abc", "def", "ghi"], Tail::Ended);
+        assert_eq!(&response.prefix(5)[..], b"abcde");
+        assert_eq!(&response.prefix(6)[..], b"abcdef");
+        assert_eq!(&response.prefix(100)[..], b"abcdefghi");
+        assert_eq!(&held(&["abcdef"], Tail::Ended).prefix(4)[..], b"abcd");
+        assert_eq!(&held(&[], Tail::Ended).prefix(4)[..], b"");
+    }
+
+    #[test]
+    fn the_replay_ends_after_the_held_frames_not_before() {
+        let mut replay = Replay { frames: held(&["ab", "cd"], Tail::Ended).frames, tail: Tail::Ended };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for expected in [b"ab", b"cd"] {
+            // A consumer that trusts the hint (a proxy forwarding the body) must not stop here.
+            assert!(!replay.is_end_stream());
+            let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut replay).poll_frame(&mut cx) else { panic!("a frame") };
+            assert_eq!(frame.data_ref().map(|d| &d[..]), Some(&expected[..]));
+        }
+        assert!(replay.is_end_stream());
+        assert!(matches!(Pin::new(&mut replay).poll_frame(&mut cx), Poll::Ready(None)));
+        assert_eq!(replay.size_hint().exact(), Some(0));
+    }
+}

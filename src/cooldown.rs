@@ -638,10 +638,13 @@ mod tests {
     fn a_429_cools_the_key_down() {
         let pacer = Pacer::new(None);
         let (k, j) = (Key::test(1), Key::test(2));
-        assert_eq!(pacer.observe(&k, 1, None, Some(Duration::from_millis(40)), now()), Some(Duration::from_millis(40)));
-        let Gate::Wait(wait) = pacer.gate(&k, now()) else { panic!() };
-        assert!(wait > Duration::from_millis(30) && wait <= Duration::from_millis(40));
-        assert!(matches!(pacer.gate(&j, now()), Gate::Go(_)));
+        // One instant for both calls: the wait is exact, however slow the machine.
+        let t0 = now();
+        assert_eq!(pacer.observe(&k, 1, None, Some(Duration::from_millis(40)), t0), Some(Duration::from_millis(40)));
+        assert_eq!(pacer.gate(&k, t0), Gate::Wait(Duration::from_millis(40)));
+        assert_eq!(pacer.gate(&k, t0 + Duration::from_millis(15)), Gate::Wait(Duration::from_millis(25)));
+        assert!(matches!(pacer.gate(&k, t0 + Duration::from_millis(40)), Gate::Go(_)), "over at its end");
+        assert!(matches!(pacer.gate(&j, t0), Gate::Go(_)));
         // Used-up token families cool down too.
         let used_up = RateLimit { limit: None, remaining: Some(0), reset: Some(Duration::from_millis(30)) };
         let tokens = RateLimits { tokens: Some(used_up), ..RateLimits::default() };
@@ -672,9 +675,62 @@ mod tests {
         store.extend_now("k", later);
         store.extend_now("k", SystemTime::now() + Duration::from_secs(1));
         assert_eq!(store.get_now("k"), Some(later));
+        // More live keys than the sweep threshold, then many that have ended.
+        for i in 0..SWEEP_AT + 100 {
+            store.extend_now(&format!("live{i}"), later);
+        }
         for i in 0..2 * SWEEP_AT {
             store.extend_now(&format!("old{i}"), SystemTime::now() - Duration::from_secs(1));
         }
-        assert!(store.lock().len() <= SWEEP_AT + 1);
+        assert!(store.lock().len() <= SWEEP_AT + 102, "ended keys are swept: {}", store.lock().len());
+        assert_eq!(store.get_now("k"), Some(later), "live keys are not");
+        assert_eq!(store.get_now("live7"), Some(later));
+    }
+
+    #[test]
+    fn sweeps_drop_only_keys_whose_state_has_ended() {
+        let pacer = Pacer::new(None);
+        let t0 = now();
+        let second = Duration::from_secs(1);
+        // Half the keys cool down for a second, half have a one-second window; one cools down for an hour.
+        for i in 0..SWEEP_AT as u64 {
+            let k = Key::test(i);
+            let Gate::Go(seq) = pacer.gate(&k, t0) else { panic!() };
+            let (limits, cooldown) =
+                if i % 2 == 0 { (None, Some(second)) } else { (Some(limits(10, 5, second)), None) };
+            pacer.observe(&k, seq, limits.as_ref(), cooldown, t0);
+        }
+        pacer.observe(&Key::test(0), 1, None, Some(Duration::from_secs(3600)), t0);
+        // A new key at the exact end of the others: they have ended, the hour has not.
+        let end = t0 + second;
+        assert!(matches!(pacer.gate(&Key::test(u64::MAX), end), Gate::Go(_)));
+        assert_eq!(pacer.entries().len(), 2, "swept all but the live key and the new one");
+        assert_eq!(pacer.gate(&Key::test(0), end), Gate::Wait(Duration::from_secs(3599)));
+        // Before their end, nothing is swept.
+        let pacer2 = Pacer::new(None);
+        for i in 0..SWEEP_AT as u64 {
+            let Gate::Go(seq) = pacer2.gate(&Key::test(i), t0) else { panic!() };
+            let limits = (i % 2 == 1).then(|| limits(10, 5, second));
+            pacer2.observe(&Key::test(i), seq, limits.as_ref(), (i % 2 == 0).then_some(second), t0);
+        }
+        pacer2.gate(&Key::test(u64::MAX), t0 + second / 2);
+        assert_eq!(pacer2.entries().len(), SWEEP_AT + 1);
+    }
+
+    #[test]
+    fn a_forced_send_still_updates_the_budget() {
+        let pacer = Pacer::new(None);
+        let k = Key::test(1);
+        let t0 = now();
+        pacer.gate(&k, t0);
+        let Gate::Go(second) = pacer.gate(&k, t0) else { panic!() };
+        // One request left in this window; this process spends it.
+        pacer.observe(&k, second, Some(&limits(10, 1, Duration::from_secs(5))), None, t0);
+        assert!(matches!(pacer.gate(&k, t0), Gate::Go(_)));
+        assert!(matches!(pacer.gate(&k, t0), Gate::Wait(_)));
+        // The wait was too long to honour: the request is sent anyway, and its answer counts.
+        let forced = pacer.force(&k);
+        pacer.observe(&k, forced, Some(&limits(10, 9, Duration::from_secs(5))), None, t0);
+        assert!(matches!(pacer.gate(&k, t0), Gate::Go(_)), "the forced send's response is the newest view");
     }
 }

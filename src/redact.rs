@@ -162,7 +162,30 @@ mod tests {
             assert!(!redacted.contains(secret), "{redacted}");
         }
         assert!(redacted.ends_with("short"), "short values are left alone: {redacted}");
-        assert!(!format!("{secrets:?}").contains("SECRET"));
+        assert_eq!(format!("{secrets:?}"), "Secrets(4 redacted)");
+    }
+
+    #[test]
+    fn every_copy_of_a_secret_is_blanked() {
+        let request = reqwest::Client::new()
+            .post("https://api.openai.com/v1/x")
+            .header("x-api-key", "sk-ant-SECRET789")
+            .build()
+            .unwrap();
+        let echoed = "sk-ant-SECRET789 is invalid; key sk-ant-SECRET789, again sk-ant-SECRET789";
+        assert_eq!(Secrets::of(&request).redact(echoed), "[REDACTED] is invalid; key [REDACTED], again [REDACTED]");
+    }
+
+    #[test]
+    fn cookies_and_proxy_credentials_are_secrets() {
+        let request = reqwest::Client::new()
+            .post("https://api.openai.com/v1/x")
+            .header("cookie", "session=COOKIE-SECRET-1")
+            .header("proxy-authorization", "Basic UFJPWFktU0VDUkVU")
+            .build()
+            .unwrap();
+        let redacted = Secrets::of(&request).redact("sent session=COOKIE-SECRET-1 via UFJPWFktU0VDUkVU");
+        assert_eq!(redacted, "sent [REDACTED] via [REDACTED]");
     }
 
     #[test]
@@ -190,5 +213,9 @@ mod tests {
         assert_eq!(redact_key_params("key="), "key=");
         assert_eq!(redact_key_params("no secrets, monkey business"), "no secrets, monkey business");
         assert_eq!(redact_key_params("é key=ü"), "é key=[REDACTED]");
+        // The value ends where a URL, a quote or prose ends it: the rest of the message stays.
+        for end in ["&alt=sse", "\" is bad", "' is bad", " is bad", "\tis bad", ", is bad", ") is bad"] {
+            assert_eq!(redact_key_params(&format!("key=abc{end}")), format!("key=[REDACTED]{end}"), "{end:?}");
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! A [`CooldownStore`] in Redis, so a fleet of processes sharing one API key
 //! slows down together (feature `redis`).
 //!
-//! Keys are `{prefix}{provider}:{host}:{port}:{fingerprint}`, values the
+//! Keys are `{prefix}v1:{provider}:{host}:{port}:{fingerprint}`, values the
 //! cooldown's end in milliseconds since the Unix epoch, with an expiry (`PX`)
 //! at that time: nothing is left behind, and neither keys nor values contain
-//! a secret. Every call is bounded by a short timeout; when Redis is down or
+//! a secret. The `v1:` names the key format, which processes of different
+//! versions share (see [`RedisCooldownStore`]). Every call is bounded by a short timeout; when Redis is down or
 //! slow, the store answers from memory and logs a warning (at most one every
 //! 30 s): a Redis outage never fails or stalls a request.
 
@@ -15,9 +16,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::cooldown::{CooldownStore, MemoryCooldownStore};
 
-/// Keeps the later of the stored and the new end time, with its expiry.
+/// The version of the key and value format, after the prefix. Part of the
+/// protocol between processes: changing the format means a new version here,
+/// in a major release (see [`RedisCooldownStore`]).
+const FORMAT: &str = "v1:";
+
+/// Keeps the later of the stored and the new end time, with its expiry. A
+/// value that is not a number (nothing this crate writes) counts as none.
 const EXTEND: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local current = tonumber(redis.call('GET', KEYS[1])) or 0
 if current < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
@@ -30,6 +37,23 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const BACK_OFF: Duration = Duration::from_secs(1);
 
 /// A [`CooldownStore`] shared through Redis, falling back to memory on outages.
+///
+/// # Key format
+///
+/// A cooldown of requests to `provider` at `host:port` with one credential
+/// is the Redis string `{prefix}v1:{provider}:{host}:{port}:{fingerprint}`
+/// (for instance `llmretry:v1:openai:api.openai.com:443:813f…4860`), where
+/// `fingerprint` is 32 hex digits of a keyed hash of the credential (never
+/// the credential itself). Its value is the cooldown's end in milliseconds
+/// since the Unix epoch, as a decimal integer; it expires then.
+///
+/// The format is a protocol between processes: every process of a fleet
+/// reads what the others write, and a rolling deploy runs two releases side
+/// by side. So it is covered by semver. It changes only with a new format
+/// version (`v2:`), and only in a major release; processes on different
+/// format versions then keep separate cooldowns rather than misread each
+/// other's. A custom [`prefix`](Self::prefix) replaces only the namespace
+/// before the version.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), redis::RedisError> {
@@ -61,8 +85,8 @@ impl std::fmt::Debug for RedisCooldownStore {
 }
 
 impl RedisCooldownStore {
-    /// The default key prefix.
-    pub const DEFAULT_PREFIX: &'static str = "reqwest-llm-retry:cooldown:";
+    /// The default key prefix: the namespace before the format version.
+    pub const DEFAULT_PREFIX: &'static str = "llmretry:";
     /// The default bound on each Redis call.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -90,7 +114,8 @@ impl RedisCooldownStore {
         }
     }
 
-    /// Prefixes every key with `prefix` (default [`Self::DEFAULT_PREFIX`]).
+    /// Prefixes every key with `prefix` (default [`Self::DEFAULT_PREFIX`]);
+    /// the format version follows it (see the key format above).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -127,6 +152,11 @@ impl RedisCooldownStore {
     }
 }
 
+/// The Redis key of a cooldown key: prefix, format version, key.
+fn redis_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}{FORMAT}{key}")
+}
+
 fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -146,7 +176,7 @@ impl RedisCooldownStore {
     async fn load(&self, key: &str) -> Option<SystemTime> {
         let local = self.fallback.get_now(key);
         let mut connection = self.connection.clone();
-        let name = format!("{}{key}", self.prefix);
+        let name = redis_key(&self.prefix, key);
         let remote = self
             .bounded("get", redis::cmd("GET").arg(&name).query_async::<Option<u64>>(&mut connection))
             .await
@@ -162,9 +192,27 @@ impl RedisCooldownStore {
         let Ok(ttl) = until.duration_since(SystemTime::now()) else { return };
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut connection = self.connection.clone();
-        let name = format!("{}{key}", self.prefix);
+        let name = redis_key(&self.prefix, key);
         let mut invocation = self.script.key(&name);
         invocation.arg(epoch_ms(until)).arg(ttl_ms);
         self.bounded("extend", invocation.invoke_async::<i64>(&mut connection)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_format_version_after_the_prefix() {
+        // A protocol between processes: changing this is a major release (see the type's docs).
+        assert_eq!(RedisCooldownStore::DEFAULT_PREFIX, "llmretry:");
+        let key = "openai:api.openai.com:443:813f88be1d7d9385dc89f7235a444860";
+        assert_eq!(
+            redis_key(RedisCooldownStore::DEFAULT_PREFIX, key),
+            "llmretry:v1:openai:api.openai.com:443:813f88be1d7d9385dc89f7235a444860"
+        );
+        assert_eq!(redis_key("fleet-a:", "k"), "fleet-a:v1:k");
+        assert_eq!(epoch_ms(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)), 1_700_000_000_123);
     }
 }

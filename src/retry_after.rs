@@ -267,6 +267,36 @@ mod tests {
     }
 
     #[test]
+    fn seconds_as_floats() {
+        assert_eq!(secs_f64(0.5), ms(500));
+        assert_eq!(secs_f64(0.0), Some(Duration::ZERO));
+        assert_eq!(secs_f64(1e300), Some(MAX_WAIT));
+        for nonsense in [-1.0, -0.001, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(secs_f64(nonsense), None, "{nonsense}");
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed_as_str_trim_does() {
+        // ASCII spaces take the fast path; a vertical tab or Unicode space at either end, the slow one.
+        for value in [" 20 ", "\u{b}20", "20\u{b}", "\u{a0}20", "20\u{2003}", "\t20\r\n"] {
+            assert_eq!(parse_retry_after_ms(value), ms(20), "{value:?}");
+            assert_eq!(parse_go_duration(&value.replace("20", "20ms")), ms(20), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn values_up_to_64_characters_are_read() {
+        let digits = format!("{}1", "0".repeat(63));
+        assert_eq!(parse_retry_after_ms(&digits), ms(1), "64 characters");
+        assert_eq!(parse_retry_after_ms(&format!("0{digits}")), None, "65 characters");
+        let segments = "1s".repeat(32);
+        assert_eq!(parse_go_duration(&segments), Some(Duration::from_secs(32)), "64 characters");
+        assert_eq!(parse_go_duration(&format!("1s{segments}")), None, "66 characters");
+        assert_eq!(parse_go_duration(&"1s".repeat(5000)), None, "10 KB");
+    }
+
+    #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
         assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
@@ -291,6 +321,8 @@ mod tests {
             ("0", ms(0)),
             ("47.434392449s", Some(Duration::new(47, 434_392_449))),
             ("250us", Some(Duration::from_micros(250))),
+            ("500ns", Some(Duration::from_nanos(500))),
+            ("1s5", None),
             ("-1s", None),
             ("1", None),
             ("s", None),
@@ -308,6 +340,7 @@ mod tests {
         assert_eq!(parse_reset_duration("55"), Some(Duration::from_secs(55)));
         assert_eq!(parse_reset_duration("11.38"), ms(11_380));
         assert_eq!(parse_reset_duration("1s"), ms(1000));
+        assert_eq!(parse_reset_duration("1m30"), None, "a bare number only on its own");
     }
 
     #[test]
@@ -321,6 +354,9 @@ mod tests {
         assert_eq!(parse_reset_timestamp("30", now), Some(Duration::from_secs(30)));
         assert_eq!(parse_reset_timestamp("1e300", now), None);
         assert_eq!(parse_reset_timestamp(&"9".repeat(60), now), None);
+        let padded = format!("{}1711483210", "0".repeat(54));
+        assert_eq!(parse_reset_timestamp(&padded, now), Some(Duration::from_secs(10)), "64 characters");
+        assert_eq!(parse_reset_timestamp(&format!("0{padded}"), now), None, "65 characters");
     }
 
     #[test]
@@ -331,6 +367,12 @@ mod tests {
             ("Rate limit is exceeded. Try again in 2 seconds.", ms(2000)),
             ("Please retry after 86400 seconds. Please go here", ms(86_400_000)),
             ("Please try again in 1m30s.", ms(90_000)),
+            ("Rate limited (please retry in 20s)", ms(20_000)),
+            ("Please retry in 3s, then slower", ms(3_000)),
+            ("Please try again in 500 milliseconds.", ms(500)),
+            ("Please retry after 2 minutes.", ms(120_000)),
+            ("Please retry after 1.5 min", ms(90_000)),
+            ("Please retry after 1 hour.", ms(3_600_000)),
             ("Please try again later.", None),
             ("retry in", None),
             ("", None),
@@ -360,5 +402,10 @@ mod tests {
         let broken_ms = headers(&[("retry-after-ms", "soon"), ("retry-after", "5")]);
         assert_eq!(header_wait(&broken_ms, now), ms(5000));
         assert_eq!(header_wait(&headers(&[]), now), None);
+        // Azure's own millisecond header, before `retry-after` and after the standard one.
+        let azure = headers(&[("x-ms-retry-after-ms", "250"), ("retry-after", "1")]);
+        assert_eq!(header_wait(&azure, now), ms(250));
+        let both_ms = headers(&[("retry-after-ms", "40"), ("x-ms-retry-after-ms", "250")]);
+        assert_eq!(header_wait(&both_ms, now), ms(40));
     }
 }

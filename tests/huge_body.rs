@@ -2,7 +2,9 @@
 //! caller every byte, and never holds the body in memory (let alone twice).
 //!
 //! Its own test binary, because it measures the process's peak resident set
-//! (`VmHWM`, reset through `/proc/self/clear_refs` before each run).
+//! (`VmHWM`, reset through `/proc/self/clear_refs` before each run where the
+//! kernel allows it; elsewhere, the growth of the peak so far, which the runs
+//! before stay far below since they stream).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -81,15 +83,19 @@ async fn serve() -> SocketAddr {
     addr
 }
 
-/// The peak resident set in KiB, after resetting it to the current one.
+/// Resets the peak resident set to the current one; `false` where the kernel does not allow it.
 fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// The peak resident set in KiB; 0 where there is no `/proc` (not Linux).
 fn peak_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+    if !cfg!(target_os = "linux") {
+        return 0;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM in KiB")
 }
 
 /// Reads the whole body chunk by chunk, checking every byte against the document.
@@ -144,9 +150,11 @@ async fn a_100_mib_error_body_is_parsed_from_its_prefix_and_streamed_whole() {
         "100 MiB error body: peak RSS growth {} KiB through the middleware ({ours_time:?}), {} KiB bare reqwest ({bare_time:?}){}",
         ours_peak,
         bare_peak,
-        if measured { "" } else { " (peak not resettable here)" }
+        if measured { "" } else { " (peak not resettable here: growth over the peak so far)" }
     );
-    if measured {
+    if cfg!(target_os = "linux") {
         assert!(ours_peak < 32 * 1024, "the body was buffered: peak grew by {ours_peak} KiB");
+    } else {
+        eprintln!("peak memory not measured: no /proc on this platform");
     }
 }

@@ -10,6 +10,10 @@ use reqwest_middleware::ClientWithMiddleware;
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer};
 
+#[path = "shared/deadline.rs"]
+mod deadline;
+use deadline::Deadline;
+
 const MS: Duration = Duration::from_millis(1);
 
 /// A client for `provider` on `server`, retrying with millisecond backoff.
@@ -17,7 +21,7 @@ fn client(provider: Provider, server: &MockServer, max_retries: u32) -> ClientWi
     let middleware =
         LlmRetryMiddleware::builder().max_retries(max_retries).base_delay(5 * MS).max_delay(20 * MS).build();
     let http = mock::client_builder(provider, server).build().expect("client builds");
-    reqwest_middleware::ClientBuilder::new(http).with(middleware).build()
+    reqwest_middleware::ClientBuilder::new(http).with(Deadline).with(middleware).build()
 }
 
 async fn post(client: &ClientWithMiddleware, provider: Provider, server: &MockServer) -> reqwest::Response {
@@ -231,8 +235,10 @@ async fn the_client_reaches_the_mock_under_the_real_host() {
     Mock::given(any()).respond_with(mock::azure::content_filter()).mount(&server).await;
     let base = mock::base_url(Provider::AzureOpenAi, &server);
     assert_eq!(base, format!("http://my-resource.openai.azure.com:{}", server.address().port()));
-    let client =
-        reqwest_middleware::ClientBuilder::new(builder.build().unwrap()).with(LlmRetryMiddleware::default()).build();
+    let client = reqwest_middleware::ClientBuilder::new(builder.build().unwrap())
+        .with(Deadline)
+        .with(LlmRetryMiddleware::default())
+        .build();
     let response = client.post(format!("{base}/openai/deployments/gpt-4o/chat/completions")).send().await.unwrap();
     let error = response.error_for_llm_status().unwrap_err();
     assert_eq!(error.provider, Provider::AzureOpenAi, "detected from the real host name");

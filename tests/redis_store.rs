@@ -1,34 +1,55 @@
-//! The Redis cooldown store: two independent middleware instances (as two
-//! processes would have) share one 429 through a real Redis, and an outage
-//! degrades to memory without failing a request.
+//! The Redis cooldown store against a real Redis: separately connected
+//! stores (as separate processes would have: their own connection, their own
+//! memory) share cooldowns only through Redis, in the documented key format;
+//! the later end time wins whichever process writes last; and an outage
+//! degrades to memory without failing or stalling a request.
 //!
 //! Needs a Redis at `REDIS_URL` (default `redis://127.0.0.1:6379/`); `.ci/run`
-//! starts one. In a local run without Redis these tests say so and pass.
+//! starts one. With `CI` set a missing Redis fails these tests; without it
+//! they say why on stderr and pass.
 #![cfg(feature = "redis")]
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest_llm_retry::{CooldownStore, LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+#[path = "shared/deadline.rs"]
+mod deadline;
+use deadline::{DEADLINE, Deadline};
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
-/// A store on the test Redis with a key prefix of its own, or `None` (with a
-/// message) when no Redis is reachable outside CI. In CI a missing Redis fails.
-async fn store(url: &str, prefix: &str) -> Option<RedisCooldownStore> {
+/// Whether these tests must run: in CI a missing Redis is a failure, not a skip.
+fn required() -> bool {
+    std::env::var_os("CI").is_some_and(|ci| !ci.is_empty() && ci != "false" && ci != "0")
+}
+
+/// A store on the test Redis with its own connection and memory, or `None`
+/// (with the reason on stderr) when no Redis is reachable outside CI.
+async fn store(url: &str) -> Option<RedisCooldownStore> {
     match RedisCooldownStore::connect(url).await {
-        Ok(store) => Some(store.prefix(prefix)),
-        Err(error) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: no Redis reachable at {url} ({error}); start one with `redis-server --port 6379`");
+        Ok(store) => Some(store),
+        Err(error) if !required() => {
+            eprintln!("SKIPPED: no Redis reachable at {url} ({error}); start one, or set REDIS_URL");
             None
         }
-        Err(error) => panic!("CI must provide Redis at {url}: {error}"),
+        Err(error) => panic!("CI must provide Redis at {url} (REDIS_URL): {error}"),
     }
+}
+
+/// A connection of the test's own, to read what the stores wrote.
+async fn inspect() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
 }
 
 fn unique_prefix(test: &str) -> String {
@@ -36,61 +57,96 @@ fn unique_prefix(test: &str) -> String {
     format!("reqwest-llm-retry-test:{test}:{nanos}:")
 }
 
-fn client(server: &MockServer, middleware: LlmRetryMiddleware) -> reqwest_middleware::ClientWithMiddleware {
-    let http = reqwest::Client::builder().no_proxy().resolve("api.openai.com", *server.address()).build().unwrap();
-    reqwest_middleware::ClientBuilder::new(http).with(middleware).build()
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-#[tokio::test]
-async fn two_instances_share_a_429_through_redis() {
-    let prefix = unique_prefix("share");
-    let (Some(store_a), Some(store_b)) = (store(&redis_url(), &prefix).await, store(&redis_url(), &prefix).await)
-    else {
-        return;
-    };
+fn client(server: &MockServer, middleware: LlmRetryMiddleware) -> reqwest_middleware::ClientWithMiddleware {
+    let http = reqwest::Client::builder().no_proxy().resolve("api.openai.com", *server.address()).build().unwrap();
+    reqwest_middleware::ClientBuilder::new(http).with(Deadline).with(middleware).build()
+}
+
+/// One 429 asking for `wait_ms`, then 200s.
+async fn limited_once(wait_ms: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(any())
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after-ms", "200"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after-ms", wait_ms))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
         .await;
     Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(&server).await;
-    let fast = || LlmRetryMiddleware::builder().base_delay(Duration::from_millis(5)).max_retries(0);
-    let a = client(&server, fast().cooldown_store(store_a).build());
-    let b = client(&server, fast().cooldown_store(store_b).build());
-    let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
+    server
+}
 
-    let limited = a.post(&target).bearer_auth("sk-fleet-key").send().await.unwrap();
-    assert_eq!(limited.status(), 429);
-    let paced = b.post(&target).bearer_auth("sk-fleet-key").send().await.unwrap();
-    assert_eq!(paced.status(), 200);
-    let stats = paced.retry_stats().unwrap();
-    assert!(stats.waited >= Duration::from_millis(150), "the other instance waited: {stats:?}");
-    let other = b.post(&target).bearer_auth("sk-another-key").send().await.unwrap();
-    assert_eq!(other.retry_stats().unwrap().waited, Duration::ZERO);
-
-    // What Redis holds: an expiring key with no secret in key or value.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
-    for key in &keys {
-        assert!(!key.contains("sk-fleet-key") && key.starts_with(&prefix), "{key}");
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut connection).await.unwrap();
-        assert!(ttl == -2 || (0..=200).contains(&ttl), "expiring key, ttl {ttl}");
-    }
+fn fast() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder {
+    LlmRetryMiddleware::builder().base_delay(MS(5)).max_retries(0)
 }
 
 #[tokio::test]
-async fn the_later_cooldown_wins_and_expires() {
+async fn two_processes_share_a_429_through_redis_in_the_documented_key_format() {
+    // The default prefix: the key below is the whole protocol, pinned.
+    let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
+    let server = limited_once("400").await;
+    let a = client(&server, fast().cooldown_store(store_a).build());
+    let b = client(&server, fast().cooldown_store(store_b).build());
+    let port = server.address().port();
+    let target = format!("http://api.openai.com:{port}/v1/chat/completions");
+
+    let sent = SystemTime::now();
+    let started = Instant::now();
+    let limited = a.post(&target).bearer_auth("sk-AAAA").send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+
+    // What Redis holds now, while the cooldown is alive: one key in the
+    // `v1` format, no secret in key or value, the end time as epoch
+    // milliseconds, and an expiry at that time.
+    let mut redis = inspect().await;
+    let name = format!("llmretry:v1:openai:api.openai.com:{port}:813f88be1d7d9385dc89f7235a444860");
+    let pattern = format!("llmretry:v1:openai:api.openai.com:{port}:*");
+    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
+    assert_eq!(keys, std::slice::from_ref(&name));
+    let value: String = redis::cmd("GET").arg(&name).query_async(&mut redis).await.unwrap();
+    let until: u64 = value.parse().expect("epoch milliseconds");
+    assert!(until >= epoch_ms(sent) + 400 && until <= epoch_ms(SystemTime::now()) + 400 + 1, "{value}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&name).query_async(&mut redis).await.unwrap();
+    assert!((1..=400).contains(&ttl), "expires with the cooldown, ttl {ttl}");
+
+    // The other process never saw the 429: only Redis can hold it.
+    let paced = b.post(&target).bearer_auth("sk-AAAA").send().await.unwrap();
+    assert_eq!(paced.status(), 200);
+    assert!(paced.retry_stats().unwrap().waited > Duration::ZERO, "{:?}", paced.retry_stats());
+    assert!(started.elapsed() >= MS(400), "sent only once the cooldown ended: {:?}", started.elapsed());
+    let other = b.post(&target).bearer_auth("sk-BBBB").send().await.unwrap();
+    assert_eq!(other.retry_stats().unwrap().waited, Duration::ZERO, "another key is unaffected");
+}
+
+#[tokio::test]
+async fn the_later_end_time_wins_whoever_writes_last() {
     let prefix = unique_prefix("extend");
-    let Some(store) = store(&redis_url(), &prefix).await else { return };
-    let soon = SystemTime::now() + Duration::from_millis(300);
-    store.extend("k", soon).await;
-    store.extend("k", SystemTime::now() + Duration::from_millis(50)).await;
-    let until = store.get("k").await.expect("set");
-    assert!(until.duration_since(soon).unwrap_or_else(|e| e.duration()) < Duration::from_millis(2));
-    assert_eq!(store.get("missing").await, None);
+    let stores = (store(&redis_url()).await, store(&redis_url()).await, store(&redis_url()).await);
+    let (Some(a), Some(b), Some(reader)) = stores else { return };
+    let (a, b, reader) = (a.prefix(&prefix), b.prefix(&prefix), reader.prefix(&prefix));
+    let mut redis = inspect().await;
+    let name = format!("{prefix}v1:k");
+    let checks = async {
+        let later = SystemTime::now() + MS(3000);
+        a.extend("k", later).await;
+        // Another process, with its own memory, asks for less: Redis keeps the later end.
+        b.extend("k", SystemTime::now() + MS(500)).await;
+        let seen = reader.get("k").await.expect("set in Redis");
+        assert_eq!(epoch_ms(seen), epoch_ms(later), "the earlier end overwrote the later one");
+        let ttl: i64 = redis::cmd("PTTL").arg(&name).query_async(&mut redis).await.unwrap();
+        assert!(ttl > 2000 && ttl <= 3000, "the later end's expiry is kept: {ttl}");
+        // A later end from the other process replaces it, expiry included.
+        let latest = SystemTime::now() + MS(5000);
+        b.extend("k", latest).await;
+        assert_eq!(reader.get("k").await.map(epoch_ms), Some(epoch_ms(latest)));
+        let ttl: i64 = redis::cmd("PTTL").arg(&name).query_async(&mut redis).await.unwrap();
+        assert!(ttl > 4000 && ttl <= 5000, "{ttl}");
+        assert_eq!(reader.get("missing").await, None);
+    };
+    tokio::time::timeout(DEADLINE, checks).await.expect("every Redis call is bounded");
 }
 
 /// A TCP proxy to Redis that can be cut, to simulate an outage.
@@ -111,9 +167,8 @@ async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>
 }
 
 #[tokio::test]
-async fn an_outage_falls_back_to_memory_without_failing_requests() {
-    let prefix = unique_prefix("outage");
-    if store(&redis_url(), &prefix).await.is_none() {
+async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
+    if store(&redis_url()).await.is_none() {
         return;
     }
     let upstream: SocketAddr = {
@@ -122,20 +177,31 @@ async fn an_outage_falls_back_to_memory_without_failing_requests() {
         tokio::net::lookup_host(host_port).await.unwrap().next().unwrap()
     };
     let (addr, cut) = proxy(upstream).await;
-    let store = store(&format!("redis://{addr}/"), &prefix).await.unwrap().timeout(Duration::from_millis(100));
-    store.extend("before", SystemTime::now() + Duration::from_secs(5)).await;
+    let prefix = unique_prefix("outage");
+    let store = store(&format!("redis://{addr}/")).await.unwrap().prefix(prefix).timeout(MS(100));
+    // Two middlewares share the store (say, chat and batch settings of one process).
+    let store = Arc::new(store);
+    let server = limited_once("300").await;
+    let chat = client(&server, fast().cooldown_store(store.clone()).build());
+    let batch = client(&server, fast().max_retries(2).cooldown_store(store).build());
+    let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
 
     cut.abort();
     let _ = cut.await;
-    let server = MockServer::start().await;
-    Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(&server).await;
-    let middleware = LlmRetryMiddleware::builder().cooldown_store(store).build();
-    let client = client(&server, middleware);
-    let target = format!("http://api.openai.com:{}/v1/models", server.address().port());
-    let started = std::time::Instant::now();
-    for _ in 0..5 {
-        let resp = client.get(&target).send().await.expect("Redis being down never fails a request");
+    let started = Instant::now();
+    let limited = chat.post(&target).bearer_auth("sk-k").send().await.expect("Redis being down never fails a request");
+    assert_eq!(limited.status(), 429);
+    // `batch` never saw the 429 and Redis never heard of it: only the store's memory can hold it.
+    let held = batch.post(&target).bearer_auth("sk-k").send().await.unwrap();
+    assert_eq!(held.status(), 200);
+    assert!(held.retry_stats().unwrap().waited > Duration::ZERO, "{:?}", held.retry_stats());
+    assert!(started.elapsed() >= MS(300), "{:?}", started.elapsed());
+
+    // Through the outage, requests cost at most one timeout a second.
+    let started = Instant::now();
+    for i in 0..5 {
+        let resp = chat.post(&target).bearer_auth(format!("sk-other-{i}")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
     }
-    assert!(started.elapsed() < Duration::from_secs(2), "an outage costs at most one timeout a second");
+    assert!(started.elapsed() < MS(1000), "an outage costs at most one timeout a second: {:?}", started.elapsed());
 }

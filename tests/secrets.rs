@@ -1,8 +1,8 @@
 //! No credential ever appears in a log line, a `Display` or a `Debug`.
 //!
 //! Every request carries `Authorization: Bearer …`, `x-api-key`,
-//! `x-goog-api-key`, `api-key` and a `?key=` query value, and goes through
-//! every failure path: servers that echo the credentials back in every field
+//! `x-goog-api-key`, `api-key`, `Cookie`, `Proxy-Authorization` and a `?key=`
+//! query value, and goes through every failure path: servers that echo the credentials back in every field
 //! of an error (message, type, code, request id, HTML title, JSON inside the
 //! message, a quota id), cut at the message and body limits, retried and
 //! exhausted, refused, timed out, unresolvable, reset mid-body, and a body
@@ -34,7 +34,9 @@ const X_API_KEY: &str = "sk-ant-api03-Nw4Qe7Rt1Yu9Io3Pa6Sd2Fg8Hj5Kl0Zx";
 const GOOG_KEY: &str = "AIzaSyMb3Vn8Cx1Zl6Kj4Hg9Fd2Sa7Po5Iu0Yt";
 const AZURE_KEY: &str = "4f9a2c7e1b8d3a6f0c5e9b2d7a4f1c8e";
 const QUERY_KEY: &str = "AIzaSyQw2Er7Ty4Ui9Op1As6Df3Gh8Jk5Lz0Xc";
-const SECRETS: [&str; 5] = [BEARER, X_API_KEY, GOOG_KEY, AZURE_KEY, QUERY_KEY];
+const COOKIE: &str = "session=Ck3vB8nM1qW6eR9tY2uI5oP0aS4dF7gH";
+const PROXY_AUTH: &str = "Basic cHJveHktdXNlcjpQeDl2UTJ3RTVyVDh5VTFp";
+const SECRETS: [&str; 7] = [BEARER, X_API_KEY, GOOG_KEY, AZURE_KEY, QUERY_KEY, COOKIE, PROXY_AUTH];
 
 /// Everything the global subscriber wrote.
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -106,6 +108,8 @@ fn send(
         .header("x-api-key", X_API_KEY)
         .header("x-goog-api-key", GOOG_KEY)
         .header("api-key", AZURE_KEY)
+        .header("cookie", COOKIE)
+        .header("proxy-authorization", PROXY_AUTH)
         .body(r#"{"contents":[]}"#)
 }
 
@@ -170,14 +174,19 @@ struct Echo {
 
 impl Respond for Echo {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        // The x-api-key twice: every copy must go, not only the first.
         let echoed = format!(
-            "{} | key={} | {} | {} | {} | {}",
+            "{} | key={} | {} | {} | {} | {} | {} | {} | again {}",
             request.url,
             QUERY_KEY,
-            request.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default(),
-            request.headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default(),
-            request.headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default(),
-            request.headers.get("api-key").and_then(|v| v.to_str().ok()).unwrap_or_default(),
+            header("authorization"),
+            header("x-api-key"),
+            header("x-goog-api-key"),
+            header("api-key"),
+            header("cookie"),
+            header("proxy-authorization"),
+            header("x-api-key"),
         );
         ResponseTemplate::new(self.status)
             .insert_header("request-id", format!("req_{BEARER}"))

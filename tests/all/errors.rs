@@ -98,6 +98,11 @@ async fn fix_hints_carry_the_reference_table() {
         (OPENAI, openai_error(503, "service_unavailable", "", "overloaded"), "another model"),
         (GEMINI, gemini_error(404, "NOT_FOUND", "no model", json!([])), "models.list"),
         (GEMINI, gemini_error(400, "FAILED_PRECONDITION", "free tier", json!([])), "billing"),
+        // The compatible providers' own rows, beyond the generic status table.
+        (mock::host(Provider::Groq), openai_error(498, "", "", "capacity exceeded"), "Flex tier"),
+        (mock::host(Provider::DeepSeek), openai_error(402, "", "", "Insufficient Balance"), "top up"),
+        (mock::host(Provider::Fireworks), openai_error(402, "", "", "Payment required"), "not paid"),
+        (mock::host(Provider::Fireworks), json(412, "{}"), "LoRA"),
     ];
     for (host, template, hint) in cases {
         server.reset().await;

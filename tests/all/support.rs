@@ -1,5 +1,6 @@
 //! Shared helpers: a mock server, clients that resolve real provider hosts to
-//! it, and small delays so that no test sleeps for real seconds.
+//! it, and small delays so that no test sleeps for real seconds. Every client
+//! has a deadline, so a broken wait bound fails a test instead of hanging it.
 
 use std::time::Duration;
 
@@ -7,6 +8,13 @@ use reqwest_llm_retry::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder, Provider,
 use reqwest_middleware::ClientWithMiddleware;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[path = "../shared/counting_dns.rs"]
+mod counting_dns;
+#[path = "../shared/deadline.rs"]
+mod deadline;
+pub use counting_dns::CountingDns;
+pub use deadline::DEADLINE;
 
 pub const ANTHROPIC: &str = "api.anthropic.com";
 pub const OPENAI: &str = "api.openai.com";
@@ -31,12 +39,22 @@ pub fn reqwest_client(server: &MockServer) -> reqwest::Client {
 }
 
 pub fn client(server: &MockServer, middleware: LlmRetryMiddleware) -> ClientWithMiddleware {
-    reqwest_middleware::ClientBuilder::new(reqwest_client(server)).with(middleware).build()
+    with_deadline(reqwest_client(server), middleware)
+}
+
+/// `http` with `middleware`, each request (its retries and waits included) bounded by [`DEADLINE`].
+pub fn with_deadline(http: reqwest::Client, middleware: LlmRetryMiddleware) -> ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(http).with(deadline::Deadline).with(middleware).build()
 }
 
 /// `http://{host}:{port}{path}` on the mock server.
 pub fn url(server: &MockServer, host: &str, path: &str) -> String {
     format!("http://{host}:{}{path}", server.address().port())
+}
+
+/// `http://{host}:{port}{path}` for a client that resolves `host` to `addr`.
+pub fn url_at(addr: std::net::SocketAddr, host: &str, path: &str) -> String {
+    format!("http://{host}:{}{path}", addr.port())
 }
 
 /// Answers every request with `template`.

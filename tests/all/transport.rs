@@ -7,41 +7,46 @@ use wiremock::{MockServer, ResponseTemplate};
 
 use crate::support::*;
 
+/// A loopback address nothing listens on (for now).
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 #[tokio::test]
 async fn connection_refused_is_retried_and_stays_a_connect_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::builder().no_proxy().build().unwrap())
-        .with(LlmRetryMiddleware::builder().base_delay(Duration::from_millis(5)).max_retries(2).build())
-        .build();
-    let started = std::time::Instant::now();
-    let err = client.get(format!("http://127.0.0.1:{port}/v1/models")).send().await.unwrap_err();
+    let refused = free_addr();
+    let dns = CountingDns::new(refused);
+    let http = reqwest::Client::builder().no_proxy().dns_resolver(dns.clone()).build().unwrap();
+    let client =
+        with_deadline(http, LlmRetryMiddleware::builder().base_delay(Duration::from_millis(5)).max_retries(2).build());
+    let err = client.get(url_at(refused, OPENAI, "/v1/models")).send().await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
     assert!(matches!(err, reqwest_middleware::Error::Reqwest(_)), "not wrapped");
-    // Two backoff waits (5 + 10 ms at least) prove the retries happened.
-    assert!(started.elapsed() >= Duration::from_millis(15));
+    assert_eq!(dns.lookups(), 3, "the first attempt and two retries, each a new connection");
 }
 
 #[tokio::test]
 async fn a_server_that_comes_up_is_reached_by_a_retry() {
-    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = reserved.local_addr().unwrap();
-    drop(reserved);
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::builder().no_proxy().build().unwrap())
-        .with(
-            LlmRetryMiddleware::builder()
-                .base_delay(Duration::from_millis(20))
-                .max_delay(Duration::from_millis(40))
-                .build(),
-        )
+    let addr = free_addr();
+    let dns = CountingDns::new(addr);
+    let http = reqwest::Client::builder().no_proxy().dns_resolver(dns.clone()).build().unwrap();
+    // Retries enough for a loaded machine to start the server in between.
+    let middleware = LlmRetryMiddleware::builder()
+        .base_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(40))
+        .max_retries(50)
         .build();
-    let request = tokio::spawn(async move { client.get(format!("http://{addr}/v1/models")).send().await });
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let client = with_deadline(http, middleware);
+    let request = tokio::spawn(async move { client.get(url_at(addr, OPENAI, "/v1/models")).send().await });
+    // The server comes up once the second attempt has started: the first was refused.
+    tokio::time::timeout(DEADLINE, dns.reached(2)).await.expect("the first attempt was refused and retried");
     let listener = std::net::TcpListener::bind(addr).unwrap();
     let server = MockServer::builder().listener(listener).start().await;
     always(&server, ok()).await;
     let resp = request.await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.retry_stats().unwrap().attempts >= 2);
+    assert_eq!(hits(&server).await, 1, "only the attempt after the server came up reached it");
 }
 
 #[tokio::test]
@@ -55,7 +60,7 @@ async fn timeouts_are_retried_and_stay_timeouts() {
         .timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    let client = reqwest_middleware::ClientBuilder::new(http).with(fast().build()).build();
+    let client = with_deadline(http, fast().build());
     let resp = client.post(url(&server, OPENAI, "/v1/chat/completions")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.retry_stats().unwrap().attempts, 2);

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest_llm_retry::{ErrorKind, LlmResponseExt, LlmRetryMiddleware};
+use reqwest_llm_retry::{ErrorKind, LlmResponseExt, LlmRetryMiddleware, Provider, mock};
 use serde_json::json;
 use wiremock::{MockServer, ResponseTemplate};
 
@@ -33,6 +33,12 @@ fn assert_between(waited: Duration, low: Duration, high: Duration) {
 async fn retry_after_ms_wins_over_retry_after() {
     let t = json(429, "{}").insert_header("retry-after-ms", "30").insert_header("retry-after", "5");
     assert_between(waited_once(OPENAI, t).await, MS(30), MS(34));
+}
+
+#[tokio::test]
+async fn azure_milliseconds_header() {
+    let t = json(429, "{}").insert_header("x-ms-retry-after-ms", "30").insert_header("retry-after", "1");
+    assert_between(waited_once(mock::host(Provider::AzureOpenAi), t).await, MS(30), MS(34));
 }
 
 #[tokio::test]
@@ -69,6 +75,7 @@ async fn openai_reset_headers_when_no_retry_after() {
 async fn server_waits_above_max_retry_after_return_at_once() {
     let server = MockServer::start().await;
     let in_an_hour = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+    let in_two_hours = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(7200)).to_string();
     let cases: Vec<(&str, ResponseTemplate, Duration)> = vec![
         (OPENAI, json(429, "{}").insert_header("retry-after", "120"), Duration::from_secs(120)),
         (ANTHROPIC, json(429, "{}").insert_header("retry-after", in_an_hour.as_str()), Duration::from_secs(3600)),
@@ -76,8 +83,8 @@ async fn server_waits_above_max_retry_after_return_at_once() {
             ANTHROPIC,
             json(429, "{}")
                 .insert_header("anthropic-ratelimit-requests-remaining", "0")
-                .insert_header("anthropic-ratelimit-requests-reset", "2099-01-01T00:00:00Z"),
-            Duration::from_secs(1),
+                .insert_header("anthropic-ratelimit-requests-reset", in_two_hours.as_str()),
+            Duration::from_secs(7200),
         ),
         (
             GEMINI,
@@ -144,17 +151,19 @@ async fn max_elapsed_stops_retries_that_would_start_too_late() {
     let server = MockServer::start().await;
     always(&server, json(500, "{}")).await;
     let middleware = LlmRetryMiddleware::builder()
-        .base_delay(MS(40))
+        .base_delay(MS(100))
         .max_delay(MS(1000))
-        .max_elapsed(MS(100))
+        .max_elapsed(MS(250))
         .max_retries(10)
         .build();
     let started = Instant::now();
     let resp = client(&server, middleware).get(url(&server, OPENAI, "/")).send().await.unwrap();
-    // Waits 40–50 ms, then the next wait (80–100 ms) would end past 100 ms.
+    // Waits 100–125 ms (the first attempt may take 125 ms more on a slow
+    // machine), then the next wait (200–250 ms) would end past 250 ms.
     let err = resp.llm_error().unwrap();
     assert_eq!((err.attempts, err.retryable), (2, true));
-    assert!(started.elapsed() < MS(100), "{:?}", started.elapsed());
+    assert_between(resp.retry_stats().unwrap().waited, MS(100), MS(125));
+    assert!(started.elapsed() < MS(300), "returned without the second wait: {:?}", started.elapsed());
 
     let server_wait = LlmRetryMiddleware::builder().max_elapsed(MS(20)).build();
     server.reset().await;

@@ -50,10 +50,13 @@ async fn closed_port() -> SocketAddr {
 async fn connection_refused_is_retried_and_stays_is_connect() {
     let addr = closed_port().await;
     let url = format!("http://api.openai.com:{}/v1/chat/completions", addr.port());
-    let builder = || reqwest::Client::builder().resolve("api.openai.com", addr);
+    let dns = CountingDns::new(addr);
+    let builder = || reqwest::Client::builder().dns_resolver(dns.clone());
     let middleware = LlmRetryMiddleware::builder().max_retries(2).base_delay(ms(40)).max_delay(ms(200)).build();
     let started = Instant::now();
     let (ours, bare) = both(builder, middleware, &url).await;
+    // Each attempt is a new connection, so one lookup.
+    assert_eq!(dns.lookups(), 4, "three attempts through the middleware, one bare");
     assert!(started.elapsed() >= ms(120), "two backoffs of 40 and 80 ms: {:?}", started.elapsed());
     assert!(ours.is_connect());
     assert_unwrapped(&ours, &bare);

@@ -12,8 +12,13 @@ use reqwest_llm_retry::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 use reqwest_middleware::ClientWithMiddleware;
 use tokio::io::AsyncWriteExt;
 
+#[path = "../shared/counting_dns.rs"]
+mod counting_dns;
+#[path = "../shared/deadline.rs"]
+mod deadline;
 #[path = "../shared/raw_http.rs"]
 mod raw_http;
+pub use counting_dns::CountingDns;
 pub use raw_http::read_head;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -31,8 +36,10 @@ pub fn client(host: &str, addr: SocketAddr, middleware: LlmRetryMiddleware) -> C
     client_from(reqwest::Client::builder().resolve(host, addr), middleware)
 }
 
+/// Each request, its retries and waits included, is bounded by a deadline:
+/// a broken wait bound fails the test in seconds instead of hanging it.
 pub fn client_from(builder: reqwest::ClientBuilder, middleware: LlmRetryMiddleware) -> ClientWithMiddleware {
-    reqwest_middleware::ClientBuilder::new(builder.build().unwrap()).with(middleware).build()
+    reqwest_middleware::ClientBuilder::new(builder.build().unwrap()).with(deadline::Deadline).with(middleware).build()
 }
 
 /// A loopback TCP server that runs `handle` on every connection and counts them.
