@@ -115,6 +115,7 @@ pub mod defaults;
 mod diagnose;
 mod error;
 mod ext;
+mod health;
 mod kind;
 mod middleware;
 #[cfg(feature = "mock")]
