@@ -659,6 +659,9 @@ impl Middleware for LlmRetryMiddleware {
                         Ok(response) if !is_error(response.status()) => {
                             let stats = RetryStats { attempts, waited };
                             let Some(format) = self.stream_format(provider, &response) else {
+                                if let Some(ticket) = &mut ticket {
+                                    ticket.report(Report::Answered, None, config.timing.base_delay);
+                                }
                                 let pacing = pacing.as_ref().map(|(pacer, key)| (*pacer, key, seq));
                                 return match succeeded(response, stats, pacing) {
                                     (response, None) => Ok(response),
@@ -735,11 +738,13 @@ fn report_failure(health: &Health, ticket: &mut Option<Ticket>, outcome: &Outcom
     }
 }
 
-/// The failed response to return if the request is then held until its bound.
+/// The failed response to return if the request is then held until its bound:
+/// kept only for a host that has failed, and only when read to its end (its
+/// connection is then free).
 #[cold]
 fn keep_for_outage(outcome: Outcome, ticket: Option<&Ticket>) -> Option<Box<Failure>> {
     match outcome {
-        Ok(failure) if failure.0.ended() && ticket.is_some_and(Ticket::in_outage) => Some(Box::new(failure)),
+        Ok(failure) if failure.0.ended() && ticket.is_some() => Some(Box::new(failure)),
         _ => None,
     }
 }

@@ -219,11 +219,6 @@ impl Ticket {
             None => {}
         }
     }
-
-    /// Whether the host is in an outage now.
-    pub(crate) fn in_outage(&self) -> bool {
-        self.host.tracker().in_outage()
-    }
 }
 
 impl Drop for Ticket {
@@ -255,7 +250,7 @@ pub(crate) fn held_error(provider: Provider, held: Held, attempts: u32) -> reqwe
     let mut error = LlmApiError::from_status(provider, StatusCode::SERVICE_UNAVAILABLE);
     error.kind = ErrorKind::Overloaded;
     error.fix = ErrorKind::Overloaded.fix();
-    error.message = "not sent: the provider was in an outage for all of this request's retry bounds".into();
+    error.message = "held by the provider's outage until this request's retry bounds ran out".into();
     error.retryable = true;
     error.retry_after = held.retry_after;
     error.attempts = attempts;

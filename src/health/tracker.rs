@@ -108,7 +108,8 @@ pub(crate) fn probe_interval(base_delay: Duration, probes: u32) -> Duration {
 }
 
 impl Tracker {
-    pub(crate) fn in_outage(&self) -> bool {
+    #[cfg(test)]
+    fn in_outage(&self) -> bool {
         self.outage.is_some()
     }
 
