@@ -51,7 +51,8 @@ use crate::upload::{PATIENCE, resendable};
 /// | [`upload_buffer_limit`](LlmRetryMiddlewareBuilder::upload_buffer_limit) | 32 MiB | [`UPLOAD_BUFFER_LIMIT`](defaults::UPLOAD_BUFFER_LIMIT) |
 /// | [`error_for_status`](LlmRetryMiddlewareBuilder::error_for_status) | off (a final 4xx/5xx is an `Ok` response) | [`ERROR_FOR_STATUS`](defaults::ERROR_FOR_STATUS) |
 ///
-/// Cloning is cheap and clones share their configuration and their rate-limit state.
+/// Cloning is cheap and clones share their configuration, their rate-limit state and their
+/// provider health.
 ///
 /// ```
 /// use reqwest_llm_retry::LlmRetryMiddleware;
@@ -342,8 +343,9 @@ impl LlmRetryMiddlewareBuilder {
     ///
     /// After 10 failures in a row (overload, 5xx, connect errors or
     /// timeouts), the host is in an outage: requests wait instead of being
-    /// sent, and one at a time goes as a probe (every 0.25 s, then every
-    /// 0.5 s, or after the wait the server asked). When a request succeeds,
+    /// sent, and one at a time goes as a probe (after a quarter of
+    /// `base_delay`, then every half: 0.25 s, then 0.5 s by default, or after the
+    /// wait the server asked). When a request succeeds,
     /// the waiting ones are released, spread over 250 ms. Independent faults
     /// do not reach it: at a 30 % fault rate, 10 in a row come once in
     /// 240 000 attempts. A request alone (no other request to that host in
