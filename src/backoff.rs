@@ -4,8 +4,11 @@
 //! jitter (so that every client told "1 s" does not return in the same
 //! millisecond). Without one, exponential backoff from `base_delay`, doubled
 //! per retry and capped at `max_delay`, with up to 25 % added jitter.
-//! Overload (Anthropic 529, 503) starts one doubling later: the whole fleet
-//! is backing off from the same server.
+//! Overload (Anthropic 529, 503) starts at half of `base_delay` (0.5 s by
+//! default), as the official SDKs do: a provider-wide overload is
+//! coordinated by the outage state (`health`), which holds the other
+//! requests and probes with one, so a longer backoff per request would only
+//! add latency to the requests that meet an ordinary, independent fault.
 //!
 //! A server wait above `max_retry_after` is not slept at all: the error goes
 //! back to the caller at once, still marked retryable, with the wait in
@@ -44,7 +47,7 @@ impl Default for Timing {
 pub(crate) struct Attempt {
     /// The classification's verdict, already overridden by `x-should-retry`.
     pub(crate) transient: bool,
-    /// Whether the error is an overload (longer backoff).
+    /// Whether the error is an overload (backoff from half the base).
     pub(crate) overloaded: bool,
     /// The wait the server asked for, if any (zero counts as none).
     pub(crate) server_wait: Option<Duration>,
@@ -78,7 +81,10 @@ pub(crate) fn decide(timing: &Timing, attempt: Attempt, jitter: f64) -> Verdict 
     }
     let delay = match server_wait {
         Some(wait) => server_delay(wait, jitter),
-        None => backoff_delay(timing, attempt.retries_taken + u32::from(attempt.overloaded), jitter),
+        None => {
+            let base = if attempt.overloaded { timing.base_delay / 2 } else { timing.base_delay };
+            backoff_delay(base, timing.max_delay, attempt.retries_taken, jitter)
+        }
     };
     if attempt.elapsed.saturating_add(delay) > timing.max_elapsed {
         return give_up;
@@ -92,11 +98,26 @@ fn server_delay(wait: Duration, jitter: f64) -> Duration {
     wait.saturating_add(secs_f64(spread * jitter).unwrap_or_default())
 }
 
-/// `base · 2^n` capped at `max_delay`, plus up to 25 % jitter, never above `max_delay`.
-pub(crate) fn backoff_delay(timing: &Timing, n: u32, jitter: f64) -> Duration {
-    let nominal = timing.base_delay.checked_mul(1u32 << n.min(31)).unwrap_or(timing.max_delay).min(timing.max_delay);
+/// `base · 2^n` capped at `max`, plus up to 25 % jitter, never above `max`.
+pub(crate) fn backoff_delay(base: Duration, max: Duration, n: u32, jitter: f64) -> Duration {
+    let nominal = base.checked_mul(1u32 << n.min(31)).unwrap_or(max).min(max);
     let jittered = nominal.saturating_add(secs_f64(nominal.as_secs_f64() * 0.25 * jitter).unwrap_or_default());
-    jittered.min(timing.max_delay.max(nominal))
+    jittered.min(max.max(nominal))
+}
+
+/// How long a request's retries would take at most: its whole backoff schedule
+/// from `base_delay` (no jitter), never past `max_elapsed`. 15 s by default (1 + 2 + 4 + 8).
+///
+/// The bound on holding a request in an outage: held, it spends no attempt and
+/// loads no server, so it may wait as long as its retries would have taken
+/// for any transient error (a little less than the 30 s an overload's retries
+/// took when they started one doubling later), but never longer.
+pub(crate) fn retry_budget(timing: &Timing) -> Duration {
+    // Past 40 doublings every step is `max_delay`; no loop over a huge `max_retries`.
+    let doubling = timing.max_retries.min(40);
+    let steps = (0..doubling).map(|n| backoff_delay(timing.base_delay, timing.max_delay, n, 0.0));
+    let rest = timing.max_delay.saturating_mul(timing.max_retries - doubling);
+    steps.fold(rest, Duration::saturating_add).min(timing.max_elapsed)
 }
 
 #[cfg(test)]
@@ -118,13 +139,13 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let t = Timing::default();
-        let waits: Vec<_> = (0..7).map(|n| backoff_delay(&t, n, 0.0)).collect();
+        let (base, max) = (S(1), S(30));
+        let waits: Vec<_> = (0..7).map(|n| backoff_delay(base, max, n, 0.0)).collect();
         assert_eq!(waits, [S(1), S(2), S(4), S(8), S(16), S(30), S(30)]);
-        assert_eq!(backoff_delay(&t, 1, 0.999), Duration::from_secs_f64(2.0 + 0.4995));
-        assert_eq!(backoff_delay(&t, 4, 0.999), S(20).min(Duration::from_secs_f64(16.0 * 1.24975)));
-        assert_eq!(backoff_delay(&t, 5, 0.999), S(30), "never above the cap");
-        assert_eq!(backoff_delay(&t, u32::MAX, 0.5), S(30), "no overflow");
+        assert_eq!(backoff_delay(base, max, 1, 0.999), Duration::from_secs_f64(2.0 + 0.4995));
+        assert_eq!(backoff_delay(base, max, 4, 0.999), S(20).min(Duration::from_secs_f64(16.0 * 1.24975)));
+        assert_eq!(backoff_delay(base, max, 5, 0.999), S(30), "never above the cap");
+        assert_eq!(backoff_delay(base, max, u32::MAX, 0.5), S(30), "no overflow");
     }
 
     #[test]
@@ -166,8 +187,22 @@ mod tests {
     }
 
     #[test]
-    fn overload_backs_off_one_step_longer() {
+    fn overload_backs_off_from_half_the_base() {
         let t = Timing::default();
-        assert_eq!(decide(&t, Attempt { overloaded: true, ..attempt() }, 0.0), Verdict::Retry(S(2)));
+        let overloaded = |retries_taken| Attempt { overloaded: true, retries_taken, ..attempt() };
+        let waits: Vec<_> = (0..4).map(|n| decide(&t, overloaded(n), 0.0)).collect();
+        let ms = |ms| Verdict::Retry(Duration::from_millis(ms));
+        assert_eq!(waits, [ms(500), ms(1000), ms(2000), ms(4000)], "as the SDKs: 0.5, 1, 2, 4 s");
+    }
+
+    #[test]
+    fn retry_budget_is_the_whole_schedule_within_max_elapsed() {
+        assert_eq!(retry_budget(&Timing::default()), S(15));
+        let short = Timing { max_elapsed: S(10), ..Timing::default() };
+        assert_eq!(retry_budget(&short), S(10));
+        let none = Timing { max_retries: 0, ..Timing::default() };
+        assert_eq!(retry_budget(&none), Duration::ZERO);
+        let huge = Timing { max_retries: u32::MAX, max_elapsed: Duration::MAX, ..Timing::default() };
+        assert!(retry_budget(&huge) > S(1_000_000), "no overflow, no long loop");
     }
 }

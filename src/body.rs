@@ -90,6 +90,10 @@ impl HeldResponse {
         self.parts.status
     }
 
+    pub(crate) fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
     pub(crate) fn headers(&self) -> &http::HeaderMap {
         &self.parts.headers
     }

@@ -32,7 +32,8 @@ pub enum ErrorKind {
     ContentFiltered,
     /// An internal error on the provider's side (500, 502, other 5xx). Retried.
     ServerError,
-    /// The provider is overloaded for everyone (Anthropic 529, 503, Groq 498). Retried with longer backoff.
+    /// The provider is overloaded for everyone (Anthropic 529, 503, Groq 498). Retried; many
+    /// requests to a host in an outage are held while one probes (see `outage` on the builder).
     Overloaded,
     /// The request timed out at the provider or a gateway (408, 504). Retried.
     Timeout,

@@ -63,7 +63,7 @@
 //! never less. Otherwise it backs off exponentially from
 //! [`base_delay`](LlmRetryMiddlewareBuilder::base_delay), doubling per retry, with up to 25 %
 //! jitter, capped at [`max_delay`](LlmRetryMiddlewareBuilder::max_delay); an overload starts
-//! one doubling later. A server wait above
+//! at half of `base_delay` (0.5 s by default, as the official SDKs). A server wait above
 //! [`max_retry_after`](LlmRetryMiddlewareBuilder::max_retry_after) is not slept: the error
 //! comes back at once with `retryable: true` and `retry_after` set. No retry starts after
 //! [`max_elapsed`](LlmRetryMiddlewareBuilder::max_elapsed).
@@ -110,12 +110,27 @@
 //! | `LLM API request failed` | DEBUG | `provider`, `status`, `kind`, `attempts`, `retryable` |
 //! | `waiting for the shared rate-limit cooldown` | DEBUG | `wait_ms` |
 //! | `error event before the first output of a stream` | DEBUG | `provider`, `status` (the status the same error has) |
+//! | `provider outage: holding requests, probing with one at a time` | WARN | `host` (`host:port`), `failures` (in a row) |
+//! | `provider outage over: releasing the held requests` | INFO | `host`, `probes`, `lasted_ms` |
+//! | `waiting for the provider's outage to end` | DEBUG | `host` |
 //! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
 //!
 //! `provider` and `kind` are [`Provider::name`] and [`ErrorKind::name`] (snake_case);
 //! [`RetryStats`] on the response gives the same counts to code. There is no per-retry
 //! callback: a `tracing` layer that matches the WARN events above sees every retry, with
 //! its reason and wait, without a hook in the middleware.
+//!
+//! # Provider outages
+//!
+//! Overload is provider-wide, so health is shared per host (across credentials) by the
+//! middleware's clones: after 10 failures in a row (overload, 5xx, connect errors,
+//! timeouts), requests to that host wait instead of being sent, one at a time goes as a probe,
+//! and when a request succeeds the others are released, spread over 250 ms. A request alone
+//! is never held, and no request is held longer than its own retries would have taken; one
+//! held until then returns its last error response, or, never sent, an
+//! `Err(reqwest_middleware::Error::Middleware(..))` holding an [`LlmApiError`] of kind
+//! [`Overloaded`](ErrorKind::Overloaded) with `attempts: 0` ([`LlmApiError::find_in`] reaches
+//! it). See [`outage`](LlmRetryMiddlewareBuilder::outage), which turns it off.
 //!
 //! # Runtime requirements
 //!
@@ -134,6 +149,7 @@ pub mod defaults;
 mod diagnose;
 mod error;
 mod ext;
+mod health;
 mod kind;
 mod middleware;
 #[cfg(feature = "mock")]

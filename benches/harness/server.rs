@@ -86,6 +86,8 @@ pub enum Scenario {
     Overload { style: Style, p: f64, seed: u64 },
     /// 400 with an HTML body of `bytes` bytes, streamed in 64 KiB chunks.
     BigError { bytes: usize },
+    /// The provider's overload error to every request until `until`, then 200.
+    Outage { style: Style, until: Instant },
 }
 
 /// One request as the server saw it.
@@ -132,6 +134,11 @@ impl Server {
             })
             .expect("server thread");
         Server { port, state, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// How many times each request id (`x-bench-id`) arrived, in the scenarios that count them.
+    pub fn attempts(&self) -> HashMap<u64, u32> {
+        self.state.attempts.lock().unwrap().clone()
     }
 
     /// Every request seen so far, in arrival order.
@@ -223,6 +230,10 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             }
         }
         Scenario::BigError { bytes } => big_error(*bytes),
+        Scenario::Outage { style, until } => {
+            *state.attempts.lock().unwrap().entry(id.unwrap_or(u64::MAX)).or_insert(0) += 1;
+            if at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }
+        }
     };
     state.log.lock().unwrap().push(Seen { at, status: response.status().as_u16() });
     Ok(response)

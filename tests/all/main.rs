@@ -12,6 +12,7 @@ mod detection;
 mod error_for_status;
 mod errors;
 mod footprint;
+mod outage;
 mod policy;
 mod streams;
 mod transport;

@@ -1,0 +1,146 @@
+//! Provider outages (`outage`, on by default): entered after a run of
+//! failures, probed by one request at a time, left on a success with the
+//! waiting requests released spread, within each request's own bounds.
+//! Its `tracing` events, and that independent faults never start it, are in
+//! `tests/outage_events.rs` (a binary with a global subscriber).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware};
+use reqwest_middleware::ClientWithMiddleware;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::support::*;
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Anthropic's 529 to the first `down_for` requests, answered after `delay`; 200 at once after that.
+/// Records each arrival and whether it was answered 529.
+struct Provider {
+    down_for: usize,
+    delay: Duration,
+    seen: Arc<Mutex<Vec<(Instant, bool)>>>,
+}
+
+impl Respond for Provider {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut seen = self.seen.lock().unwrap();
+        let down = seen.len() < self.down_for;
+        seen.push((Instant::now(), down));
+        if down { anthropic_error(529, "overloaded_error", "Overloaded").set_delay(self.delay) } else { ok() }
+    }
+}
+
+async fn provider(down_for: usize, delay: Duration) -> (MockServer, Arc<Mutex<Vec<(Instant, bool)>>>) {
+    let server = MockServer::start().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let responder = Provider { down_for, delay, seen: seen.clone() };
+    Mock::given(wiremock::matchers::any()).respond_with(responder).mount(&server).await;
+    (server, seen)
+}
+
+/// `n` concurrent requests; each one's result and how long it took.
+async fn concurrent(
+    client: &ClientWithMiddleware,
+    url: &str,
+    n: usize,
+) -> Vec<(reqwest_middleware::Result<reqwest::Response>, Duration)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let result = client.post(url).body("{}").send().await;
+            (result, started.elapsed())
+        });
+    }
+    tokio::time::timeout(DEADLINE, tasks.join_all()).await.expect("every request ends")
+}
+
+#[tokio::test]
+async fn an_outage_is_probed_one_request_at_a_time_then_the_waiting_requests_are_released_spread() {
+    // 20 first attempts fail together (the outage), then 6 more requests are answered 529.
+    let (down_for, delay) = (26, MS(30));
+    let (server, seen) = provider(down_for, delay).await;
+    let middleware = LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(1000)).max_retries(5).build();
+    let results = concurrent(&client(&server, middleware), &url(&server, ANTHROPIC, "/v1/messages"), 20).await;
+
+    for (result, _) in &results {
+        assert_eq!(result.as_ref().unwrap().status(), 200, "every request caught by the outage succeeds");
+    }
+    let seen = seen.lock().unwrap().clone();
+    // After the first wave, the requests sent while the provider is down are probes: each
+    // arrives after the previous one was answered, never two in flight.
+    let probes = &seen[20..down_for];
+    for pair in probes.windows(2) {
+        assert!(pair[1].0 >= pair[0].0 + delay, "two probes in flight: {:?} apart", pair[1].0 - pair[0].0);
+    }
+    // One probe succeeds, then the others go, spread rather than in one millisecond.
+    let released: Vec<Instant> = seen[down_for + 1..].iter().map(|(at, _)| *at).collect();
+    assert_eq!(released.len(), 19, "each waiting request sent once more");
+    let span = *released.last().unwrap() - released[0];
+    assert!(span >= MS(100), "released within {span:?}");
+}
+
+#[tokio::test]
+async fn held_requests_give_up_at_their_bound_with_the_last_response_or_a_typed_error() {
+    let (server, seen) = provider(usize::MAX, MS(5)).await;
+    // Retries would take 10 + 20 = 30 ms: no request is held longer.
+    let middleware = LlmRetryMiddleware::builder().base_delay(MS(10)).max_retries(2).build();
+    let (client, url) = (client(&server, middleware), url(&server, ANTHROPIC, "/v1/messages"));
+
+    // The outage: sent once, then held until the bound, each returns the 529 it got.
+    for (result, _) in concurrent(&client, &url, 12).await {
+        let response = result.unwrap();
+        assert_eq!(response.status(), 529);
+        let stats = response.retry_stats().unwrap();
+        assert!(stats.waited <= MS(40), "held {:?}, beyond the retry schedule", stats.waited);
+        let error = response.llm_error().unwrap();
+        assert_eq!((error.kind, error.retryable), (ErrorKind::Overloaded, true));
+    }
+    // Later requests are held before ever being sent: one probes, the others get the typed error.
+    let sent_before = seen.lock().unwrap().len();
+    let results = concurrent(&client, &url, 8).await;
+    let mut typed = 0;
+    for (result, took) in results {
+        assert!(took <= MS(300), "took {took:?}");
+        match result {
+            Ok(response) => assert_eq!(response.status(), 529),
+            Err(error) => {
+                let api = LlmApiError::find_in(&error).expect("an LlmApiError in the error");
+                assert_eq!((api.kind, api.retryable, api.attempts), (ErrorKind::Overloaded, true, 0));
+                assert_eq!(api.status, 503);
+                typed += 1;
+            }
+        }
+    }
+    assert!(typed >= 1, "no request was held until its bound");
+    assert!(seen.lock().unwrap().len() - sent_before < 8, "held requests were sent");
+}
+
+#[tokio::test]
+async fn a_request_alone_retries_exactly_as_before_even_in_an_outage() {
+    let (server, _) = provider(usize::MAX, MS(2)).await;
+    let middleware = LlmRetryMiddleware::builder().base_delay(MS(20)).max_retries(2).build();
+    let (client, url) = (client(&server, middleware), url(&server, ANTHROPIC, "/v1/messages"));
+    concurrent(&client, &url, 12).await;
+    // The host is in an outage; a request alone is its own probe, on its own schedule.
+    let response = tokio::time::timeout(DEADLINE, client.post(&url).body("{}").send()).await.unwrap().unwrap();
+    let stats = response.retry_stats().unwrap();
+    assert_eq!(stats.attempts, 3);
+    // Overload backoff from base / 2: 10 + 20 ms, plus at most 25 %.
+    assert!(stats.waited >= MS(30) && stats.waited <= MS(38), "waited {:?}", stats.waited);
+}
+
+#[tokio::test]
+async fn outage_false_leaves_every_request_to_its_own_retries() {
+    let (server, seen) = provider(usize::MAX, MS(2)).await;
+    let middleware = LlmRetryMiddleware::builder().base_delay(MS(10)).max_retries(2).outage(false).build();
+    let results = concurrent(&client(&server, middleware), &url(&server, ANTHROPIC, "/v1/messages"), 12).await;
+    for (result, _) in results {
+        assert_eq!(result.unwrap().retry_stats().unwrap().attempts, 3);
+    }
+    assert_eq!(seen.lock().unwrap().len(), 36);
+}
