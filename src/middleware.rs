@@ -14,7 +14,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::cooldown::{CooldownStore, Gate, Key, Pacer};
+use crate::cooldown::{CooldownStore, Gate, Key, Pacer, limit_in_message};
 use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
@@ -526,7 +526,8 @@ impl LlmRetryMiddleware {
         if let Some((pacer, key, seq)) = at.pacing {
             // Only a rate limit is about this key; overload is everyone's.
             let cooled = (judged.kind == ErrorKind::RateLimited).then_some(judged.retry_after).flatten();
-            if let Some(wait) = pacer.observe(key, seq, limits.as_ref(), cooled, Instant::now()) {
+            let said_limit = cooled.and_then(|_| limit_in_message(&judged.message));
+            if let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (cooled, said_limit), Instant::now()) {
                 pacer.publish(key, wait).await;
             }
         }
@@ -678,7 +679,7 @@ fn succeeded<'a>(
     let limits = RateLimits::read(response.headers(), SystemTime::now);
     let mut publish = None;
     if let Some((pacer, key, seq)) = pacing
-        && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), None, Instant::now())
+        && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
         && pacer.has_store()
     {
         publish = Some(Publish { pacer, key, wait });

@@ -16,6 +16,12 @@ pub(super) struct Budget {
     pub(super) reset_at: Option<Instant>,
 }
 
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::new()
+    }
+}
+
 impl Budget {
     pub(super) fn new() -> Self {
         Budget { next_seq: 1, snapshot_seq: 0, remaining: None, limit: None, reset_at: None }

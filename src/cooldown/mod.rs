@@ -23,6 +23,7 @@
 
 mod budget;
 mod key;
+mod learner;
 mod store;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,23 +33,34 @@ use crate::rate_limits::{RateLimit, RateLimits};
 use budget::Budget;
 pub(crate) use key::Key;
 use key::KeyMap;
+pub(crate) use learner::limit_in_message;
+use learner::{Admit, Learner};
 pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture};
 
 /// Entries kept before expired ones are swept, bounding memory.
 const SWEEP_AT: usize = 1024;
 /// Budgets kept at most (keys with a live window beyond this are not paced).
 const MAX_BUDGETS: usize = 16 * 1024;
+/// Marks a scout's sequence number (see [`learner`]), so that its success is
+/// told to the learner while other successes cost no lock.
+const SCOUT: u64 = 1 << 63;
 
-#[derive(Debug, Clone, Copy)]
+/// What this process knows about one key.
+#[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     budget: Budget,
     /// No request with this key is sent before then.
     cooldown_until: Option<Instant>,
+    /// Whether successes carry a `remaining` count: then the learner is not needed.
+    counted: bool,
+    learner: Learner,
 }
 
 impl Entry {
     fn live(&self, now: Instant) -> bool {
-        self.budget.reset_at.is_some_and(|r| r > now) || self.cooldown_until.is_some_and(|c| c > now)
+        self.budget.reset_at.is_some_and(|r| r > now)
+            || self.cooldown_until.is_some_and(|c| c > now)
+            || self.learner.live(now)
     }
 }
 
@@ -73,7 +85,7 @@ fn first_send(entries: &mut Entries, id: u64, now: Instant) -> Gate {
     }
     let mut budget = Budget::new();
     let seq = budget.spend(now);
-    entries.insert(id, Entry { budget, cooldown_until: None });
+    entries.insert(id, Entry { budget, ..Entry::default() });
     Gate::Go(seq)
 }
 
@@ -115,7 +127,14 @@ impl Pacer {
         {
             return Gate::Wait(reset_at - now);
         }
-        Gate::Go(entry.budget.spend(now))
+        if entry.counted {
+            return Gate::Go(entry.budget.spend(now));
+        }
+        match entry.learner.admit(now, entry.budget.next_seq) {
+            Admit::Go => Gate::Go(entry.budget.spend(now)),
+            Admit::Scout => Gate::Go(entry.budget.spend(now) | SCOUT),
+            Admit::Wait(wait) => Gate::Wait(wait),
+        }
     }
 
     /// The wait the store asks for, when there is a store and it has a cooldown for `key`.
@@ -131,23 +150,31 @@ impl Pacer {
     }
 
     /// Learns from a response to the send numbered `seq`; returns the
-    /// cooldown it sets, which a store should hear about too.
+    /// cooldown it sets, which a store should hear about too. `said_limit`
+    /// is a limit a 429's message names ("Limit 20").
     pub(crate) fn observe(
         &self,
         key: &Key,
         seq: u64,
         limits: Option<&RateLimits>,
-        rate_limited_for: Option<Duration>,
+        (rate_limited_for, said_limit): (Option<Duration>, Option<u64>),
         now: Instant,
     ) -> Option<Duration> {
+        let (scout, seq) = (seq & SCOUT != 0, seq & !SCOUT);
         let requests = limits.and_then(|l| l.requests).filter(|r| r.remaining.is_some() && r.reset.is_some());
         // A 429's wait, or a used-up family's reset, becomes the key's cooldown.
         let exhausted = limits.and_then(RateLimits::exhausted_for);
         let cooldown = rate_limited_for.into_iter().chain(exhausted).max().filter(|w| !w.is_zero());
-        if requests.is_none() && cooldown.is_none() {
+        // A limit without a count: the learner's capacity outright.
+        let limit = limits.and_then(|l| l.requests).filter(|r| r.remaining.is_none()).and_then(|r| r.limit);
+        let limit = limit.or(said_limit);
+        if requests.is_none() && cooldown.is_none() && limit.is_none() && !scout {
             return None;
         }
         let mut entries = self.entries();
+        if let Some(entry) = entries.get_mut(&key.id).filter(|_| seq > 0) {
+            learn(entry, seq, scout, (requests.is_some(), rate_limited_for, limit), now);
+        }
         if let Some(RateLimit { remaining: Some(remaining), reset: Some(reset), limit }) = requests
             // Sends numbered 0 were not tracked (no entry then, or too many keys).
             && let Some(budget) = entries.get_mut(&key.id).filter(|_| seq > 0).map(|entry| &mut entry.budget)
@@ -162,10 +189,16 @@ impl Pacer {
         if let Some(until) = cooldown.and_then(|wait| now.checked_add(wait))
             && (entries.len() < MAX_BUDGETS || entries.contains_key(&key.id))
         {
-            let entry = entries.entry(key.id).or_insert(Entry { budget: Budget::new(), cooldown_until: None });
+            let entry = entries.entry(key.id).or_default();
             entry.cooldown_until = entry.cooldown_until.max(Some(until));
         }
         cooldown
+    }
+
+    /// The capacity learned for `key`, if any.
+    #[cfg(test)]
+    fn learned(&self, key: &Key, now: Instant) -> Option<u64> {
+        self.entries().get(&key.id).and_then(|entry| entry.learner.capacity(now))
     }
 
     /// Tells the store about a cooldown of `wait` from now.
@@ -175,6 +208,31 @@ impl Pacer {
         {
             store.extend(text, until).await;
         }
+    }
+}
+
+/// Feeds one response to the key's learner: `counted` when it carried a
+/// `remaining` count, the 429's wait, a limit it named.
+fn learn(
+    entry: &mut Entry,
+    seq: u64,
+    scout: bool,
+    (counted, rate_limited_for, limit): (bool, Option<Duration>, Option<u64>),
+    now: Instant,
+) {
+    match rate_limited_for {
+        Some(wait) => {
+            if let Some(end) = now.checked_add(wait) {
+                entry.learner.rate_limited(seq, end, now);
+            }
+        }
+        // A success (or another error) with a count: the header budget paces this key.
+        None if counted => entry.counted = true,
+        None if scout => entry.learner.succeeded(seq, now),
+        None => {}
+    }
+    if let Some(limit) = limit {
+        entry.learner.told_limit(limit, now);
     }
 }
 
@@ -204,7 +262,7 @@ mod tests {
         let k = Key::test(1);
         let Gate::Go(first) = pacer.gate(&k, now()) else { panic!() };
         // The server says: 2 left after the first request, window resets in 50 ms.
-        pacer.observe(&k, first, Some(&limits(3, 2, Duration::from_millis(50))), None, now());
+        pacer.observe(&k, first, Some(&limits(3, 2, Duration::from_millis(50))), (None, None), now());
         assert_eq!(pacer.gate(&k, now()), Gate::Go(2));
         assert_eq!(pacer.gate(&k, now()), Gate::Go(3));
         let Gate::Wait(wait) = pacer.gate(&k, now()) else { panic!("the 4th request must wait") };
@@ -219,14 +277,46 @@ mod tests {
     }
 
     #[test]
+    fn without_counts_the_pacer_learns_the_window_and_scouts_past_it() {
+        let pacer = Pacer::new(None);
+        let (k, t0) = (Key::test(1), now());
+        for seq in 1..=21 {
+            assert_eq!(pacer.gate(&k, t0), Gate::Go(seq));
+        }
+        // The 21st is refused: the window admitted 20, and ends in 100 ms.
+        pacer.observe(&k, 21, None, (Some(Duration::from_millis(100)), None), t0);
+        assert_eq!(pacer.learned(&k, t0), Some(20));
+        assert!(matches!(pacer.gate(&k, t0), Gate::Wait(_)));
+        let t1 = t0 + Duration::from_millis(100);
+        for seq in 22..=41 {
+            assert_eq!(pacer.gate(&k, t1), Gate::Go(seq));
+        }
+        // The window is full and its end unknown: one scout goes, the others wait for it.
+        let Gate::Go(scout) = pacer.gate(&k, t1) else { panic!("a scout") };
+        assert_eq!(scout, 42 | SCOUT);
+        assert!(matches!(pacer.gate(&k, t1), Gate::Wait(_)));
+        // Its success says the window admits one more.
+        assert_eq!(pacer.observe(&k, scout, None, (None, None), t1), None);
+        assert_eq!(pacer.learned(&k, t1), Some(21));
+        // A limit named in a 429's message is the capacity outright.
+        pacer.observe(&k, 43, None, (Some(Duration::from_millis(90)), Some(20)), t1);
+        assert_eq!(pacer.learned(&k, t1), Some(20));
+        // Successes that carry a count turn the learner off for the key.
+        let j = Key::test(2);
+        assert_eq!(pacer.gate(&j, t0), Gate::Go(1));
+        pacer.observe(&j, 1, Some(&limits(5, 4, Duration::from_secs(1))), (None, None), t0);
+        assert!(pacer.entries().get(&j.id).unwrap().counted);
+    }
+
+    #[test]
     fn stale_snapshots_do_not_overwrite_newer_ones() {
         let pacer = Pacer::new(None);
         let k = Key::test(1);
         for seq in 1..=3 {
             assert_eq!(pacer.gate(&k, now()), Gate::Go(seq));
         }
-        pacer.observe(&k, 3, Some(&limits(10, 0, Duration::from_secs(5))), None, now());
-        pacer.observe(&k, 1, Some(&limits(10, 9, Duration::from_secs(5))), None, now());
+        pacer.observe(&k, 3, Some(&limits(10, 0, Duration::from_secs(5))), (None, None), now());
+        pacer.observe(&k, 1, Some(&limits(10, 9, Duration::from_secs(5))), (None, None), now());
         assert!(matches!(pacer.gate(&k, now()), Gate::Wait(_)));
     }
 
@@ -235,7 +325,7 @@ mod tests {
         let pacer = Pacer::new(None);
         for i in 0..(MAX_BUDGETS + 100) {
             pacer.gate(&Key::test(i as u64), now());
-            pacer.observe(&Key::test(i as u64), 0, None, Some(Duration::from_secs(60)), now());
+            pacer.observe(&Key::test(i as u64), 0, None, (Some(Duration::from_secs(60)), None), now());
         }
         assert!(pacer.entries().len() <= MAX_BUDGETS);
     }
@@ -244,17 +334,20 @@ mod tests {
     fn a_429_cools_the_key_down() {
         let pacer = Pacer::new(None);
         let (k, j) = (Key::test(1), Key::test(2));
-        assert_eq!(pacer.observe(&k, 1, None, Some(Duration::from_millis(40)), now()), Some(Duration::from_millis(40)));
+        assert_eq!(
+            pacer.observe(&k, 1, None, (Some(Duration::from_millis(40)), None), now()),
+            Some(Duration::from_millis(40))
+        );
         let Gate::Wait(wait) = pacer.gate(&k, now()) else { panic!() };
         assert!(wait > Duration::from_millis(30) && wait <= Duration::from_millis(40));
         assert!(matches!(pacer.gate(&j, now()), Gate::Go(_)));
         // Used-up token families cool down too.
         let used_up = RateLimit { limit: None, remaining: Some(0), reset: Some(Duration::from_millis(30)) };
         let tokens = RateLimits { tokens: Some(used_up), ..RateLimits::default() };
-        pacer.observe(&j, 1, Some(&tokens), None, now());
+        pacer.observe(&j, 1, Some(&tokens), (None, None), now());
         assert!(matches!(pacer.gate(&j, now()), Gate::Wait(_)));
         // A plain success sets nothing.
-        assert_eq!(pacer.observe(&j, 2, Some(&limits(10, 5, Duration::from_secs(1))), None, now()), None);
+        assert_eq!(pacer.observe(&j, 2, Some(&limits(10, 5, Duration::from_secs(1))), (None, None), now()), None);
     }
 
     #[tokio::test]
