@@ -14,7 +14,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::cooldown::{CooldownStore, Gate, Key, Pacer, limit_in_message};
+use crate::cooldown::{CooldownStore, Gate, Key, Pacer, hold, limit_in_message};
 use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
@@ -403,14 +403,9 @@ async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waite
                 Gate::Wait(wait) => wait,
             },
         };
-        // A little spread so the requests released together do not land in the same millisecond.
-        let spread = (wait / 20).min(Duration::from_millis(50)).mul_f64(rand::random::<f64>());
-        let wait = wait.saturating_add(spread);
-        if held.saturating_add(wait) > timing.max_retry_after
-            || started.elapsed().saturating_add(wait) > timing.max_elapsed
-        {
+        let Some(wait) = hold(wait, held, started.elapsed(), timing, rand::random()) else {
             return pacer.force(key);
-        }
+        };
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
         tokio::time::sleep(wait).await;
         held += wait;

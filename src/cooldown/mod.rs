@@ -22,6 +22,7 @@
 //! would end past `max_elapsed`, is not waited for; the request is sent and
 
 mod budget;
+mod hold;
 mod key;
 mod learner;
 mod store;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::rate_limits::{RateLimit, RateLimits};
 use budget::Budget;
+pub(crate) use hold::hold;
 pub(crate) use key::Key;
 use key::KeyMap;
 pub(crate) use learner::limit_in_message;
