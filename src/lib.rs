@@ -132,7 +132,7 @@ pub mod retry_after;
 mod stream;
 mod upload;
 
-pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture};
+pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use kind::ErrorKind;

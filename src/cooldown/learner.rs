@@ -141,6 +141,36 @@ impl Learner {
         self.window.map_or(Duration::ZERO, |w| w / 64) + Duration::from_millis(1)
     }
 
+    /// The end of the window at `now`: told, or predicted from the last told end.
+    pub(super) fn end_at(&self, now: Instant) -> Option<Instant> {
+        if let Some(end) = self.end.filter(|end| *end > now) {
+            return Some(end);
+        }
+        let (anchor, window) = (self.anchor?, self.window.filter(|w| !w.is_zero())?);
+        let passed = now.checked_duration_since(anchor)?.as_nanos() / window.as_nanos();
+        Some(anchor + window.mul_f64((passed + 1) as f64))
+    }
+
+    /// The capacity and the end of the window at `now`, when both are known.
+    pub(super) fn window_at(&self, now: Instant) -> Option<(u64, Instant)> {
+        Some((self.capacity.filter(|_| self.live(now))?, self.end_at(now)?))
+    }
+
+    /// A window end read in rate-limit headers: a later one than the last,
+    /// a window apart (or more: the shortest gap is taken), gives the length.
+    pub(super) fn saw_end(&mut self, end: Instant, now: Instant) {
+        match self.anchor {
+            Some(anchor) if end <= anchor + SAME_END => return,
+            Some(anchor) => {
+                let apart = end - anchor;
+                self.window = Some(self.window.map_or(apart, |w| w.min(apart)));
+            }
+            None => {}
+        }
+        self.anchor = Some(end);
+        self.used = Some(now);
+    }
+
     /// A `limit` header or message: the capacity outright.
     pub(super) fn told_limit(&mut self, limit: u64, now: Instant) {
         if limit > 0 {

@@ -37,7 +37,7 @@ pub(crate) use key::Key;
 use key::KeyMap;
 pub(crate) use learner::limit_in_message;
 use learner::{Admit, Learner};
-pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture};
+pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 
 /// Entries kept before expired ones are swept, bounding memory.
 const SWEEP_AT: usize = 1024;
@@ -139,11 +139,29 @@ impl Pacer {
         }
     }
 
-    /// The wait the store asks for, when there is a store and it has a cooldown for `key`.
+    /// The wait the store asks for, when there is a store: a cooldown for
+    /// `key`, or the end of a window the fleet has spent. Spends one request
+    /// of the shared window otherwise.
     pub(crate) async fn shared_wait(&self, key: &Key) -> Option<Duration> {
         let (store, text) = (self.store.as_ref()?, key.text()?);
-        let until = store.get(text).await?;
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let window =
+            self.window(key, now).and_then(|(limit, end)| Some(Window::new(wall.checked_add(end - now)?, limit)));
+        let until = store.spend(text, window).await?;
         until.duration_since(SystemTime::now()).ok().filter(|wait| !wait.is_zero())
+    }
+
+    /// The requests the current window of `key` admits and its end, when known:
+    /// from rate-limit headers, or learned.
+    fn window(&self, key: &Key, now: Instant) -> Option<(u64, Instant)> {
+        let entries = self.entries();
+        let entry = entries.get(&key.id)?;
+        if !entry.counted {
+            return entry.learner.window_at(now);
+        }
+        let limit = entry.budget.limit?;
+        let end = entry.budget.reset_at.filter(|end| *end > now).or_else(|| entry.learner.end_at(now))?;
+        Some((limit, end))
     }
 
     /// Sends regardless of the budget (the wait was too long to honour).
@@ -187,6 +205,12 @@ impl Pacer {
             budget.remaining = Some(remaining);
             budget.limit = limit.or(budget.limit);
             budget.reset_at = now.checked_add(reset);
+        }
+        // Successive resets give the window's length, to count a fleet's windows with.
+        if let Some(end) = requests.and_then(|r| now.checked_add(r.reset?))
+            && let Some(entry) = entries.get_mut(&key.id)
+        {
+            entry.learner.saw_end(end, now);
         }
         if let Some(until) = cooldown.and_then(|wait| now.checked_add(wait))
             && (entries.len() < MAX_BUDGETS || entries.contains_key(&key.id))

@@ -80,6 +80,39 @@ pub trait CooldownStore: Send + Sync + fmt::Debug + 'static {
 
     /// Requests with `key` should wait until `until`; an existing later time is kept.
     fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()>;
+
+    /// Asked before each send instead of [`get`](Self::get): the cooldown of
+    /// `key` if any, else spends one request of the key's current window for
+    /// everyone who shares the store, and returns the window's end when the
+    /// window is already spent. `window` is what the asking middleware knows
+    /// of it (from rate-limit headers, or learned); the first live window a
+    /// store hears of is the one it counts.
+    ///
+    /// The default shares cooldowns only (it calls `get`); [`MemoryCooldownStore`]
+    /// and `RedisCooldownStore` share the budget too, so that a fleet spends one
+    /// window's requests between its processes, instead of each spending all of them.
+    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
+        let _ = window;
+        self.get(key)
+    }
+}
+
+/// A rate-limit window as a middleware knows it: when it ends, and how many
+/// requests it admits in all. Passed to [`CooldownStore::spend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Window {
+    /// When the window ends (and the next one opens).
+    pub end: SystemTime,
+    /// The requests the window admits, for everyone sharing the key.
+    pub limit: u64,
+}
+
+impl Window {
+    /// A window of `limit` requests ending at `end`.
+    pub fn new(end: SystemTime, limit: u64) -> Self {
+        Window { end, limit }
+    }
 }
 
 /// A [`CooldownStore`] in this process's memory.
@@ -98,6 +131,8 @@ pub trait CooldownStore: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug, Default)]
 pub struct MemoryCooldownStore {
     map: Mutex<HashMap<String, SystemTime>>,
+    /// Per key: the window being counted (its end) and the requests spent in it.
+    budgets: Mutex<HashMap<String, (SystemTime, u64)>>,
 }
 
 impl MemoryCooldownStore {
@@ -115,6 +150,28 @@ impl MemoryCooldownStore {
     pub(crate) fn get_now(&self, key: &str) -> Option<SystemTime> {
         let now = SystemTime::now();
         self.lock().get(key).copied().filter(|until| *until > now)
+    }
+
+    /// Synchronous form of [`CooldownStore::spend`], at `now`.
+    pub(crate) fn spend_at(&self, key: &str, window: Option<Window>, now: SystemTime) -> Option<SystemTime> {
+        if let Some(until) = self.lock().get(key).copied().filter(|until| *until > now) {
+            return Some(until);
+        }
+        let window = window.filter(|w| w.end > now)?;
+        let mut budgets = self.budgets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if budgets.len() >= SWEEP_AT {
+            budgets.retain(|_, (end, _)| *end > now);
+        }
+        let (end, spent) = budgets.entry(key.to_owned()).or_insert((window.end, 0));
+        if *end <= now {
+            // That window is over: count the one the asker knows.
+            (*end, *spent) = (window.end, 0);
+        }
+        if *spent >= window.limit {
+            return Some(*end);
+        }
+        *spent += 1;
+        None
     }
 
     /// Synchronous form of [`CooldownStore::extend`].
@@ -138,6 +195,10 @@ impl<S: CooldownStore + ?Sized> CooldownStore for Arc<S> {
     fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
         (**self).extend(key, until)
     }
+
+    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
+        (**self).spend(key, window)
+    }
 }
 
 impl CooldownStore for MemoryCooldownStore {
@@ -149,12 +210,39 @@ impl CooldownStore for MemoryCooldownStore {
         self.extend_now(key, until);
         Box::pin(std::future::ready(()))
     }
+
+    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(std::future::ready(self.spend_at(key, window, SystemTime::now())))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn memory_store_shares_one_windows_budget() {
+        let store = MemoryCooldownStore::new();
+        let t0 = SystemTime::now();
+        let window = Window::new(t0 + Duration::from_millis(200), 3);
+        for _ in 0..3 {
+            assert_eq!(store.spend_at("k", Some(window), t0), None);
+        }
+        // Spent, whoever asks: the rest wait for the window's end.
+        assert_eq!(store.spend_at("k", Some(window), t0), Some(window.end));
+        let later_view = Window::new(t0 + Duration::from_millis(205), 3);
+        assert_eq!(store.spend_at("k", Some(later_view), t0), Some(window.end), "the first window counts");
+        assert_eq!(store.spend_at("j", Some(window), t0), None, "another key has its own");
+        // The next window starts afresh.
+        let t1 = window.end;
+        let next = Window::new(t1 + Duration::from_millis(200), 3);
+        assert_eq!(store.spend_at("k", Some(next), t1), None);
+        // A cooldown answers first; no window known: nothing to count.
+        store.extend_now("k", t1 + Duration::from_secs(1));
+        assert_eq!(store.spend_at("k", Some(next), t1), Some(t1 + Duration::from_secs(1)));
+        assert_eq!(store.spend_at("n", None, t1), None);
+    }
 
     #[test]
     fn memory_store_keeps_the_later_time_and_sweeps() {
