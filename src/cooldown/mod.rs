@@ -185,8 +185,12 @@ impl Pacer {
         // A 429's wait, or a used-up family's reset, becomes the key's cooldown.
         let exhausted = limits.and_then(RateLimits::exhausted_for);
         let cooldown = rate_limited_for.into_iter().chain(exhausted).max().filter(|w| !w.is_zero());
-        // A limit without a count: the learner's capacity outright.
-        let limit = limits.and_then(|l| l.requests).filter(|r| r.remaining.is_none()).and_then(|r| r.limit);
+        // A limit without a count, or on a 429: the window's capacity outright (a
+        // 429's numbering only counts this process's share of a fleet's window).
+        let limit = limits
+            .and_then(|l| l.requests)
+            .filter(|r| r.remaining.is_none() || rate_limited_for.is_some())
+            .and_then(|r| r.limit);
         let limit = limit.or(said_limit);
         if requests.is_none() && cooldown.is_none() && limit.is_none() && !scout {
             return None;
