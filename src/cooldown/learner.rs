@@ -141,14 +141,18 @@ impl Learner {
         self.window.map_or(Duration::ZERO, |w| w / 64) + Duration::from_millis(1)
     }
 
-    /// The end of the window at `now`: told, or predicted from the last told end.
+    /// The end of the window at `now` as a fleet should count it: told, or
+    /// predicted from the last told end; a little late rather than early, as a
+    /// told end is off by a response's latency, and a window counted as over
+    /// too early lets a burst into the old one.
     pub(super) fn end_at(&self, now: Instant) -> Option<Instant> {
+        let late = self.window.map_or(Duration::ZERO, |w| w / 32) + Duration::from_millis(2);
         if let Some(end) = self.end.filter(|end| *end > now) {
-            return Some(end);
+            return Some(end + late);
         }
         let (anchor, window) = (self.anchor?, self.window.filter(|w| !w.is_zero())?);
         let passed = now.checked_duration_since(anchor)?.as_nanos() / window.as_nanos();
-        Some(anchor + window.mul_f64((passed + 1) as f64))
+        Some(anchor + window.mul_f64((passed + 1) as f64) + late)
     }
 
     /// The capacity and the end of the window at `now`, when both are known.
