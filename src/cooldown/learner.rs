@@ -90,11 +90,12 @@ impl Learner {
 
     /// Before send `next_seq` (the number it will get): go, scout, or wait.
     pub(super) fn admit(&mut self, now: Instant, next_seq: u64) -> Admit {
+        // A key that never saw a limit stops here: nothing more per send than before.
+        let Some(capacity) = self.capacity else { return Admit::Go };
         if !self.live(now) {
             *self = Learner::default();
             return Admit::Go;
         }
-        let Some(capacity) = self.capacity else { return Admit::Go };
         self.used = Some(now);
         self.roll(now, next_seq);
         let sent = next_seq.saturating_sub(1).saturating_sub(self.opened_seq);
