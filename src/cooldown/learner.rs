@@ -67,6 +67,8 @@ pub(super) struct Learner {
     quiet_windows: u32,
     /// Last use, for forgetting.
     used: Option<Instant>,
+    /// The longest reset read in headers: the window lasts at least this long.
+    longest: Duration,
 }
 
 impl Learner {
@@ -161,18 +163,22 @@ impl Learner {
         Some((self.capacity.filter(|_| self.live(now))?, self.end_at(now)?))
     }
 
-    /// A window end read in rate-limit headers: a later one than the last,
-    /// a window apart (or more: the shortest gap is taken), gives the length.
+    /// A window end read in rate-limit headers. The window lasts at least the
+    /// longest reset ever read (a response just after a window opens reads
+    /// nearly all of it), and at most the shortest gap between two ends (a
+    /// window apart, or more); the first is known from the first window on.
     pub(super) fn saw_end(&mut self, end: Instant, now: Instant) {
+        self.longest = self.longest.max(end.saturating_duration_since(now));
         match self.anchor {
-            Some(anchor) if end <= anchor + SAME_END => return,
+            Some(anchor) if end <= anchor + SAME_END => {}
             Some(anchor) => {
                 let apart = end - anchor;
                 self.window = Some(self.window.map_or(apart, |w| w.min(apart)));
+                self.anchor = Some(end);
             }
-            None => {}
+            None => self.anchor = Some(end),
         }
-        self.anchor = Some(end);
+        self.window = Some(self.window.map_or(self.longest, |w| w.max(self.longest))).filter(|w| !w.is_zero());
         self.used = Some(now);
     }
 
@@ -368,6 +374,20 @@ mod tests {
         // The end is unknown: one scout, the others wait for its answer.
         assert_eq!(learner.admit(now, 4), Admit::Scout);
         assert_eq!(learner.admit(now, 5), Admit::Wait(SCOUT_POLL));
+    }
+
+    #[test]
+    fn headers_give_the_window_from_the_first_one() {
+        let now = Instant::now();
+        let mut learner = Learner::default();
+        // Read just after the window opened: nearly all of it is left.
+        learner.saw_end(now + MS(198), now);
+        assert_eq!(learner.window(), Some(MS(198)));
+        learner.saw_end(now + MS(199), now + MS(150));
+        // The next window's end, 201 ms later (a slower response): the window is at most that.
+        learner.saw_end(now + MS(399), now + MS(210));
+        assert_eq!(learner.window(), Some(MS(198)));
+        assert_eq!(learner.end_at(now + MS(400)), Some(now + MS(399) + MS(198) + MS(198) / 32 + MS(2)));
     }
 
     #[test]
