@@ -67,7 +67,7 @@ pub(super) struct Learner {
     quiet_windows: u32,
     /// Last use, for forgetting.
     used: Option<Instant>,
-    /// The longest reset read in headers: the window lasts at least this long.
+    /// The longest reset read in headers or wait a 429 gave: the window lasts at least this long.
     longest: Duration,
 }
 
@@ -149,11 +149,13 @@ impl Learner {
     /// told end is off by a response's latency, and a window counted as over
     /// too early lets a burst into the old one.
     pub(super) fn end_at(&self, now: Instant) -> Option<Instant> {
-        let late = self.window.map_or(Duration::ZERO, |w| w / 32) + Duration::from_millis(2);
+        // Until two ends are known, the longest wait or reset read is the window's floor.
+        let window = self.window.map_or(self.longest, |w| w.max(self.longest));
+        let late = window / 32 + Duration::from_millis(2);
         if let Some(end) = self.end.filter(|end| *end > now) {
             return Some(end + late);
         }
-        let (anchor, window) = (self.anchor?, self.window.filter(|w| !w.is_zero())?);
+        let (anchor, window) = (self.anchor?, Some(window).filter(|w| !w.is_zero())?);
         let passed = now.checked_duration_since(anchor)?.as_nanos() / window.as_nanos();
         Some(anchor + window.mul_f64((passed + 1) as f64) + late)
     }
@@ -206,6 +208,7 @@ impl Learner {
             self.scout = None;
         }
         self.used = Some(now);
+        self.longest = self.longest.max(end.saturating_duration_since(now));
         // Sends numbered at or below `opened_seq` went in an earlier window.
         let admitted = (seq > self.opened_seq).then(|| seq - 1 - self.opened_seq);
         let same_window = self.end.is_some_and(|current| current.max(end) - current.min(end) <= SAME_END)
