@@ -27,6 +27,8 @@ const HOST: &str = "api.openai.com";
 /// A fixed window shared by every client, answering over-limit requests with
 /// an OpenAI-style 429.
 struct FixedWindow {
+    /// Successes carry no rate-limit headers (only the 429s say anything).
+    bare: bool,
     /// Start of the current window (set by the first request), requests in it.
     state: Mutex<(Option<Instant>, u64)>,
     first: Mutex<Option<Instant>>,
@@ -67,7 +69,8 @@ impl Respond for Shared {
         }
         state.1 += 1;
         let body = r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
-        headers(ResponseTemplate::new(200).set_body_raw(body, "application/json"), LIMIT - state.1)
+        let ok = ResponseTemplate::new(200).set_body_raw(body, "application/json");
+        if this.bare { ok } else { headers(ok, LIMIT - state.1) }
     }
 }
 
@@ -86,7 +89,9 @@ async fn child(store: &str, port: u16, start_ms: u128) {
         .unwrap();
     let builder = LlmRetryMiddleware::builder().max_retries(8);
     let middleware = match store {
-        "redis" => builder.cooldown_store(RedisCooldownStore::connect(&redis_url()).await.expect("redis")).build(),
+        "redis" | "redis-cut" => {
+            builder.cooldown_store(RedisCooldownStore::connect(&redis_url()).await.expect("redis")).build()
+        }
         _ => builder.build(),
     };
     let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
@@ -94,13 +99,17 @@ async fn child(store: &str, port: u16, start_ms: u128) {
     tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now_ms) as u64)).await;
     let next = Arc::new(AtomicUsize::new(0));
     let successes = Arc::new(AtomicUsize::new(0));
+    let slowest = Arc::new(AtomicUsize::new(0));
     let url = format!("http://{HOST}:{port}/v1/chat/completions");
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
             let (client, next, successes, url) = (client.clone(), next.clone(), successes.clone(), url.clone());
+            let slowest = slowest.clone();
             tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < REQUESTS_PER_PROCESS {
+                    let sent = Instant::now();
                     let resp = client.post(&url).bearer_auth("sk-fleet-shared-key").body("{}").send().await;
+                    slowest.fetch_max(sent.elapsed().as_millis() as usize, Ordering::Relaxed);
                     if let Ok(resp) = resp
                         && resp.status().is_success()
                         && resp.llm_error().is_none()
@@ -115,32 +124,73 @@ async fn child(store: &str, port: u16, start_ms: u128) {
         task.await.unwrap();
     }
     let ok = successes.load(Ordering::Relaxed);
-    println!("{ok} {}", REQUESTS_PER_PROCESS - ok);
+    println!("{ok} {} {}", REQUESTS_PER_PROCESS - ok, slowest.load(Ordering::Relaxed));
 }
 
 struct Row {
-    store: &'static str,
+    store: String,
     successes: usize,
     give_ups: usize,
     seen: usize,
     makespan: Duration,
+    /// The longest request, start to end, in milliseconds.
+    slowest_ms: usize,
 }
 
-async fn fleet(store: &'static str) -> Row {
+/// A TCP proxy to Redis that can be cut, as an outage would: the children reach
+/// Redis through it.
+async fn redis_proxy() -> (String, tokio::task::JoinHandle<()>) {
+    let upstream = url::Url::parse(&redis_url()).unwrap();
+    let upstream = format!("{}:{}", upstream.host_str().unwrap_or("127.0.0.1"), upstream.port().unwrap_or(6379));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("redis://127.0.0.1:{port}/"), task)
+}
+
+/// `store`: `memory`, `redis`, or `redis-cut` (Redis through a proxy cut 1.5 s into the run).
+async fn fleet(store: &'static str, bare: bool) -> Row {
     let server = MockServer::start().await;
-    let limiter =
-        Arc::new(FixedWindow { state: Mutex::new((None, 0)), first: Mutex::new(None), seen: AtomicUsize::new(0) });
+    let limiter = Arc::new(FixedWindow {
+        bare,
+        state: Mutex::new((None, 0)),
+        first: Mutex::new(None),
+        seen: AtomicUsize::new(0),
+    });
     Mock::given(any()).respond_with(Shared(limiter.clone())).mount(&server).await;
     let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 1500;
+    let (url, proxy) = match store {
+        "redis-cut" => {
+            let (url, proxy) = redis_proxy().await;
+            (url, Some(proxy))
+        }
+        _ => (redis_url(), None),
+    };
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
+                .env("REDIS_URL", &url)
                 .args(["--fleet-child", store, &server.address().port().to_string(), &start_ms.to_string()])
                 .stdout(Stdio::piped())
                 .spawn()
                 .expect("spawn")
         })
         .collect();
+    if let Some(proxy) = proxy {
+        // Cut Redis off 1.5 s after the start, halfway through the run.
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        proxy.abort();
+    }
     let outputs = tokio::task::spawn_blocking(move || {
         children.into_iter().map(|c| c.wait_with_output().expect("child")).collect::<Vec<_>>()
     })
@@ -148,14 +198,16 @@ async fn fleet(store: &'static str) -> Row {
     .unwrap();
     // From the first request the server saw (its window starts there) to the last process done.
     let makespan = limiter.first.lock().unwrap().map_or(Duration::ZERO, |first| first.elapsed());
-    let (mut successes, mut give_ups) = (0, 0);
+    let (mut successes, mut give_ups, mut slowest_ms) = (0, 0, 0);
     for output in outputs {
         let text = String::from_utf8_lossy(&output.stdout);
         let mut fields = text.split_whitespace().map(|f| f.parse::<usize>().unwrap_or(0));
         successes += fields.next().unwrap_or(0);
         give_ups += fields.next().unwrap_or(0);
+        slowest_ms = slowest_ms.max(fields.next().unwrap_or(0));
     }
-    Row { store, successes, give_ups, seen: limiter.seen.load(Ordering::Relaxed), makespan }
+    let store = format!("{store}{}", if bare { ", no headers on successes" } else { "" });
+    Row { store, successes, give_ups, seen: limiter.seen.load(Ordering::Relaxed), makespan, slowest_ms }
 }
 
 fn main() {
@@ -174,32 +226,38 @@ fn main() {
     let windows = total.div_ceil(LIMIT as usize) as u32;
     let minimum = WINDOW * (windows - 1);
     let redis_up = runtime.block_on(async { RedisCooldownStore::connect(&redis_url()).await.is_ok() });
-    let mut rows = vec![runtime.block_on(fleet("memory"))];
-    if redis_up {
-        rows.push(runtime.block_on(fleet("redis")));
-    } else {
+    let mut rows = Vec::new();
+    for bare in [false, true] {
+        rows.push(runtime.block_on(fleet("memory", bare)));
+        if redis_up {
+            rows.push(runtime.block_on(fleet("redis", bare)));
+            rows.push(runtime.block_on(fleet("redis-cut", bare)));
+        }
+    }
+    if !redis_up {
         eprintln!("SKIPPED the Redis row: no Redis at {}", redis_url());
     }
     println!(
-        "\nFleet: {PROCESSES} processes x {TASKS} tasks, {total} requests, one key, {LIMIT} requests per {} ms window (OpenAI-style 429s)\n",
+        "\nFleet: {PROCESSES} processes x {TASKS} tasks, {total} requests, one key, {LIMIT} requests per {} ms window (OpenAI-style 429s; `redis-cut`: Redis cut off 1.5 s into the run)\n",
         WINDOW.as_millis()
     );
     println!(
-        "| cooldown store | successes | give-ups | requests seen | wasted calls / success | makespan | vs minimum ({:.1} s) |",
+        "| cooldown store | successes | give-ups | requests seen | wasted calls / success | makespan | vs minimum ({:.1} s) | slowest request |",
         minimum.as_secs_f64()
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for row in rows {
         let wasted = (row.seen - row.successes.min(row.seen)) as f64 / row.successes.max(1) as f64;
         println!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} s | {:.2} x |",
+            "| {} | {} | {} | {} | {:.3} | {:.2} s | {:.2} x | {} ms |",
             row.store,
             row.successes,
             row.give_ups,
             row.seen,
             wasted,
             row.makespan.as_secs_f64(),
-            row.makespan.as_secs_f64() / minimum.as_secs_f64()
+            row.makespan.as_secs_f64() / minimum.as_secs_f64(),
+            row.slowest_ms
         );
     }
 }

@@ -169,7 +169,7 @@ pub use stream::read_events as __read_stream_events;
 mod stream;
 mod upload;
 
-pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture};
+pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use kind::ErrorKind;

@@ -14,7 +14,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::cooldown::{CooldownStore, Gate, Key, Pacer};
+use crate::cooldown::{CooldownStore, Gate, Key, Pacer, hold, limit_in_message};
 use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
@@ -451,14 +451,9 @@ async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waite
                 Gate::Wait(wait) => wait,
             },
         };
-        // A little spread so the requests released together do not land in the same millisecond.
-        let spread = (wait / 20).min(Duration::from_millis(50)).mul_f64(rand::random::<f64>());
-        let wait = wait.saturating_add(spread);
-        if held.saturating_add(wait) > timing.max_retry_after
-            || started.elapsed().saturating_add(wait) > timing.max_elapsed
-        {
+        let Some(wait) = hold(wait, held, started.elapsed(), timing, rand::random()) else {
             return pacer.force(key);
-        }
+        };
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
         tokio::time::sleep(wait).await;
         held += wait;
@@ -574,7 +569,8 @@ impl LlmRetryMiddleware {
         if let Some((pacer, key, seq)) = at.pacing {
             // Only a rate limit is about this key; overload is everyone's.
             let cooled = (judged.kind == ErrorKind::RateLimited).then_some(judged.retry_after).flatten();
-            if let Some(wait) = pacer.observe(key, seq, limits.as_ref(), cooled, Instant::now()) {
+            let said_limit = cooled.and_then(|_| limit_in_message(&judged.message));
+            if let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (cooled, said_limit), Instant::now()) {
                 pacer.publish(key, wait).await;
             }
         }
@@ -792,7 +788,7 @@ fn succeeded<'a>(
     let limits = RateLimits::read(response.headers(), SystemTime::now);
     let mut publish = None;
     if let Some((pacer, key, seq)) = pacing
-        && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), None, Instant::now())
+        && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
         && pacer.has_store()
     {
         publish = Some(Publish { pacer, key, wait });

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::cooldown::{CooldownStore, MemoryCooldownStore};
+use crate::cooldown::{CooldownStore, MemoryCooldownStore, Window};
 
 /// The version of the key and value format, after the prefix. Part of the
 /// protocol between processes: changing the format means a new version here,
@@ -29,6 +29,26 @@ if current < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return 1";
+
+/// The cooldown if any (its end), else spends one request of the shared
+/// window (`KEYS[2]`, a hash of its end and the requests spent), or says when
+/// it ends if spent. One round trip per send; the window's key expires with it.
+/// ARGV: now, the window's end as the caller knows it (ms since the epoch;
+/// 0 when unknown), its limit.
+const SPEND: &str = r"
+local now = tonumber(ARGV[1])
+local cooled = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cooled > now then return cooled end
+local want = tonumber(ARGV[2])
+if want <= now then return 0 end
+local state = redis.call('HMGET', KEYS[2], 'end', 'spent')
+local finish = tonumber(state[1] or '0')
+local spent = tonumber(state[2] or '0')
+if finish <= now then finish = want; spent = 0 end
+if spent >= tonumber(ARGV[3]) then return finish end
+redis.call('HSET', KEYS[2], 'end', finish, 'spent', spent + 1)
+redis.call('PEXPIRE', KEYS[2], finish - now)
+return 0";
 
 /// How often an outage is logged.
 const WARN_EVERY: Duration = Duration::from_secs(30);
@@ -67,6 +87,7 @@ pub struct RedisCooldownStore {
     prefix: String,
     timeout: Duration,
     script: redis::Script,
+    spend: redis::Script,
     fallback: MemoryCooldownStore,
     health: Mutex<Health>,
 }
@@ -109,6 +130,7 @@ impl RedisCooldownStore {
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             timeout: Self::DEFAULT_TIMEOUT,
             script: redis::Script::new(EXTEND),
+            spend: redis::Script::new(SPEND),
             fallback: MemoryCooldownStore::new(),
             health: Mutex::new(Health::default()),
         }
@@ -125,6 +147,13 @@ impl RedisCooldownStore {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The Redis key of a cooldown key: the one place keys are built (a window's
+    /// budget appends `:budget` to it).
+    /// The Redis key of `key`: the one place key names are built (see "Key format").
+    fn name(&self, key: &str) -> String {
+        redis_key(&self.prefix, key)
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -169,6 +198,14 @@ impl CooldownStore for RedisCooldownStore {
     fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> crate::cooldown::StoreFuture<'a, ()> {
         Box::pin(self.store(key, until))
     }
+
+    fn spend<'a>(
+        &'a self,
+        key: &'a str,
+        window: Option<Window>,
+    ) -> crate::cooldown::StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(self.spend_shared(key, window))
+    }
 }
 
 // The store's calls, boxed by the `CooldownStore` impl above.
@@ -176,7 +213,7 @@ impl RedisCooldownStore {
     async fn load(&self, key: &str) -> Option<SystemTime> {
         let local = self.fallback.get_now(key);
         let mut connection = self.connection.clone();
-        let name = redis_key(&self.prefix, key);
+        let name = self.name(key);
         let remote = self
             .bounded("get", redis::cmd("GET").arg(&name).query_async::<Option<u64>>(&mut connection))
             .await
@@ -186,13 +223,31 @@ impl RedisCooldownStore {
         local.into_iter().chain(remote).filter(|until| *until > now).max()
     }
 
+    /// The shared window's budget is that window's key, the cooldown's with `:budget` appended.
+    async fn spend_shared(&self, key: &str, window: Option<Window>) -> Option<SystemTime> {
+        let local = self.fallback.get_now(key);
+        let mut connection = self.connection.clone();
+        let name = self.name(key);
+        let mut invocation = self.spend.key(&name);
+        invocation.key(format!("{name}:budget"));
+        let now = SystemTime::now();
+        invocation.arg(epoch_ms(now)).arg(window.map_or(0, |w| epoch_ms(w.end))).arg(window.map_or(0, |w| w.limit));
+        // On an outage, memory answers: the cooldowns this process knows, and its own pacing.
+        let remote = self
+            .bounded("spend", invocation.invoke_async::<u64>(&mut connection))
+            .await
+            .filter(|ms| *ms > 0)
+            .and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
+        local.into_iter().chain(remote).filter(|until| *until > now).max()
+    }
+
     async fn store(&self, key: &str, until: SystemTime) {
         // Memory always knows too, so an outage loses nothing this process learned.
         self.fallback.extend_now(key, until);
         let Ok(ttl) = until.duration_since(SystemTime::now()) else { return };
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut connection = self.connection.clone();
-        let name = redis_key(&self.prefix, key);
+        let name = self.name(key);
         let mut invocation = self.script.key(&name);
         invocation.arg(epoch_ms(until)).arg(ttl_ms);
         self.bounded("extend", invocation.invoke_async::<i64>(&mut connection)).await;

@@ -80,7 +80,9 @@ pub enum Scenario {
     /// A fixed window: `limit` requests per `window`, windows counted from
     /// `epoch` (which is `wall_epoch` on the wall clock); over-limit requests
     /// get the provider's 429.
-    Storm { style: Style, limit: u32, window: Duration, epoch: Instant, wall_epoch: SystemTime },
+    /// With `bare`, successes carry no rate-limit headers (gateways that strip them, many
+    /// OpenAI-compatible hosts): only the 429s say anything.
+    Storm { style: Style, limit: u32, window: Duration, epoch: Instant, wall_epoch: SystemTime, bare: bool },
     /// The provider's overload error with probability `p`, decided per
     /// request id (`x-bench-id`) and attempt, so every client meets the same faults.
     Overload { style: Style, p: f64, seed: u64 },
@@ -194,7 +196,7 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             response
         }
         Scenario::Sse { gap } => sse(*gap),
-        Scenario::Storm { style, limit, window, epoch, wall_epoch } => {
+        Scenario::Storm { style, limit, window, epoch, wall_epoch, bare } => {
             let index = (at.saturating_duration_since(*epoch).as_nanos() / window.as_nanos()) as u64;
             let admitted = {
                 let mut current = state.window.lock().unwrap();
@@ -209,7 +211,9 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             match admitted {
                 Some(remaining) => {
                     let mut response = json(StatusCode::OK, CHAT_COMPLETION.to_owned());
-                    limit_headers(&mut response, *style, *limit, remaining, wait, *wall_epoch + reset_offset);
+                    if !*bare {
+                        limit_headers(&mut response, *style, *limit, remaining, wait, *wall_epoch + reset_offset);
+                    }
                     response
                 }
                 None => rate_limited(*style, *limit, wait, *wall_epoch + reset_offset),

@@ -70,12 +70,13 @@ impl StormRun {
     }
 }
 
-/// `limit` requests per `window`, `n` requests, each client on a fresh server.
-pub async fn storm(style: Style, limit: u32, window: Duration, n: u64, kinds: &[Kind]) -> Vec<StormRun> {
+/// `limit` requests per `window`, `n` requests, each client on a fresh server;
+/// with `bare`, successes carry no rate-limit headers.
+pub async fn storm(style: Style, limit: u32, window: Duration, n: u64, bare: bool, kinds: &[Kind]) -> Vec<StormRun> {
     let mut runs = Vec::new();
     for &kind in kinds {
         let (epoch, wall_epoch) = aligned_start(window);
-        let server = Server::start(Scenario::Storm { style, limit, window, epoch, wall_epoch });
+        let server = Server::start(Scenario::Storm { style, limit, window, epoch, wall_epoch, bare });
         let done = drive(&Clients::new(), kind, style, server.port, n, epoch).await;
         let successes = done.iter().filter(|d| d.outcome.ok()).count() as u64;
         let finished = done.iter().map(|d| d.finished).max().unwrap_or(epoch);
