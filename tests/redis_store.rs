@@ -1,8 +1,9 @@
 //! The Redis cooldown store against a real Redis: separately connected
 //! stores (as separate processes would have: their own connection, their own
 //! memory) share cooldowns only through Redis, in the documented key format;
-//! the later end time wins whichever process writes last; and an outage
-//! degrades to memory without failing or stalling a request.
+//! the later end time wins whichever process writes last; two of them split
+//! one window's budget; and an outage degrades to memory without failing or
+//! stalling a request.
 //!
 //! Needs a Redis at `REDIS_URL` (default `redis://127.0.0.1:6379/`); `.ci/run`
 //! starts one. With `CI` set a missing Redis fails these tests; without it
@@ -204,4 +205,50 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
         assert_eq!(resp.status(), 200);
     }
     assert!(started.elapsed() < MS(1000), "an outage costs at most one timeout a second: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn two_instances_split_one_windows_budget_through_redis() {
+    let prefix = unique_prefix("budget");
+    let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
+    let (store_a, store_b) = (store_a.prefix(prefix.as_str()), store_b.prefix(prefix.as_str()));
+    let server = MockServer::start().await;
+    // 4 requests per 500 ms window; every answer says 3 are left, as each process would see
+    // after its own first request. Each process alone would send 3 more.
+    let ok = ResponseTemplate::new(200)
+        .insert_header("x-ratelimit-limit-requests", "4")
+        .insert_header("x-ratelimit-remaining-requests", "3")
+        .insert_header("x-ratelimit-reset-requests", "500ms");
+    Mock::given(any()).respond_with(ok).mount(&server).await;
+    let a = client(&server, LlmRetryMiddleware::builder().cooldown_store(store_a).build());
+    let b = client(&server, LlmRetryMiddleware::builder().cooldown_store(store_b).build());
+    let url = &format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
+    // Each learns the window from one answer.
+    for client in [&a, &b] {
+        client.post(url).bearer_auth("sk-shared").body("{}").send().await.unwrap();
+    }
+    let send = |client: &reqwest_middleware::ClientWithMiddleware| {
+        let request = client.post(url).bearer_auth("sk-shared").body("{}");
+        async move { request.send().await.unwrap().retry_stats().unwrap().waited }
+    };
+    // One more through `a` spends the first of the window's 4 in Redis; every key the
+    // store writes expires (`PX`).
+    send(&a).await;
+    let mut connection = inspect().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    assert!(keys.iter().any(|k| k.ends_with(":budget")), "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
+        assert!(ttl == -2 || ttl > 0, "{key} has no expiry ({ttl})");
+    }
+    let burst = async {
+        let (a1, a2, a3, b1, b2, b3) = tokio::join!(send(&a), send(&a), send(&a), send(&b), send(&b), send(&b));
+        [a1, a2, a3, b1, b2, b3]
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(5), burst).await.expect("the burst ends");
+    // The window admits 4 in all, one spent: 3 go at once, the other 3 wait for the next window.
+    let at_once = waited.iter().filter(|w| w.is_zero()).count();
+    let held = waited.iter().filter(|w| **w >= Duration::from_millis(200)).count();
+    assert_eq!((at_once, held), (3, 3), "{waited:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 9);
 }
