@@ -3,42 +3,20 @@
 //! faults never start an outage. A binary of its own: tracing caches
 //! per-callsite interest, so the subscriber must be installed before any event fires.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest_llm_retry::LlmRetryMiddleware;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "shared/captured_logs.rs"]
+mod captured_logs;
+use captured_logs::logs;
 
 /// The log lines about the server on `port` (tests run in parallel, each with its own server).
 fn logs_of(port: u16) -> Vec<String> {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    let logs = LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    });
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs().text();
     text.lines().filter(|line| line.contains(&format!(":{port}\""))).map(str::to_owned).collect()
 }
 

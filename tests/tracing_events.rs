@@ -2,40 +2,15 @@
 //! and wait. A binary of its own: tracing caches per-callsite interest, so the
 //! subscriber must be installed before any event fires.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest_llm_retry::LlmRetryMiddleware;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
-}
+#[path = "shared/captured_logs.rs"]
+mod captured_logs;
+use captured_logs::logs;
 
 #[tokio::test]
 async fn each_retry_is_an_event_with_its_reason_and_wait() {
@@ -59,7 +34,7 @@ async fn each_retry_is_an_event_with_its_reason_and_wait() {
     let url = format!("http://api.anthropic.com:{}/v1/messages", server.address().port());
     assert_eq!(client.post(url).send().await.unwrap().status(), 200);
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let retries: Vec<&str> = text.lines().filter(|l| l.contains("retrying LLM API request")).collect();
     assert_eq!(retries.len(), 2, "{text}");
     for (i, line) in retries.iter().enumerate() {
