@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware};
+use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware, MemoryCooldownStore};
 use reqwest_middleware::ClientWithMiddleware;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -143,4 +143,83 @@ async fn outage_false_leaves_every_request_to_its_own_retries() {
         assert_eq!(result.unwrap().retry_stats().unwrap().attempts, 3);
     }
     assert_eq!(seen.lock().unwrap().len(), 36);
+}
+
+/// Two middlewares sharing one store, as two processes of a fleet sharing Redis would.
+fn fleet_of_two(builder: impl Fn() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder) -> [LlmRetryMiddleware; 2] {
+    let store = Arc::new(MemoryCooldownStore::new());
+    [builder().cooldown_store(store.clone()).build(), builder().cooldown_store(store).build()]
+}
+
+#[tokio::test]
+async fn middlewares_sharing_a_store_probe_one_at_a_time_between_them_and_all_release_on_its_success() {
+    // Both send 10 requests at once into the outage: 20 first attempts fail, then 6 probes.
+    let (down_for, delay) = (26, MS(30));
+    let (server, seen) = provider(down_for, delay).await;
+    let [a, b] = fleet_of_two(|| LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(1000)).max_retries(6));
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    let (a, b) = (client(&server, a), client(&server, b));
+    let (from_a, from_b) = tokio::join!(concurrent(&a, &url, 10), concurrent(&b, &url, 10));
+
+    for (result, _) in from_a.iter().chain(&from_b) {
+        assert_eq!(result.as_ref().unwrap().status(), 200, "every request caught by the outage succeeds");
+    }
+    // Each middleware entered the outage by itself; the probes of both are one at a time.
+    let seen = seen.lock().unwrap().clone();
+    for pair in seen[20..down_for].windows(2) {
+        assert!(pair[1].0 >= pair[0].0 + delay, "two probes in flight: {:?} apart", pair[1].0 - pair[0].0);
+    }
+    // The success of one's probe releases the other's requests too: each sent once more.
+    assert_eq!(seen.len(), down_for + 1 + 19, "requests sent after the recovery");
+}
+
+/// Anthropic down for good, answering after 5 ms; each arrival says whether it came from `b`.
+struct Down {
+    seen: Arc<Mutex<Vec<bool>>>,
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+impl Respond for Down {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut seen = self.seen.lock().unwrap();
+        seen.push(request.headers.contains_key("x-from-b"));
+        self.count.send_replace(seen.len());
+        anthropic_error(529, "overloaded_error", "Overloaded").set_delay(MS(5))
+    }
+}
+
+#[tokio::test]
+async fn a_middleware_joins_the_outage_another_recorded_after_one_failure() {
+    let server = MockServer::start().await;
+    let (seen, (count, mut counted)) = (Arc::new(Mutex::new(Vec::new())), tokio::sync::watch::channel(0));
+    Mock::given(wiremock::matchers::any()).respond_with(Down { seen: seen.clone(), count }).mount(&server).await;
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    let store = Arc::new(MemoryCooldownStore::new());
+    let a = LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(80)).max_retries(8);
+    let a = client(&server, a.cooldown_store(store.clone()).build());
+    // `b` alone would need 10 failures in a row before holding anything: 3 rounds of its 4 requests.
+    let b = LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).cooldown_store(store).build();
+    let b = client(&server, b);
+
+    let from_a = tokio::spawn({
+        let (a, url) = (a.clone(), url.clone());
+        async move { concurrent(&a, &url, 10).await }
+    });
+    // `a`'s first probe is sent once the store has its outage on record.
+    tokio::time::timeout(DEADLINE, counted.wait_for(|n| *n > 10)).await.expect("a probes").unwrap();
+    let mut from_b = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (b, url) = (b.clone(), url.clone());
+        from_b.spawn(async move { b.post(url).header("x-from-b", "1").body("{}").send().await });
+    }
+    for result in tokio::time::timeout(DEADLINE, from_b.join_all()).await.unwrap() {
+        let response = result.unwrap();
+        assert_eq!(response.status(), 529, "held to its bound, it returns the last error it got");
+        assert_eq!(response.llm_error().unwrap().kind, ErrorKind::Overloaded);
+    }
+    let sent_by_b = seen.lock().unwrap().iter().filter(|from_b| **from_b).count();
+    // 4 first attempts, then held, save the fleet's probes it may have been granted (one
+    // every 25 ms at most, within its 60 ms of retries); alone: 12.
+    assert!(sent_by_b <= 7, "b sent {sent_by_b} requests into the fleet's outage");
+    from_a.await.unwrap();
 }
