@@ -233,8 +233,10 @@ impl Ticket {
                 OutageTurn::Up if in_outage => (Decision::Go { probe: false }, tracker.recovered(now)),
                 OutageTurn::Up => (Decision::Go { probe: false }, None),
                 OutageTurn::Wait(at) => {
-                    // Asked again soon even when the next probe is far: how late the provider's return is heard.
-                    let wait = at.duration_since(SystemTime::now()).unwrap_or_default().min(shared::POLL);
+                    // Asked again soon even when the next probe is far: how late the provider's return is
+                    // heard; and not at once when the time has passed in the round trip (or by clock skew).
+                    let wait =
+                        at.duration_since(SystemTime::now()).unwrap_or_default().clamp(shared::MIN_POLL, shared::POLL);
                     let until = now + wait;
                     let change = if in_outage {
                         tracker.defer(until);

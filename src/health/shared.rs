@@ -35,6 +35,10 @@ pub(crate) const RECORD_TTL: Duration = Duration::from_secs(60);
 /// late, at most, it hears that the provider is back.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
+/// The least wait before asking again: a time that passed during the round trip
+/// (or on another machine's clock) must not make a process ask in a loop.
+pub(crate) const MIN_POLL: Duration = Duration::from_millis(2);
+
 /// What a process asks a store before it sends during an outage, or after a
 /// failure: see [`CooldownStore::outage`](crate::CooldownStore::outage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware, MemoryCooldownStore};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use reqwest_llm_retry::{
+    CooldownStore, ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware, MemoryCooldownStore, OutageQuery,
+    OutageTurn, StoreFuture,
+};
 use reqwest_middleware::ClientWithMiddleware;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -222,4 +228,39 @@ async fn a_middleware_joins_the_outage_another_recorded_after_one_failure() {
     // every 25 ms at most, within its 60 ms of retries); alone: 12.
     assert!(sent_by_b <= 7, "b sent {sent_by_b} requests into the fleet's outage");
     from_a.await.unwrap();
+}
+
+/// A store whose outage answers are always "wait until" a time long past, as
+/// a slow round trip or a skewed clock can make them; it counts the questions.
+#[derive(Debug, Default)]
+struct PastWaits(AtomicUsize);
+
+impl CooldownStore for PastWaits {
+    fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    fn extend<'a>(&'a self, _: &'a str, _: SystemTime) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn outage<'a>(&'a self, _: &'a str, _: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
+        // A loop would never yield to the test's deadline: stop it here.
+        assert!(self.0.fetch_add(1, Ordering::Relaxed) < 10_000, "the store is asked in a loop");
+        Box::pin(std::future::ready(Some(OutageTurn::Wait(SystemTime::UNIX_EPOCH))))
+    }
+}
+
+#[tokio::test]
+async fn a_wait_that_has_already_passed_is_not_asked_again_in_a_loop() {
+    let (server, _) = provider(usize::MAX, MS(2)).await;
+    let store = Arc::new(PastWaits::default());
+    let middleware =
+        LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).cooldown_store(store.clone()).build();
+    for (result, _) in concurrent(&client(&server, middleware), &url(&server, ANTHROPIC, "/v1/messages"), 4).await {
+        assert_eq!(result.unwrap().status(), 529, "held to its bound");
+    }
+    // Held for about 60 ms, asking at most every 2 ms.
+    let asked = store.0.load(Ordering::Relaxed);
+    assert!((1..=200).contains(&asked), "asked {asked} times");
 }
