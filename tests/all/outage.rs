@@ -264,3 +264,36 @@ async fn a_wait_that_has_already_passed_is_not_asked_again_in_a_loop() {
     let asked = store.0.load(Ordering::Relaxed);
     assert!((1..=200).contains(&asked), "asked {asked} times");
 }
+
+/// By arrival: 529 at once, except the 13th, which never comes in time; 200 from the 18th.
+struct Scripted(AtomicUsize);
+
+impl Respond for Scripted {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        match self.0.fetch_add(1, Ordering::Relaxed) {
+            12 => anthropic_error(529, "overloaded_error", "Overloaded").set_delay(Duration::from_secs(30)),
+            0..17 => anthropic_error(529, "overloaded_error", "Overloaded"),
+            _ => ok(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_probe_frees_the_fleets_lease_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any()).respond_with(Scripted(AtomicUsize::new(0))).mount(&server).await;
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    let [a, b] = fleet_of_two(|| LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(3));
+    let (a, b) = (client(&server, a), client(&server, b));
+    // `a` enters the outage; its probe hangs until its caller gives up (the others end at their bound).
+    let mut from_a = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (a, url) = (a.clone(), url.clone());
+        from_a.spawn(async move { tokio::time::timeout(MS(300), a.post(url).body("{}").send()).await.is_err() });
+    }
+    assert_eq!(from_a.join_all().await.into_iter().filter(|timed_out| *timed_out).count(), 1, "the probe");
+    // `b` fails once, joins the outage, and probes at once: not after the 10 s lease.
+    for (result, _) in concurrent(&b, &url, 4).await {
+        assert_eq!(result.unwrap().status(), 200);
+    }
+}
