@@ -231,8 +231,8 @@ mod tests {
     fn records_expire_and_memory_stays_bounded() {
         let (board, t0) = (Board::default(), SystemTime::now());
         board.turn("h", query(Some(t0)), t0);
-        let later = t0 + RECORD_TTL + MS(1);
-        assert_eq!(board.turn("h", query(None), later), OutageTurn::Up, "forgotten");
+        assert_eq!(board.turn("h", query(None), t0 + RECORD_TTL - MS(1)), OutageTurn::Probe, "the lease ran out");
+        assert_eq!(board.turn("h", query(None), t0 + RECORD_TTL), OutageTurn::Up, "forgotten when it expires");
         for i in 0..3 * SWEEP_AT {
             board.turn(&format!("h{i}"), query(Some(t0)), t0 + MS(i as u64) * 100);
         }
