@@ -108,7 +108,10 @@ struct Record {
 /// The turn of an asker at `now`, updating `record` (a pure function of the
 /// record, so that the Redis script can be its line-by-line twin).
 fn turn(record: &mut Option<Record>, query: OutageQuery, now: SystemTime, ttl: Duration) -> OutageTurn {
-    let live = record.filter(|r| r.expires > now);
+    if record.is_some_and(|r| r.expires <= now) {
+        *record = None;
+    }
+    let live = *record;
     let mut current = match live {
         Some(r) if r.next_probe.is_some() => r,
         _ => {
@@ -232,6 +235,8 @@ mod tests {
         let (board, t0) = (Board::default(), SystemTime::now());
         board.turn("h", query(Some(t0)), t0);
         assert_eq!(board.turn("h", query(None), t0 + RECORD_TTL - MS(1)), OutageTurn::Probe, "the lease ran out");
+        board.turn("g", query(Some(t0)), t0);
+        assert_eq!(board.turn("g", query(None), t0 + RECORD_TTL), OutageTurn::Up, "expired as it is asked");
         // News arriving as the record expires does not revive it.
         board.report("h", OutageReport::ProbeFailed { next_probe: t0 + RECORD_TTL }, t0 + RECORD_TTL);
         assert_eq!(board.turn("h", query(None), t0 + RECORD_TTL), OutageTurn::Up, "forgotten when it expires");
