@@ -153,7 +153,9 @@ impl Pacer {
             Some(length.map_or(window, |length| window.with_length(length)))
         });
         let until = store.spend(text, window).await?;
-        until.duration_since(SystemTime::now()).ok().filter(|wait| !wait.is_zero())
+        // An answer that passed during the round trip is still a "wait": going now would
+        // send uncounted, just as the window opens; asking again spends.
+        Some(until.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_millis(1)))
     }
 
     /// The requests the current window of `key` admits, its end (and whether
