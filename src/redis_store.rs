@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::cooldown::{CooldownStore, MemoryCooldownStore, View, Window};
+use crate::cooldown::{CooldownStore, MemoryCooldownStore, View, Window, shared_window};
 
 /// The version of the key and value format, after the prefix. Part of the
 /// protocol between processes: changing the format means a new version here,
@@ -37,7 +37,8 @@ return 1";
 /// One round trip per send; the window's key expires eight windows (at least
 /// a minute) after its end. ARGV: now, then the asker's view of the window
 /// (ms since the epoch; all 0 without one): its end, its length (0 when
-/// unknown), its limit, whether a server told the end (1 or 0).
+/// unknown), its limit, whether a server told the end (1 or 0); then how
+/// long sends are counted before anyone knows the window.
 const SPEND: &str = r"
 local now = tonumber(ARGV[1])
 local cooled = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -46,14 +47,23 @@ local vend, vlen, vlimit, vtold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber
 local viewed = vend > 0 and vlimit > 0
 local s = redis.call('HMGET', KEYS[2], 'end', 'length', 'limit', 'spent', 'told', 'origin')
 local e, len, limit, spent, told, origin
-if s[1] then
+if s[1] and tonumber(s[3]) > 0 then
   e, len, limit, spent = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
   told, origin = s[5] == '1', tonumber(s[6])
-elseif viewed and vend > now then
-  e, len, limit, spent, told, origin = vend, vlen, vlimit, 0, vtold, 0
-  if vtold then origin = vend end
 else
-  return 0
+  local open = 0
+  if s[1] and now < tonumber(s[1]) then open = tonumber(s[4]) end
+  if viewed and vend > now then
+    e, len, limit, spent, told, origin = vend, vlen, vlimit, open, vtold, 0
+    if vtold then origin = vend end
+  elseif open > 0 then
+    redis.call('HINCRBY', KEYS[2], 'spent', 1)
+    return 0
+  else
+    redis.call('HSET', KEYS[2], 'end', now + ARGV[6], 'length', 0, 'limit', 0, 'spent', 1, 'told', 0, 'origin', 0)
+    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+    return 0
+  end
 end
 if viewed then
   limit = vlimit
@@ -275,6 +285,7 @@ impl RedisCooldownStore {
         let now = SystemTime::now();
         let view = window.and_then(View::of).unwrap_or(View { end: 0, length: 0, limit: 0, told: false });
         invocation.arg(epoch_ms(now)).arg(view.end).arg(view.length).arg(view.limit).arg(u8::from(view.told));
+        invocation.arg(shared_window::OPEN_FOR);
         // On an outage, memory answers: the cooldowns this process knows, and its own pacing.
         let remote = self
             .bounded("spend", invocation.invoke_async::<u64>(&mut connection))

@@ -25,7 +25,7 @@ mod budget;
 mod hold;
 mod key;
 mod learner;
-mod shared_window;
+pub(crate) mod shared_window;
 mod store;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -58,6 +58,10 @@ pub(crate) struct Shared {
     pub(crate) origin: u64,
 }
 
+/// How long sends are counted before anyone knows the window (in ms): the
+/// first window of a fleet sends many requests before its first answer.
+pub(crate) const OPEN_FOR: u64 = 1_000;
+
 /// Nothing is sent this close to a boundary, either side (2 ms, plus 1/32 of the window).
 pub(crate) fn guard(length: u64) -> u64 {
     length / 32 + 2
@@ -73,13 +77,23 @@ pub(crate) fn keep(length: u64) -> u64 {
 /// `shared` is what the store holds for the key (`None`: nothing, or a state
 /// the store cannot count with); it is updated in place.
 pub(crate) fn spend(shared: &mut Option<Shared>, view: Option<View>, now: u64) -> Result<u64, u64> {
-    let mut state = match (shared.take(), view) {
-        (Some(state), _) => state,
-        (None, Some(view)) if view.end > now => {
+    let stored = shared.take().filter(|s| s.limit > 0 || now < s.end);
+    let mut state = match (stored, view.filter(|v| v.end > now)) {
+        (Some(state), _) if state.limit > 0 => state,
+        // An open count meets its first view: what it counted went in this window.
+        (open, Some(view)) => {
             let origin = if view.told { view.end } else { 0 };
-            Shared { end: view.end, length: view.length, limit: view.limit, spent: 0, told: view.told, origin }
+            let spent = open.map_or(0, |open| open.spent);
+            Shared { end: view.end, length: view.length, limit: view.limit, spent, told: view.told, origin }
         }
-        (None, _) => return Ok(0),
+        // Nothing known yet: count the sends for a while (an open count: no
+        // limit, `end` its expiry), so the first view knows how many went.
+        (open, None) => {
+            let open = open.unwrap_or(Shared { end: now + OPEN_FOR, ..Shared::default() });
+            let open = Shared { spent: open.spent + 1, ..open };
+            *shared = Some(open);
+            return Ok(open.spent);
+        }
     };
     if let Some(view) = view {
         // The latest asker's limit is the freshest; a length measured here beats an asker's.
@@ -168,9 +182,21 @@ mod tests {
         let mut shared = None;
         let v = view(1_200, 200, 3, true);
         assert_eq!(spend_n(&mut shared, v, 1_000, 4), [Ok(1), Ok(2), Ok(3), Err(1_200 + 8)]);
-        // Nothing known, by the asker or the store: nothing is counted.
-        assert_eq!(spend(&mut None, None, 1_000), Ok(0));
-        assert_eq!(spend(&mut None, view(900, 200, 3, true), 1_000), Ok(0), "a view of a window already over");
+    }
+
+    #[test]
+    fn sends_before_anyone_knows_the_window_count_in_it() {
+        // Nothing known, by the asker or the store: the sends are counted, for a second.
+        let mut shared = None;
+        assert_eq!(spend_n(&mut shared, None, 1_000, 2), [Ok(1), Ok(2)]);
+        assert_eq!(spend(&mut shared, view(900, 200, 3, true), 1_010), Ok(3), "a view of a window already over");
+        // The first view: three went in its window already, which admits four.
+        assert_eq!(spend_n(&mut shared, view(1_200, 200, 4, true), 1_020, 2), [Ok(4), Err(1_208)]);
+        // An open count lasts a second from its first send.
+        let mut shared = None;
+        spend_n(&mut shared, None, 1_000, 5);
+        assert_eq!(spend(&mut shared, None, 2_000), Ok(1));
+        assert_eq!(spend(&mut shared, view(2_200, 200, 4, true), 2_010), Ok(2));
     }
 
     #[test]
@@ -235,6 +261,7 @@ mod tests {
         let mut shared = None;
         assert_eq!(spend_n(&mut shared, view(1_200, 0, 1, true), 1_000, 2), [Ok(1), Err(1_202)]);
         assert_eq!(spend(&mut shared, view(1_190, 0, 1, false), 1_202), Ok(0), "a stale view: not counted");
+        assert_eq!(shared, None);
         assert_eq!(spend_n(&mut shared, view(1_400, 0, 1, false), 1_203, 2), [Ok(1), Err(1_402)]);
         // Learned later: the length and the limit of the latest asker.
         assert_eq!(spend(&mut shared, view(1_400, 200, 2, false), 1_300), Ok(2));
