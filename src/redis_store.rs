@@ -119,6 +119,15 @@ const BACK_OFF: Duration = Duration::from_secs(1);
 /// the credential itself). Its value is the cooldown's end in milliseconds
 /// since the Unix epoch, as a decimal integer; it expires then.
 ///
+/// The key's window budget, shared by the fleet, is the same name with
+/// `:budget` appended: a hash of decimal integers, `end` (the window's end,
+/// epoch milliseconds), `length` (ms, 0 when unknown), `limit` (0 while sends
+/// are counted before anyone knows the window), `spent`, `told` (1 when a
+/// server told `end`, 0 when rolled) and `origin` (the earliest told end of
+/// an earlier window, 0 when none). It expires eight windows (at least a
+/// minute) after `end`, or a second after the first send it counted with no
+/// window known.
+///
 /// The format is a protocol between processes: every process of a fleet
 /// reads what the others write, and a rolling deploy runs two releases side
 /// by side. So it is covered by semver. It changes only with a new format

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest_llm_retry::{CooldownStore, LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore};
+use reqwest_llm_retry::{CooldownStore, LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore, Window};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -254,4 +254,46 @@ async fn two_instances_split_one_windows_budget_through_redis() {
     let held = waited.iter().filter(|w| **w >= Duration::from_millis(200)).count();
     assert_eq!((at_once, held), (1, 5), "{waited:?}");
     assert_eq!(server.received_requests().await.unwrap().len(), 9);
+}
+
+/// `time` to the millisecond, as the store keeps it.
+fn at_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + MS(ms)
+}
+
+#[tokio::test]
+async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries() {
+    let prefix = unique_prefix("windows");
+    let (Some(a), Some(b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
+    let (a, b) = (a.prefix(prefix.as_str()), b.prefix(prefix.as_str()));
+    let test = async {
+        // A told window of 2 requests, 300 ms long (guard: 2 ms + 300 / 32 = 11 ms).
+        let end = epoch_ms(SystemTime::now() + MS(300));
+        let told = Window::new(at_ms(end), 2).with_length(MS(300)).as_told();
+        assert_eq!(a.spend("k", Some(told)).await, None);
+        // Another process predicts the end 40 ms later: the same window all the same.
+        assert_eq!(b.spend("k", Some(Window::new(at_ms(end + 40), 2))).await, None);
+        assert_eq!(a.spend("k", Some(told)).await, Some(at_ms(end + 11)), "spent: wait past the end and its guard");
+        assert_eq!(b.spend("k", Some(Window::new(at_ms(end - 50), 2))).await, Some(at_ms(end + 11)));
+        tokio::time::sleep(at_ms(end + 11).duration_since(SystemTime::now()).unwrap_or_default()).await;
+        // The next window is the store's, 300 ms on, whatever an asker predicts (here 40 ms early).
+        let early = Window::new(at_ms(end + 260), 2);
+        assert_eq!(b.spend("k", Some(early)).await, None);
+        assert_eq!(a.spend("k", None).await, None, "an asker that knows nothing is counted too");
+        assert_eq!(b.spend("k", Some(early)).await, Some(at_ms(end + 300 + 11)));
+        // Sends before anyone knows the window count in the first one told.
+        assert_eq!(a.spend("n", None).await, None);
+        assert_eq!(b.spend("n", None).await, None);
+        let first = Window::new(SystemTime::now() + MS(300), 3).as_told();
+        assert_eq!(a.spend("n", Some(first)).await, None);
+        assert_eq!(a.spend("n", Some(first)).await, Some(at_ms(epoch_ms(first.end) + 2)), "3 went: spent");
+    };
+    tokio::time::timeout(DEADLINE, test).await.expect("store calls are bounded");
+    let mut connection = inspect().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+    }
 }
