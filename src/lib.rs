@@ -111,6 +111,7 @@
 //! | `waiting for the shared rate-limit cooldown` | DEBUG | `wait_ms` |
 //! | `error event before the first output of a stream` | DEBUG | `provider`, `status` (the status the same error has) |
 //! | `provider outage: holding requests, probing with one at a time` | WARN | `host` (`host:port`), `failures` (in a row) |
+//! | `provider outage, said by another process sharing the store: holding requests` | WARN | `host` |
 //! | `provider outage over: releasing the held requests` | INFO | `host`, `probes`, `lasted_ms` |
 //! | `waiting for the provider's outage to end` | DEBUG | `host` |
 //! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
@@ -130,7 +131,10 @@
 //! held until then returns its last error response, or, never sent, an
 //! `Err(reqwest_middleware::Error::Middleware(..))` holding an [`LlmApiError`] of kind
 //! [`Overloaded`](ErrorKind::Overloaded) with `attempts: 0` ([`LlmApiError::find_in`] reaches
-//! it). See [`outage`](LlmRetryMiddlewareBuilder::outage), which turns it off.
+//! it). With a [`CooldownStore`] that shares outages ([`MemoryCooldownStore`],
+//! `RedisCooldownStore`), the probe is the fleet's: one at a time for every process, and a
+//! success anywhere releases everyone's requests. See
+//! [`outage`](LlmRetryMiddlewareBuilder::outage), which turns it off.
 //!
 //! # Runtime requirements
 //!
@@ -172,6 +176,7 @@ mod upload;
 pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
+pub use health::{OutageQuery, OutageReport, OutageTurn};
 pub use kind::ErrorKind;
 pub use middleware::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 pub use policy::RetryRule;

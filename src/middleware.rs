@@ -332,7 +332,9 @@ impl LlmRetryMiddlewareBuilder {
     /// a fleet, or an `Arc<MemoryCooldownStore>` shared by several
     /// middlewares. The store is asked before each send and told of each
     /// cooldown. It is used while the [`cooldown`](Self::cooldown) is on,
-    /// whichever of the two setters comes first.
+    /// whichever of the two setters comes first. While the
+    /// [`outage`](Self::outage) switch is on, provider outages are shared
+    /// through it too (one probe for the fleet).
     ///
     /// Default: none; the cooldown lives in the middleware's own memory.
     pub fn cooldown_store(mut self, store: impl CooldownStore) -> Self {
@@ -362,6 +364,13 @@ impl LlmRetryMiddlewareBuilder {
     /// [`Overloaded`](crate::ErrorKind::Overloaded) (status 503, `retryable:
     /// true`, `attempts: 0`, `retry_after` when the provider gave a wait),
     /// which [`LlmApiError::find_in`] finds.
+    ///
+    /// With a [`cooldown_store`](Self::cooldown_store), the outage is the
+    /// fleet's: one probe at a time for every process sharing the store
+    /// (a lease in the store), a process that sees a failure joins an
+    /// outage another has recorded at once, and when any process's request
+    /// succeeds, the others hear of it within 100 ms and release theirs.
+    /// See [`CooldownStore::outage`].
     ///
     /// Entering an outage is a `tracing` warning, leaving it an info event
     /// with the probe count and how long it lasted.
@@ -412,8 +421,8 @@ impl LlmRetryMiddlewareBuilder {
     /// The middleware.
     pub fn build(self) -> LlmRetryMiddleware {
         let LlmRetryMiddlewareBuilder { mut config, cooldown, store, outage } = self;
+        config.health = outage.then(|| Arc::new(Health::new(store.clone())));
         config.pacer = cooldown.then(|| Arc::new(Pacer::new(store)));
-        config.health = outage.then(|| Arc::new(Health::default()));
         LlmRetryMiddleware { config: Arc::new(config) }
     }
 }

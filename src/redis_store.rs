@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::cooldown::{CooldownStore, MemoryCooldownStore, View, Window, shared_window};
+use crate::health::{OutageQuery, OutageReport, OutageTurn};
 
 /// The version of the key and value format, after the prefix. Part of the
 /// protocol between processes: changing the format means a new version here,
@@ -102,6 +103,45 @@ redis.call('HSET', KEYS[2], 'end', e, 'length', len, 'limit', limit, 'spent', sp
 redis.call('PEXPIRE', KEYS[2], e - now + math.max(len * 8, 60000))
 return answer";
 
+/// A provider host's outage for the fleet (`health::shared::turn`, line by
+/// line): KEYS[1] the host's record (a hash: `next`, the next probe's time,
+/// while down; `up`, when it recovered), KEYS[2] the probe lease. ARGV: now,
+/// the asker's outage start (0: none), the lease's and the record's life in
+/// ms. Returns 0 (up), -1 (probe: the lease is the caller's) or when to ask again.
+const OUTAGE: &str = r"
+local now = tonumber(ARGV[1])
+local since = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'next', 'up')
+local due = tonumber(state[1])
+if not due then
+  local up = tonumber(state[2])
+  if since == 0 or (up and up >= since) then return 0 end
+  due = now
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'next', due)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+local lease = redis.call('PTTL', KEYS[2])
+if lease > 0 then return now + lease end
+if due > now then return due end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return -1";
+
+/// News of an outage (`health::shared::apply`): KEYS as for [`OUTAGE`];
+/// ARGV: `failed` (with the next probe's time), `abandoned` or `up`; a time
+/// (ms); the record's life in ms.
+const OUTAGE_NEWS: &str = r"
+redis.call('DEL', KEYS[2])
+if ARGV[1] == 'up' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'up', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+elseif ARGV[1] == 'failed' and redis.call('HEXISTS', KEYS[1], 'next') == 1 then
+  redis.call('HSET', KEYS[1], 'next', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1";
+
 /// How often an outage is logged.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// After a failed call, Redis is left alone this long, so an outage costs one
@@ -128,6 +168,12 @@ const BACK_OFF: Duration = Duration::from_secs(1);
 /// minute) after `end`, or a second after the first send it counted with no
 /// window known.
 ///
+/// A provider host's outage is the hash `{prefix}v1:outage:{host}:{port}`
+/// (field `next`: when the next probe is due, while the host is down; field
+/// `up`: when it recovered; times in ms since the epoch), living 60 s after
+/// its last news, and the probe lease is `{prefix}v1:outage:{host}:{port}:probe`,
+/// living as long as the lease (10 s).
+///
 /// The format is a protocol between processes: every process of a fleet
 /// reads what the others write, and a rolling deploy runs two releases side
 /// by side. So it is covered by semver. It changes only with a new format
@@ -149,6 +195,8 @@ pub struct RedisCooldownStore {
     timeout: Duration,
     script: redis::Script,
     spend: redis::Script,
+    outage: redis::Script,
+    outage_news: redis::Script,
     fallback: MemoryCooldownStore,
     health: Mutex<Health>,
 }
@@ -192,6 +240,8 @@ impl RedisCooldownStore {
             timeout: Self::DEFAULT_TIMEOUT,
             script: redis::Script::new(EXTEND),
             spend: redis::Script::new(SPEND),
+            outage: redis::Script::new(OUTAGE),
+            outage_news: redis::Script::new(OUTAGE_NEWS),
             fallback: MemoryCooldownStore::new(),
             health: Mutex::new(Health::default()),
         }
@@ -247,6 +297,11 @@ fn redis_key(prefix: &str, key: &str) -> String {
     format!("{prefix}{FORMAT}{key}")
 }
 
+/// A duration in whole milliseconds, at least 1 (Redis refuses a `PX` of 0).
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -266,6 +321,14 @@ impl CooldownStore for RedisCooldownStore {
         window: Option<Window>,
     ) -> crate::cooldown::StoreFuture<'a, Option<SystemTime>> {
         Box::pin(self.spend_shared(key, window))
+    }
+
+    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> crate::cooldown::StoreFuture<'a, Option<OutageTurn>> {
+        Box::pin(self.outage_turn(host, query))
+    }
+
+    fn report_outage<'a>(&'a self, host: &'a str, report: OutageReport) -> crate::cooldown::StoreFuture<'a, ()> {
+        Box::pin(self.outage_report(host, report))
     }
 }
 
@@ -302,6 +365,52 @@ impl RedisCooldownStore {
             .filter(|ms| *ms > 0)
             .and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
         local.into_iter().chain(remote).filter(|until| *until > now).max()
+    }
+
+    /// A host's outage record and its probe lease: `outage:{host}:{port}`, and that with `:probe`.
+    fn outage_keys(&self, host: &str) -> (String, String) {
+        let record = self.name(&format!("outage:{host}"));
+        let lease = format!("{record}:probe");
+        (record, lease)
+    }
+
+    async fn outage_turn(&self, host: &str, query: OutageQuery) -> Option<OutageTurn> {
+        let (record, lease) = self.outage_keys(host);
+        let mut invocation = self.outage.key(&record);
+        invocation.key(&lease);
+        let now = SystemTime::now();
+        invocation
+            .arg(epoch_ms(now))
+            .arg(query.since.map_or(0, epoch_ms))
+            .arg(ms(query.lease))
+            .arg(ms(crate::health::RECORD_TTL));
+        let mut connection = self.connection.clone();
+        let Some(answer) = self.bounded("outage", invocation.invoke_async::<i64>(&mut connection)).await else {
+            // Down: this process's memory answers, so that it probes on its own.
+            return Some(self.fallback.outage_now(host, query));
+        };
+        Some(match answer {
+            0 => OutageTurn::Up,
+            ..0 => OutageTurn::Probe,
+            at => OutageTurn::Wait(SystemTime::UNIX_EPOCH + Duration::from_millis(at.unsigned_abs())),
+        })
+    }
+
+    async fn outage_report(&self, host: &str, report: OutageReport) {
+        // Memory hears it too, for when Redis is down.
+        self.fallback.report_outage_now(host, report);
+        let now = SystemTime::now();
+        let (kind, at) = match report {
+            OutageReport::ProbeFailed { next_probe } => ("failed", next_probe),
+            OutageReport::ProbeAbandoned => ("abandoned", now),
+            OutageReport::Recovered => ("up", now),
+        };
+        let (record, lease) = self.outage_keys(host);
+        let mut invocation = self.outage_news.key(&record);
+        invocation.key(&lease);
+        invocation.arg(kind).arg(epoch_ms(at)).arg(ms(crate::health::RECORD_TTL));
+        let mut connection = self.connection.clone();
+        self.bounded("report_outage", invocation.invoke_async::<i64>(&mut connection)).await;
     }
 
     async fn store(&self, key: &str, until: SystemTime) {

@@ -6,7 +6,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest_llm_retry::LlmRetryMiddleware;
+use std::sync::Arc;
+
+use reqwest_llm_retry::{LlmRetryMiddleware, MemoryCooldownStore};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -35,13 +37,25 @@ impl Respond for Script {
     }
 }
 
+/// A server of its own, not from wiremock's pool: a pooled server's port comes back to the
+/// next test, and with it this test's log lines.
+async fn server(failing: fn(u64) -> bool) -> MockServer {
+    logs_of(0);
+    let server = MockServer::builder().start().await;
+    Mock::given(any()).respond_with(Script(AtomicUsize::new(0), failing)).mount(&server).await;
+    server
+}
+
 /// `rounds` rounds of `n` concurrent requests through one middleware; the server's port and the successes.
 async fn run(failing: fn(u64) -> bool, rounds: usize, n: usize) -> (u16, usize) {
-    logs_of(0);
-    let server = MockServer::start().await;
-    Mock::given(any()).respond_with(Script(AtomicUsize::new(0), failing)).mount(&server).await;
-    let http = reqwest::Client::builder().no_proxy().resolve("api.anthropic.com", *server.address()).build().unwrap();
+    let server = server(failing).await;
     let middleware = LlmRetryMiddleware::builder().base_delay(Duration::from_millis(8)).build();
+    (server.address().port(), rounds_through(&server, middleware, rounds, n).await)
+}
+
+/// `rounds` rounds of `n` concurrent requests through `middleware`; the successes.
+async fn rounds_through(server: &MockServer, middleware: LlmRetryMiddleware, rounds: usize, n: usize) -> usize {
+    let http = reqwest::Client::builder().no_proxy().resolve("api.anthropic.com", *server.address()).build().unwrap();
     let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
     let url = format!("http://api.anthropic.com:{}/v1/messages", server.address().port());
     let mut successes = 0;
@@ -54,7 +68,7 @@ async fn run(failing: fn(u64) -> bool, rounds: usize, n: usize) -> (u16, usize) 
         let done = tokio::time::timeout(Duration::from_secs(10), tasks.join_all()).await.expect("no hang");
         successes += done.into_iter().filter(|ok| *ok).count();
     }
-    (server.address().port(), successes)
+    successes
 }
 
 #[tokio::test]
@@ -67,6 +81,20 @@ async fn entering_and_leaving_an_outage_are_logged_with_the_probes_and_duration(
     let left: Vec<_> = logs.iter().filter(|l| l.contains("INFO") && l.contains("provider outage over")).collect();
     assert_eq!((entered, left.len()), (1, 1), "{logs:#?}");
     assert!(left[0].contains("probes=") && left[0].contains("lasted_ms="), "{}", left[0]);
+}
+
+#[tokio::test]
+async fn joining_an_outage_another_middleware_recorded_is_logged() {
+    let server = server(|_| true).await;
+    let store = Arc::new(MemoryCooldownStore::new());
+    let fast = || LlmRetryMiddleware::builder().base_delay(Duration::from_millis(8)).max_retries(2);
+    // `a` enters the outage and records it in the store as it probes; `b` fails once, and joins it.
+    rounds_through(&server, fast().cooldown_store(store.clone()).build(), 1, 12).await;
+    rounds_through(&server, fast().cooldown_store(store).build(), 1, 4).await;
+    let logs = logs_of(server.address().port());
+    let entered = logs.iter().filter(|l| l.contains("WARN") && l.contains("provider outage: holding")).count();
+    let joined = logs.iter().filter(|l| l.contains("WARN") && l.contains("said by another process")).count();
+    assert_eq!((entered, joined), (1, 1), "{logs:#?}");
 }
 
 /// 529 with probability 0.3, from a seeded stream (SplitMix64) in arrival order.

@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest_llm_retry::{CooldownStore, LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore, Window};
+use reqwest_llm_retry::{
+    CooldownStore, LlmResponseExt, LlmRetryMiddleware, MemoryCooldownStore, OutageQuery, OutageReport, OutageTurn,
+    RedisCooldownStore, Window,
+};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -207,6 +210,117 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
         assert_eq!(resp.status(), 200);
     }
     assert!(started.elapsed() < MS(1000), "an outage costs at most one timeout a second: {:?}", started.elapsed());
+}
+
+/// The outage protocol through the public trait, step by step: the same answers
+/// from every store that shares outages (the Redis script is the memory store's twin).
+async fn outage_protocol(store: &dyn CooldownStore, host: &str) {
+    let lease = Duration::from_secs(10);
+    let ask = |since: Option<SystemTime>| store.outage(host, OutageQuery::new(since, lease));
+    let t0 = SystemTime::now();
+    let near = |at: SystemTime, expected: SystemTime| {
+        let gap = at.duration_since(expected).or_else(|e| Ok::<_, ()>(e.duration())).unwrap();
+        gap <= MS(50)
+    };
+    assert_eq!(ask(None).await, Some(OutageTurn::Up), "failures alone are no outage");
+    assert_eq!(ask(Some(t0)).await, Some(OutageTurn::Probe), "the first to say so probes");
+    for since in [Some(t0), None] {
+        match ask(since).await {
+            Some(OutageTurn::Wait(until)) => assert!(near(until, t0 + lease), "{until:?}"),
+            other => panic!("one probe at a time: {other:?}"),
+        }
+    }
+    let next = SystemTime::now() + Duration::from_secs(30);
+    store.report_outage(host, OutageReport::ProbeFailed { next_probe: next }).await;
+    match ask(Some(t0)).await {
+        Some(OutageTurn::Wait(until)) => assert!(near(until, next), "the next probe when it said: {until:?}"),
+        other => panic!("{other:?}"),
+    }
+    store.report_outage(host, OutageReport::ProbeFailed { next_probe: SystemTime::now() }).await;
+    assert_eq!(ask(None).await, Some(OutageTurn::Probe), "due: whoever asks first");
+    store.report_outage(host, OutageReport::ProbeAbandoned).await;
+    assert_eq!(ask(Some(t0)).await, Some(OutageTurn::Probe), "an abandoned lease is free");
+    store.report_outage(host, OutageReport::Recovered).await;
+    assert_eq!(ask(Some(t0)).await, Some(OutageTurn::Up), "recovered since this outage began");
+    assert_eq!(ask(None).await, Some(OutageTurn::Up));
+    store.report_outage(host, OutageReport::ProbeFailed { next_probe: next }).await;
+    assert_eq!(ask(Some(t0)).await, Some(OutageTurn::Up), "a late failed probe does not bring it back");
+    let later = SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(ask(Some(later)).await, Some(OutageTurn::Probe), "an outage begun after the recovery is new");
+}
+
+#[tokio::test]
+async fn memory_and_redis_stores_speak_the_same_outage_protocol() {
+    outage_protocol(&MemoryCooldownStore::new(), "api.anthropic.com:443").await;
+    let prefix = unique_prefix("outage-protocol");
+    let Some(store) = store(&redis_url()).await else { return };
+    let store = store.prefix(prefix.as_str());
+    outage_protocol(&store, "api.anthropic.com:443").await;
+    // Both keys expire.
+    let mut connection = inspect().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    assert!(keys.iter().any(|k| k.ends_with("v1:outage:api.anthropic.com:443:probe")), "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+    }
+}
+
+/// 503 after 30 ms to the first `down_for` requests, 200 after that; arrival times recorded.
+struct DownFor {
+    down_for: usize,
+    seen: Arc<std::sync::Mutex<Vec<Instant>>>,
+}
+
+impl wiremock::Respond for DownFor {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let mut seen = self.seen.lock().unwrap();
+        seen.push(Instant::now());
+        if seen.len() <= self.down_for {
+            ResponseTemplate::new(503).set_delay(MS(30))
+        } else {
+            ResponseTemplate::new(200)
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_instances_share_one_outage_probe_through_redis() {
+    let prefix = unique_prefix("outage");
+    let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
+    let (store_a, store_b) = (store_a.prefix(prefix.as_str()), store_b.prefix(prefix.as_str()));
+    let server = MockServer::start().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // 20 first attempts fail together, then 6 probes.
+    let down_for = 26;
+    Mock::given(any()).respond_with(DownFor { down_for, seen: seen.clone() }).mount(&server).await;
+    let builder = || LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(1000)).max_retries(6);
+    let a = client(&server, builder().cooldown_store(store_a).build());
+    let b = client(&server, builder().cooldown_store(store_b).build());
+    let url = &format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
+    let burst = |client: reqwest_middleware::ClientWithMiddleware| async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let (client, url) = (client.clone(), url.clone());
+            tasks.spawn(async move { client.post(url).bearer_auth("sk-a").body("{}").send().await.unwrap().status() });
+        }
+        tasks.join_all().await
+    };
+    let both = async { tokio::join!(burst(a), burst(b)) };
+    let (from_a, from_b) = tokio::time::timeout(DEADLINE, both).await.expect("every request ends");
+    assert!(from_a.iter().chain(&from_b).all(|status| *status == 200), "{from_a:?} {from_b:?}");
+    let seen = seen.lock().unwrap().clone();
+    for pair in seen[20..down_for].windows(2) {
+        assert!(pair[1] >= pair[0] + MS(30), "two probes in flight: {:?} apart", pair[1] - pair[0]);
+    }
+    assert_eq!(seen.len(), down_for + 1 + 19, "each waiting request sent once more after the recovery");
+    // The host's record says when it recovered, and expires.
+    let mut connection = inspect().await;
+    let record = format!("{prefix}v1:outage:api.openai.com:{}", server.address().port());
+    let up: Option<u64> = redis::cmd("HGET").arg(&record).arg("up").query_async(&mut connection).await.unwrap();
+    assert!(up.is_some_and(|at| at <= epoch_ms(SystemTime::now())), "{record}: up at {up:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&record).query_async(&mut connection).await.unwrap();
+    assert!(ttl > 0, "{record} has no expiry ({ttl})");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest_llm_retry::LlmRetryMiddleware;
+use reqwest_llm_retry::{LlmRetryMiddleware, MemoryCooldownStore};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
@@ -35,6 +35,11 @@ pub enum Kind {
     OursNoCooldown,
     /// A plain loop over the bare client that sleeps exactly what the server asks.
     Reference,
+    /// Four `LlmRetryMiddleware::default()`, requests dealt round-robin: a fleet
+    /// of four processes, each on its own.
+    FleetApart,
+    /// The same four sharing one `MemoryCooldownStore`: a fleet sharing Redis, in one process.
+    FleetShared,
 }
 
 impl Kind {
@@ -46,6 +51,8 @@ impl Kind {
             Kind::Ours => "**LlmRetryMiddleware**",
             Kind::OursNoCooldown => "LlmRetryMiddleware, cooldown(false)",
             Kind::Reference => "reference loop",
+            Kind::FleetApart => "4 × LlmRetryMiddleware, no store",
+            Kind::FleetShared => "**4 × LlmRetryMiddleware, one store**",
         }
     }
 
@@ -111,6 +118,8 @@ pub struct Clients {
     retry: ClientWithMiddleware,
     ours: ClientWithMiddleware,
     ours_no_cooldown: ClientWithMiddleware,
+    fleet_apart: Arc<[ClientWithMiddleware; 4]>,
+    fleet_shared: Arc<[ClientWithMiddleware; 4]>,
 }
 
 impl Clients {
@@ -118,7 +127,14 @@ impl Clients {
         let bare = loopback_client();
         let backoff = ExponentialBackoff::builder().build_with_max_retries(RETRIES);
         let no_cooldown = LlmRetryMiddleware::builder().cooldown(false).build();
+        let store = Arc::new(MemoryCooldownStore::new());
+        let with = |middleware: LlmRetryMiddleware| ClientBuilder::new(bare.clone()).with(middleware).build();
+        let fleet_apart = std::array::from_fn(|_| with(LlmRetryMiddleware::default()));
+        let fleet_shared =
+            std::array::from_fn(|_| with(LlmRetryMiddleware::builder().cooldown_store(store.clone()).build()));
         Clients {
+            fleet_apart: Arc::new(fleet_apart),
+            fleet_shared: Arc::new(fleet_shared),
             empty: ClientBuilder::new(bare.clone()).with(PassThrough).build(),
             retry: ClientBuilder::new(bare.clone()).with(RetryTransientMiddleware::new_with_policy(backoff)).build(),
             ours: ClientBuilder::new(bare.clone()).with(LlmRetryMiddleware::default()).build(),
@@ -151,6 +167,8 @@ impl Clients {
             Kind::ReqwestRetry => Some(&self.retry),
             Kind::Ours => Some(&self.ours),
             Kind::OursNoCooldown => Some(&self.ours_no_cooldown),
+            Kind::FleetApart => Some(&self.fleet_apart[id.unwrap_or(0) as usize % 4]),
+            Kind::FleetShared => Some(&self.fleet_shared[id.unwrap_or(0) as usize % 4]),
         };
         let result = match stack {
             None => self.bare.execute(request).await.map_err(|e| e.to_string()),

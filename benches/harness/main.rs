@@ -302,8 +302,8 @@ fn main() {
             (Duration::from_secs(10), Duration::from_secs(20))
         };
         progress(started, "provider outage (open loop, Anthropic 529 then 200)");
-        let runs =
-            runtime.block_on(outage::outage(&[Kind::ReqwestRetry, Kind::Ours], Style::Anthropic, 50, down, length));
+        let kinds = [Kind::ReqwestRetry, Kind::Ours, Kind::FleetApart, Kind::FleetShared];
+        let runs = runtime.block_on(outage::outage(&kinds, Style::Anthropic, 50, down, length));
         let mut table = Table::new(&[
             "client",
             "attempts per request during the outage",
@@ -321,6 +321,20 @@ fn main() {
                 format!("{} / {}", fmt_secs(run.after_p50.as_secs_f64()), fmt_secs(run.after_p99.as_secs_f64())),
                 format!("{} / {}", run.late_ok, run.late),
             ]);
+            if run.kind == Kind::FleetShared {
+                verdicts.push(verdict(
+                    run.attempts_during <= 1.1 && run.caught_ok == run.caught && run.late_ok == run.late,
+                    format!(
+                        "outage, a fleet of 4 sharing a store: {:.2} attempts per request during the outage (target ≤ 1.1), {} of {} caught and {} of {} late requests succeeded, p99 {} after the recovery",
+                        run.attempts_during,
+                        run.caught_ok,
+                        run.caught,
+                        run.late_ok,
+                        run.late,
+                        fmt_secs(run.after_p99.as_secs_f64())
+                    ),
+                ));
+            }
             if run.kind == Kind::Ours {
                 verdicts.push(verdict(
                     run.attempts_during <= 1.1,
@@ -392,7 +406,8 @@ fn main() {
         }
         report += &format!(
             "\n### 5. Provider outage\n\nOpen loop, 50 requests/s for {} s; Anthropic answers 529 `overloaded_error` to every request for the first {} s, then 200. \
-             Caught = started before the recovery. Attempts during the outage = requests the server saw before the recovery, per caught request.\n\n{}\n\
+             Caught = started before the recovery. Attempts during the outage = requests the server saw before the recovery, per caught request. \
+             The fleet rows deal the requests round-robin to 4 middlewares, as 4 processes would get them: on their own, then sharing one store (in memory here; Redis across machines).\n\n{}\n\
              Independent faults: {n} requests, 16 concurrent, 529 with p = 0.3 per request and attempt (fixed seed, the same faults for both), 4 retries each.\n\n{}",
             length.as_secs(),
             down.as_secs(),

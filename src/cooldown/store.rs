@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use super::SWEEP_AT;
 use super::shared_window::{self, Shared, View};
+use crate::health::{Board, OutageQuery, OutageReport, OutageTurn};
 
 /// The future a [`CooldownStore`] method returns: boxed and `Send`, borrowing the
 /// store and the key.
@@ -24,8 +25,12 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// asked ([`get`](Self::get)) before each send, and told
 /// ([`extend`](Self::extend)) of each cooldown a response sets.
 ///
+/// It also shares provider outages, per host, when it implements
+/// [`outage`](Self::outage) and [`report_outage`](Self::report_outage): then one
+/// probe serves every middleware sharing it.
+///
 /// Keys name the provider, the host, the port and a fingerprint of the
-/// credential; they never contain a secret. Implementations must never fail or
+/// credential (outage keys: the host and the port); they never contain a secret. Implementations must never fail or
 /// stall a request: bound each call, and on an outage answer from memory and log.
 ///
 /// # Why boxed futures
@@ -100,6 +105,32 @@ pub trait CooldownStore: Send + Sync + fmt::Debug + 'static {
         let _ = window;
         self.get(key)
     }
+
+    /// Asked, when the store is set, before a request is sent to a host in
+    /// an outage (when its process's turn to probe has come), and before a
+    /// retry to a host whose requests have started failing: whose turn it is
+    /// to probe `host` (`host:port`, across every credential), for everyone
+    /// sharing the store. This is how one probe serves a fleet.
+    ///
+    /// A store that shares outages keeps, per host, whether it is down, when
+    /// its next probe is due, who holds the probe lease (one at a time, for
+    /// `query.lease`) and when it last recovered; see [`OutageQuery`] for who
+    /// records an outage, and [`OutageTurn`] for the answers.
+    ///
+    /// The default does not share outages: it answers `None`, and each
+    /// process probes on its own. [`MemoryCooldownStore`] and
+    /// `RedisCooldownStore` share them.
+    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
+        let _ = (host, query);
+        Box::pin(std::future::ready(None))
+    }
+
+    /// Told how a probe granted by [`outage`](Self::outage) went, or that a
+    /// request to `host` succeeded after it was down. The default ignores it.
+    fn report_outage<'a>(&'a self, host: &'a str, report: OutageReport) -> StoreFuture<'a, ()> {
+        let _ = (host, report);
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A rate-limit window as a middleware knows it: when it ends, how many
@@ -158,6 +189,8 @@ pub struct MemoryCooldownStore {
     map: Mutex<HashMap<String, SystemTime>>,
     /// Per key: the window shared by the middlewares using this store.
     budgets: Mutex<HashMap<String, Shared>>,
+    /// Provider outages per host.
+    outages: Board,
 }
 
 impl MemoryCooldownStore {
@@ -201,6 +234,16 @@ impl MemoryCooldownStore {
         answer.err().map(|until| SystemTime::UNIX_EPOCH + Duration::from_millis(until))
     }
 
+    /// Synchronous form of [`CooldownStore::outage`].
+    pub(crate) fn outage_now(&self, host: &str, query: OutageQuery) -> OutageTurn {
+        self.outages.turn(host, query, SystemTime::now())
+    }
+
+    /// Synchronous form of [`CooldownStore::report_outage`].
+    pub(crate) fn report_outage_now(&self, host: &str, report: OutageReport) {
+        self.outages.report(host, report, SystemTime::now());
+    }
+
     /// Synchronous form of [`CooldownStore::extend`].
     pub(crate) fn extend_now(&self, key: &str, until: SystemTime) {
         let mut map = self.lock();
@@ -226,6 +269,14 @@ impl<S: CooldownStore + ?Sized> CooldownStore for Arc<S> {
     fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
         (**self).spend(key, window)
     }
+
+    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
+        (**self).outage(host, query)
+    }
+
+    fn report_outage<'a>(&'a self, host: &'a str, report: OutageReport) -> StoreFuture<'a, ()> {
+        (**self).report_outage(host, report)
+    }
 }
 
 impl CooldownStore for MemoryCooldownStore {
@@ -240,6 +291,15 @@ impl CooldownStore for MemoryCooldownStore {
 
     fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
         Box::pin(std::future::ready(self.spend_at(key, window, SystemTime::now())))
+    }
+
+    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
+        Box::pin(std::future::ready(Some(self.outage_now(host, query))))
+    }
+
+    fn report_outage<'a>(&'a self, host: &'a str, report: OutageReport) -> StoreFuture<'a, ()> {
+        self.report_outage_now(host, report);
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -6,26 +6,34 @@
 //! per host and does the waiting. The middleware asks a [`Ticket`] "may I
 //! send now?" before each attempt and reports each attempt's outcome.
 //!
+//! With a [`CooldownStore`] set, the turn to probe is the fleet's: see
+//! [`shared`]. A request alone never asks the store, so that it retries
+//! exactly as it would without one.
+//!
 //! Cost when nothing fails: a request to a host that has never failed gets no
 //! ticket, after one atomic load while no host has failed, one lock and map
 //! lookup after that. Memory: at most [`MAX_HOSTS`] hosts, idle ones dropped first.
 
+mod shared;
 mod tracker;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::StatusCode;
 use tokio::sync::Notify;
 use url::Url;
 
 use crate::backoff::{Timing, retry_budget};
+use crate::cooldown::CooldownStore;
 use crate::error::LlmApiError;
 use crate::kind::ErrorKind;
 use crate::provider::Provider;
+pub(crate) use shared::{Board, RECORD_TTL};
+pub use shared::{OutageQuery, OutageReport, OutageTurn};
 pub(crate) use tracker::Report;
 use tracker::{Change, Decision, Tracker};
 
@@ -38,15 +46,18 @@ pub(crate) struct Health {
     /// Whether any host ever failed: until then, no request looks further.
     failed_once: AtomicBool,
     hosts: Mutex<HashMap<u64, Arc<Host>>>,
+    /// Where the fleet's turn to probe is kept, when a store is set.
+    store: Option<Arc<dyn CooldownStore>>,
 }
 
 #[derive(Debug)]
 struct Host {
-    /// `host:port`, for the log lines.
+    /// `host:port`, for the log lines and the store.
     name: String,
     tracker: Mutex<Tracker>,
     /// Wakes the waiting requests when a probe returns or the outage ends.
     wake: Notify,
+    store: Option<Arc<dyn CooldownStore>>,
 }
 
 impl Host {
@@ -65,6 +76,11 @@ fn host_key(url: &Url) -> Option<(u64, &str, u16)> {
 }
 
 impl Health {
+    /// Health shared through `store` too, when there is one.
+    pub(crate) fn new(store: Option<Arc<dyn CooldownStore>>) -> Self {
+        Health { store, ..Health::default() }
+    }
+
     /// The ticket of a request to `url`, when its host has failed before.
     pub(crate) fn ticket(&self, url: &Url) -> Option<Ticket> {
         if !self.failed_once.load(Ordering::Relaxed) {
@@ -92,8 +108,12 @@ impl Health {
                 if hosts.len() >= MAX_HOSTS {
                     return None;
                 }
-                let host =
-                    Arc::new(Host { name: format!("{name}:{port}"), tracker: Mutex::default(), wake: Notify::new() });
+                let host = Arc::new(Host {
+                    name: format!("{name}:{port}"),
+                    tracker: Mutex::default(),
+                    wake: Notify::new(),
+                    store: self.store.clone(),
+                });
                 hosts.insert(key, host.clone());
                 host
             }
@@ -101,7 +121,7 @@ impl Health {
         };
         drop(hosts);
         host.tracker().join();
-        Some(Ticket { host, probing: false, held: false })
+        Some(Ticket { host, probing: false, leased: false, held: false })
     }
 }
 
@@ -112,6 +132,8 @@ pub(crate) struct Ticket {
     host: Arc<Host>,
     /// This request's attempt in flight is the outage's probe.
     probing: bool,
+    /// ... under the fleet's lease, granted by the store.
+    leased: bool,
     /// This request waits for the outage to end.
     held: bool,
 }
@@ -154,10 +176,14 @@ impl Ticket {
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
-            let (decision, server_wait) = {
+            let (mut decision, server_wait, ask_fleet) = {
                 let mut tracker = host.tracker();
-                (tracker.ask(now, self.held), tracker.server_wait())
+                let decision = tracker.ask(now, self.held);
+                (decision, tracker.server_wait(), fleet_question(&host, &tracker, decision))
             };
+            if let Some(since) = ask_fleet {
+                decision = self.fleet_turn(since, decision, now).await;
+            }
             let bound = bound(timing, server_wait, started, first);
             let until = match decision {
                 Decision::Go { probe } => return self.go(probe),
@@ -184,9 +210,54 @@ impl Ticket {
         }
     }
 
+    /// Asks the store whose turn it is to probe, and turns the answer into
+    /// this request's decision. `since`: when this process's outage began, if in one.
+    #[cold]
+    async fn fleet_turn(&mut self, since: Option<Instant>, decision: Decision, asked: Instant) -> Decision {
+        let host = self.host.clone();
+        let Some(store) = &host.store else { return decision };
+        let wall = SystemTime::now();
+        let since = since.map(|since| wall_time(since, asked, wall));
+        let query = OutageQuery { since, lease: shared::LEASE };
+        let Some(turn) = store.outage(&host.name, query).await else { return decision };
+        let now = Instant::now();
+        let in_outage = since.is_some();
+        let (decision, change) = {
+            let mut tracker = host.tracker();
+            match turn {
+                OutageTurn::Probe => {
+                    self.leased = true;
+                    let change = if in_outage { None } else { tracker.join_outage(now, true, now) };
+                    (Decision::Go { probe: true }, change)
+                }
+                OutageTurn::Up if in_outage => (Decision::Go { probe: false }, tracker.recovered(now)),
+                OutageTurn::Up => (Decision::Go { probe: false }, None),
+                OutageTurn::Wait(at) => {
+                    // Asked again soon even when the next probe is far: how late the provider's return is
+                    // heard; and not at once when the time has passed in the round trip (or by clock skew).
+                    let wait =
+                        at.duration_since(SystemTime::now()).unwrap_or_default().clamp(shared::MIN_POLL, shared::POLL);
+                    let until = now + wait;
+                    let change = if in_outage {
+                        tracker.defer(until);
+                        None
+                    } else {
+                        tracker.join_outage(now, false, until)
+                    };
+                    (Decision::Wait(Some(until)), change)
+                }
+            }
+        };
+        // The others here waited for this request's probe, which is not going: they ask again.
+        host.wake.notify_waiters();
+        host.log(change);
+        decision
+    }
+
     fn go(&mut self, probe: bool) -> Result<(), Held> {
         self.hold(false);
         self.probing = probe;
+        self.leased &= probe;
         Ok(())
     }
 
@@ -200,18 +271,42 @@ impl Ticket {
     /// What the attempt just made said about the host.
     pub(crate) fn report(&mut self, report: Report, server_wait: Option<Duration>, base_delay: Duration) {
         let probe = std::mem::take(&mut self.probing);
-        let change = self.host.tracker().report(report, probe, server_wait, Instant::now(), base_delay);
+        let leased = std::mem::take(&mut self.leased) && probe;
+        let now = Instant::now();
+        let (change, next_probe) = {
+            let mut tracker = self.host.tracker();
+            (tracker.report(report, probe, server_wait, now, base_delay), tracker.next_probe())
+        };
         if probe || change.is_some() {
             self.host.wake.notify_waiters();
         }
+        self.host.log(change);
+        let news = match (report, change) {
+            (_, Some(Change::Left { .. })) => OutageReport::Recovered,
+            (Report::Answered, _) if leased => OutageReport::Recovered,
+            (Report::Failed, _) if leased => {
+                OutageReport::ProbeFailed { next_probe: wall_time(next_probe.unwrap_or(now), now, SystemTime::now()) }
+            }
+            _ => return,
+        };
+        self.host.tell(news);
+    }
+}
+
+impl Host {
+    fn log(&self, change: Option<Change>) {
         match change {
             Some(Change::Entered { failures }) => tracing::warn!(
-                host = self.host.name,
+                host = self.name,
                 failures,
                 "provider outage: holding requests, probing with one at a time"
             ),
+            Some(Change::Joined) => tracing::warn!(
+                host = self.name,
+                "provider outage, said by another process sharing the store: holding requests"
+            ),
             Some(Change::Left { probes, lasted }) => tracing::info!(
-                host = self.host.name,
+                host = self.name,
                 probes,
                 lasted_ms = lasted.as_millis() as u64,
                 "provider outage over: releasing the held requests"
@@ -219,6 +314,36 @@ impl Ticket {
             None => {}
         }
     }
+
+    /// Tells the store, if there is one, without making the request wait for it.
+    fn tell(self: &Arc<Self>, news: OutageReport) {
+        let (Some(store), Ok(runtime)) = (self.store.clone(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let host = self.clone();
+        runtime.spawn(async move { store.report_outage(&host.name, news).await });
+    }
+}
+
+/// Whether a request should ask the store before it goes, and with what:
+/// `Some(since)` when its process would probe now (`since` its outage's
+/// start), or would send to a host that has started failing (`Some(None)`).
+/// Never when it is alone: its own retries are its probes, as without a store.
+fn fleet_question(host: &Host, tracker: &Tracker, decision: Decision) -> Option<Option<Instant>> {
+    if host.store.is_none() || tracker.alone() {
+        return None;
+    }
+    match decision {
+        Decision::Go { probe: true } => Some(tracker.since()),
+        Decision::Go { probe: false } if tracker.failing() => Some(None),
+        _ => None,
+    }
+}
+
+/// The wall-clock time of `at`, given that `now` is `wall`.
+fn wall_time(at: Instant, now: Instant, wall: SystemTime) -> SystemTime {
+    let shifted = if at >= now { wall.checked_add(at - now) } else { wall.checked_sub(now - at) };
+    shifted.unwrap_or(wall)
 }
 
 impl Drop for Ticket {
@@ -232,6 +357,9 @@ impl Drop for Ticket {
         if self.probing {
             // An abandoned probe: the next request probes at once.
             self.host.wake.notify_waiters();
+            if self.leased {
+                self.host.tell(OutageReport::ProbeAbandoned);
+            }
         }
     }
 }

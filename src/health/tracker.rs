@@ -63,8 +63,15 @@ pub(crate) enum Decision {
 /// A change worth a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Change {
-    Entered { failures: u32 },
-    Left { probes: u32, lasted: Duration },
+    Entered {
+        failures: u32,
+    },
+    /// Entered because another process sharing the store says the host is down.
+    Joined,
+    Left {
+        probes: u32,
+        lasted: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +156,61 @@ impl Tracker {
         }
     }
 
+    /// Whether no other request is active: a request alone is its own probe.
+    pub(crate) fn alone(&self) -> bool {
+        self.active <= 1
+    }
+
+    /// Whether the host's requests have started failing, short of an outage.
+    pub(crate) fn failing(&self) -> bool {
+        self.outage.is_none() && self.run > 0
+    }
+
+    /// When the outage began, if the host is in one.
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.outage.map(|outage| outage.since)
+    }
+
+    /// When the next probe is due, if the host is in an outage.
+    pub(crate) fn next_probe(&self) -> Option<Instant> {
+        self.outage.map(|outage| outage.next_probe)
+    }
+
+    /// The probe just granted is not this process's to send (another process
+    /// probes, or it is not due fleet-wide): ask again at `until`.
+    pub(crate) fn defer(&mut self, until: Instant) {
+        if let Some(outage) = &mut self.outage {
+            outage.probing = false;
+            outage.probes = outage.probes.saturating_sub(1);
+            outage.next_probe = until;
+        }
+    }
+
+    /// Another process says the host is down: the outage is entered, with the
+    /// asking request as its probe (`probing`) or its next probe at `next_probe`.
+    pub(crate) fn join_outage(&mut self, now: Instant, probing: bool, next_probe: Instant) -> Option<Change> {
+        let joined = self.outage.is_none();
+        let outage =
+            self.outage.get_or_insert(Outage { since: now, probes: 0, probing: false, next_probe, server_wait: None });
+        if probing {
+            outage.probing = true;
+            outage.probes += 1;
+        } else {
+            outage.next_probe = next_probe;
+        }
+        self.release = None;
+        joined.then_some(Change::Joined)
+    }
+
+    /// The host answered (here, or in another process sharing the store):
+    /// any outage is over, and the requests waiting for it are released.
+    pub(crate) fn recovered(&mut self, now: Instant) -> Option<Change> {
+        self.run = 0;
+        let outage = self.outage.take()?;
+        self.release = Some(Release { start: now, count: self.waiting, given: 0 });
+        Some(Change::Left { probes: outage.probes, lasted: now.saturating_duration_since(outage.since) })
+    }
+
     /// A request starts or stops waiting.
     pub(crate) fn wait(&mut self, waiting: bool) {
         self.waiting = if waiting { self.waiting.saturating_add(1) } else { self.waiting.saturating_sub(1) };
@@ -164,12 +226,7 @@ impl Tracker {
         base_delay: Duration,
     ) -> Option<Change> {
         match (report, &mut self.outage) {
-            (Report::Answered, outage) => {
-                self.run = 0;
-                let outage = outage.take()?;
-                self.release = Some(Release { start: now, count: self.waiting, given: 0 });
-                Some(Change::Left { probes: outage.probes, lasted: now.saturating_duration_since(outage.since) })
-            }
+            (Report::Answered, _) => self.recovered(now),
             (Report::Failed, Some(outage)) => {
                 if probe {
                     outage.probing = false;
@@ -327,6 +384,31 @@ mod tests {
         assert_eq!(t.ask(go, false), Decision::Go { probe: true });
         t.leave(true, go);
         assert_eq!(t.ask(go, false), Decision::Go { probe: true });
+    }
+
+    #[test]
+    fn the_fleet_enters_defers_and_ends_an_outage() {
+        let (mut t, t0) = tracker(3);
+        assert!(!t.failing());
+        fail(&mut t, 1, t0);
+        assert!(t.failing() && !t.alone(), "one failure: the store is asked before the next send");
+        // Another process says the host is down: entered without a run of failures here.
+        assert_eq!(t.join_outage(t0, false, t0 + MS(100)), Some(Change::Joined));
+        assert!(!t.failing());
+        assert_eq!(t.ask(t0, false), Decision::Wait(Some(t0 + MS(100))));
+        assert_eq!(t.ask(t0 + MS(100), false), Decision::Go { probe: true });
+        // The store says another process probes: this one is not sent, and not counted.
+        t.defer(t0 + MS(200));
+        assert_eq!(t.ask(t0 + MS(150), false), Decision::Wait(Some(t0 + MS(200))));
+        t.wait(true);
+        // Another process's probe succeeded.
+        assert_eq!(t.recovered(t0 + MS(300)), Some(Change::Left { probes: 0, lasted: MS(300) }));
+        assert_eq!(t.ask(t0 + MS(300), true), Decision::GoAt(t0 + MS(300)), "the waiting are released");
+        assert_eq!(t.recovered(t0 + MS(300)), None, "left once");
+        // Granted the fleet's probe as it joins: it is the probe in flight.
+        assert_eq!(t.join_outage(t0 + MS(400), true, t0 + MS(400)), Some(Change::Joined));
+        assert_eq!(t.ask(t0 + MS(400), false), Decision::Wait(None));
+        assert!(tracker(1).0.alone());
     }
 
     /// A seeded uniform stream (SplitMix64).

@@ -7,7 +7,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use reqwest_llm_retry::{
+    CooldownStore, ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware, MemoryCooldownStore, OutageQuery,
+    OutageTurn, StoreFuture,
+};
 use reqwest_middleware::ClientWithMiddleware;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -143,4 +149,151 @@ async fn outage_false_leaves_every_request_to_its_own_retries() {
         assert_eq!(result.unwrap().retry_stats().unwrap().attempts, 3);
     }
     assert_eq!(seen.lock().unwrap().len(), 36);
+}
+
+/// Two middlewares sharing one store, as two processes of a fleet sharing Redis would.
+fn fleet_of_two(builder: impl Fn() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder) -> [LlmRetryMiddleware; 2] {
+    let store = Arc::new(MemoryCooldownStore::new());
+    [builder().cooldown_store(store.clone()).build(), builder().cooldown_store(store).build()]
+}
+
+#[tokio::test]
+async fn middlewares_sharing_a_store_probe_one_at_a_time_between_them_and_all_release_on_its_success() {
+    // Both send 10 requests at once into the outage: 20 first attempts fail, then 6 probes.
+    let (down_for, delay) = (26, MS(30));
+    let (server, seen) = provider(down_for, delay).await;
+    let [a, b] = fleet_of_two(|| LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(1000)).max_retries(6));
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    let (a, b) = (client(&server, a), client(&server, b));
+    let (from_a, from_b) = tokio::join!(concurrent(&a, &url, 10), concurrent(&b, &url, 10));
+
+    for (result, _) in from_a.iter().chain(&from_b) {
+        assert_eq!(result.as_ref().unwrap().status(), 200, "every request caught by the outage succeeds");
+    }
+    // Each middleware entered the outage by itself; the probes of both are one at a time.
+    let seen = seen.lock().unwrap().clone();
+    for pair in seen[20..down_for].windows(2) {
+        assert!(pair[1].0 >= pair[0].0 + delay, "two probes in flight: {:?} apart", pair[1].0 - pair[0].0);
+    }
+    // The success of one's probe releases the other's requests too: each sent once more.
+    assert_eq!(seen.len(), down_for + 1 + 19, "requests sent after the recovery");
+}
+
+/// Anthropic down for good, answering after 5 ms; each arrival says whether it came from `b`.
+struct Down {
+    seen: Arc<Mutex<Vec<bool>>>,
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+impl Respond for Down {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut seen = self.seen.lock().unwrap();
+        seen.push(request.headers.contains_key("x-from-b"));
+        self.count.send_replace(seen.len());
+        anthropic_error(529, "overloaded_error", "Overloaded").set_delay(MS(5))
+    }
+}
+
+#[tokio::test]
+async fn a_middleware_joins_the_outage_another_recorded_after_one_failure() {
+    let server = MockServer::start().await;
+    let (seen, (count, mut counted)) = (Arc::new(Mutex::new(Vec::new())), tokio::sync::watch::channel(0));
+    Mock::given(wiremock::matchers::any()).respond_with(Down { seen: seen.clone(), count }).mount(&server).await;
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    let store = Arc::new(MemoryCooldownStore::new());
+    let a = LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(80)).max_retries(8);
+    let a = client(&server, a.cooldown_store(store.clone()).build());
+    // `b` alone would need 10 failures in a row before holding anything: 3 rounds of its 4 requests.
+    let b = LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).cooldown_store(store).build();
+    let b = client(&server, b);
+
+    let from_a = tokio::spawn({
+        let (a, url) = (a.clone(), url.clone());
+        async move { concurrent(&a, &url, 10).await }
+    });
+    // `a`'s first probe is sent once the store has its outage on record.
+    tokio::time::timeout(DEADLINE, counted.wait_for(|n| *n > 10)).await.expect("a probes").unwrap();
+    let mut from_b = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (b, url) = (b.clone(), url.clone());
+        from_b.spawn(async move { b.post(url).header("x-from-b", "1").body("{}").send().await });
+    }
+    for result in tokio::time::timeout(DEADLINE, from_b.join_all()).await.unwrap() {
+        let response = result.unwrap();
+        assert_eq!(response.status(), 529, "held to its bound, it returns the last error it got");
+        assert_eq!(response.llm_error().unwrap().kind, ErrorKind::Overloaded);
+    }
+    let sent_by_b = seen.lock().unwrap().iter().filter(|from_b| **from_b).count();
+    // 4 first attempts, then held, save the fleet's probes it may have been granted (one
+    // every 25 ms at most, within its 60 ms of retries); alone: 12.
+    assert!(sent_by_b <= 7, "b sent {sent_by_b} requests into the fleet's outage");
+    from_a.await.unwrap();
+}
+
+/// A store whose outage answers are always "wait until" a time long past, as
+/// a slow round trip or a skewed clock can make them; it counts the questions.
+#[derive(Debug, Default)]
+struct PastWaits(AtomicUsize);
+
+impl CooldownStore for PastWaits {
+    fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    fn extend<'a>(&'a self, _: &'a str, _: SystemTime) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn outage<'a>(&'a self, _: &'a str, _: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
+        // A loop would never yield to the test's deadline: stop it here.
+        assert!(self.0.fetch_add(1, Ordering::Relaxed) < 10_000, "the store is asked in a loop");
+        Box::pin(std::future::ready(Some(OutageTurn::Wait(SystemTime::UNIX_EPOCH))))
+    }
+}
+
+#[tokio::test]
+async fn a_wait_that_has_already_passed_is_not_asked_again_in_a_loop() {
+    let (server, _) = provider(usize::MAX, MS(2)).await;
+    let store = Arc::new(PastWaits::default());
+    let middleware =
+        LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).cooldown_store(store.clone()).build();
+    for (result, _) in concurrent(&client(&server, middleware), &url(&server, ANTHROPIC, "/v1/messages"), 4).await {
+        assert_eq!(result.unwrap().status(), 529, "held to its bound");
+    }
+    // Held for about 60 ms, asking at most every 2 ms.
+    let asked = store.0.load(Ordering::Relaxed);
+    assert!((1..=200).contains(&asked), "asked {asked} times");
+}
+
+/// By arrival: 529 at once, except the 13th, which never comes in time; 200 from the 18th.
+struct Scripted(AtomicUsize);
+
+impl Respond for Scripted {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        match self.0.fetch_add(1, Ordering::Relaxed) {
+            12 => anthropic_error(529, "overloaded_error", "Overloaded").set_delay(Duration::from_secs(30)),
+            0..17 => anthropic_error(529, "overloaded_error", "Overloaded"),
+            _ => ok(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_probe_frees_the_fleets_lease_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any()).respond_with(Scripted(AtomicUsize::new(0))).mount(&server).await;
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    let [a, b] = fleet_of_two(|| LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(3));
+    let (a, b) = (client(&server, a), client(&server, b));
+    // `a` enters the outage; its probe hangs until its caller gives up (the others end at their bound).
+    let mut from_a = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (a, url) = (a.clone(), url.clone());
+        from_a.spawn(async move { tokio::time::timeout(MS(300), a.post(url).body("{}").send()).await.is_err() });
+    }
+    assert_eq!(from_a.join_all().await.into_iter().filter(|timed_out| *timed_out).count(), 1, "the probe");
+    // `b` fails once, joins the outage, and probes at once: not after the 10 s lease.
+    for (result, _) in concurrent(&b, &url, 4).await {
+        assert_eq!(result.unwrap().status(), 200);
+    }
 }
