@@ -406,6 +406,31 @@ mod tests {
         assert_eq!(Pacer::new(None).shared_wait(&k).await, None);
     }
 
+    /// A store whose every answer has passed by the time it arrives.
+    #[derive(Debug)]
+    struct LateStore;
+
+    impl CooldownStore for LateStore {
+        fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+            Box::pin(std::future::ready(None))
+        }
+
+        fn extend<'a>(&'a self, _: &'a str, _: SystemTime) -> StoreFuture<'a, ()> {
+            Box::pin(std::future::ready(()))
+        }
+
+        fn spend<'a>(&'a self, _: &'a str, _: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
+            Box::pin(std::future::ready(Some(SystemTime::now() - Duration::from_millis(3))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_answer_that_passed_in_transit_is_asked_again_not_taken_as_leave() {
+        // Going at once would send uncounted, just as the fleet's window opens.
+        let pacer = Pacer::new(Some(Arc::new(LateStore) as Arc<dyn CooldownStore>));
+        assert_eq!(pacer.shared_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
+    }
+
     #[test]
     fn sweeps_drop_only_keys_whose_state_has_ended() {
         let pacer = Pacer::new(None);
