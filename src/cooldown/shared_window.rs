@@ -150,14 +150,11 @@ fn roll(state: &mut Shared, view: Option<View>, now: u64) -> bool {
     if now < state.end + guard {
         return true;
     }
-    if state.length > 0 {
-        let windows = (now - state.end - guard) / state.length + 1;
-        state.end += windows * state.length;
-    } else {
-        match view.filter(|v| v.end > now) {
-            Some(view) => state.end = view.end,
-            None => return false,
-        }
+    match ((now - state.end - guard).checked_div(state.length), view.filter(|v| v.end > now)) {
+        // Whole windows since the end: the store's grid, whatever the asker thinks.
+        (Some(passed), _) => state.end += (passed + 1) * state.length,
+        (None, Some(view)) => state.end = view.end,
+        (None, None) => return false,
     }
     state.spent = 0;
     state.told = view.is_some_and(|v| v.told && v.end == state.end);
@@ -226,18 +223,18 @@ mod tests {
     #[test]
     fn told_ends_correct_the_rolled_end_and_then_only_lower_it() {
         let mut shared = None;
-        spend(&mut shared, view(1_200, 200, 20, true), 1_100);
+        assert_eq!(spend(&mut shared, view(1_200, 200, 20, true), 1_100), Ok(1));
         // Rolled to 1 400; a server tells 1 404 (the length was a little short): believed.
         assert_eq!(spend(&mut shared, view(1_404, 200, 20, true), 1_250), Ok(1));
         assert_eq!(shared.unwrap().end, 1_404);
         // A later told end of the same window came later still: the earliest stands.
-        spend(&mut shared, view(1_409, 200, 20, true), 1_260);
+        assert_eq!(spend(&mut shared, view(1_409, 200, 20, true), 1_260), Ok(2));
         assert_eq!(shared.unwrap().end, 1_404);
-        spend(&mut shared, view(1_402, 200, 20, true), 1_270);
+        assert_eq!(spend(&mut shared, view(1_402, 200, 20, true), 1_270), Ok(3));
         assert_eq!(shared.unwrap().end, 1_402);
         // A predicted end, or another window's, changes nothing.
-        spend(&mut shared, view(1_390, 200, 20, false), 1_280);
-        spend(&mut shared, view(1_202, 200, 20, true), 1_280);
+        assert_eq!(spend(&mut shared, view(1_390, 200, 20, false), 1_280), Ok(4));
+        assert_eq!(spend(&mut shared, view(1_202, 200, 20, true), 1_280), Ok(5));
         // The length is measured from the first told end to this window's earliest.
         assert_eq!(shared.unwrap(), Shared { end: 1_402, length: 202, limit: 20, spent: 5, told: true, origin: 1_200 });
     }
@@ -246,13 +243,13 @@ mod tests {
     fn the_length_is_measured_over_as_many_windows_as_have_passed() {
         // Told ends 3 ms late, then 1 ms late 10 windows on: 200.2 ms a window, not 203.
         let mut shared = None;
-        spend(&mut shared, view(1_203, 203, 20, true), 1_100);
+        assert_eq!(spend(&mut shared, view(1_203, 203, 20, true), 1_100), Ok(1));
         assert_eq!(shared.unwrap().length, 203, "the asker's, until measured");
-        spend(&mut shared, view(3_205, 203, 20, true), 3_100);
+        assert_eq!(spend(&mut shared, view(3_205, 203, 20, true), 3_100), Ok(1));
         assert_eq!((shared.unwrap().end, shared.unwrap().length), (3_205, 200));
         // Without an origin yet, a told end becomes it.
         let mut shared = Some(Shared { end: 1_200, length: 200, limit: 5, spent: 0, told: false, origin: 0 });
-        spend(&mut shared, view(1_201, 0, 5, true), 1_100);
+        assert_eq!(spend(&mut shared, view(1_201, 0, 5, true), 1_100), Ok(1));
         assert_eq!(shared.unwrap().origin, 1_201);
     }
 
