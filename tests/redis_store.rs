@@ -395,6 +395,12 @@ async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_
         assert_eq!(b.spend("k", Some(early)).await, None);
         assert_eq!(a.spend("k", None).await, None, "an asker that knows nothing is counted too");
         assert_eq!(b.spend("k", Some(early)).await, Some(at_ms(end + 300 + 11)));
+        // A server tells this window's end, 4 ms after the rolled one: it replaces it; a
+        // later told end of the same window may only be earlier.
+        let told_end = |ms| Some(Window::new(at_ms(ms), 2).as_told());
+        assert_eq!(a.spend("k", told_end(end + 304)).await, Some(at_ms(end + 304 + 11)));
+        assert_eq!(b.spend("k", told_end(end + 309)).await, Some(at_ms(end + 304 + 11)));
+        assert_eq!(b.spend("k", told_end(end + 302)).await, Some(at_ms(end + 302 + 11)));
         // Sends before anyone knows the window count in the first one told.
         assert_eq!(a.spend("n", None).await, None);
         assert_eq!(b.spend("n", None).await, None);
