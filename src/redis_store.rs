@@ -97,7 +97,6 @@ if viewed and vtold and math.abs(vend - e) < same() then
   end
   if not roll(false) then redis.call('DEL', KEYS[2]) return 0 end
 end
-if viewed and not vtold and not told and len == 0 and vend > e and vend - e < e - now then e = vend end
 local answer = 0
 if now + guard() >= e or spent >= limit then answer = e + guard() else spent = spent + 1 end
 redis.call('HSET', KEYS[2], 'end', e, 'length', len, 'limit', limit, 'spent', spent, 'told', told and 1 or 0, 'origin', origin)

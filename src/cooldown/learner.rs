@@ -69,20 +69,9 @@ pub(super) struct Learner {
     used: Option<Instant>,
     /// The longest reset read in headers or wait a 429 gave: the window lasts at least this long.
     longest: Duration,
-    /// When the key's first request went (see [`Learner::born`]).
-    born: Option<Instant>,
 }
 
 impl Learner {
-    /// The learner of a key whose first request goes at `now`. The first
-    /// window lasts at least from then to the end its first 429 tells, when
-    /// that request went in it (as the first 429's numbering assumes of every
-    /// earlier send): a better floor than the 429's wait when it came late in
-    /// the window.
-    pub(super) fn born(now: Instant) -> Self {
-        Learner { born: Some(now), ..Learner::default() }
-    }
-
     /// Whether anything learned is still worth keeping.
     pub(super) fn live(&self, now: Instant) -> bool {
         let keep = self.window.map_or(FORGET_AFTER, |w| (w * 8).max(FORGET_AFTER));
@@ -219,16 +208,6 @@ impl Learner {
         self.longest = self.longest.max(end.saturating_duration_since(now));
         // Sends numbered at or below `opened_seq` went in an earlier window.
         let admitted = (seq > self.opened_seq).then(|| seq - 1 - self.opened_seq);
-        // The first told end: the first window lasted from the first send at least, if that went
-        // in it; a span beyond twice the wait says it did not (a window earlier, or more).
-        if self.anchor.is_none()
-            && self.opened.is_none()
-            && admitted.is_some_and(|a| a > 0)
-            && let Some(span) = self.born.take().and_then(|born| end.checked_duration_since(born))
-            && span <= self.longest * 2
-        {
-            self.longest = span;
-        }
         let same_window = self.end.is_some_and(|current| current.max(end) - current.min(end) <= SAME_END)
             && self.anchor.is_some_and(|anchor| anchor.max(end) - anchor.min(end) <= SAME_END);
         if same_window {
@@ -411,20 +390,6 @@ mod tests {
         // Before it passes, the told end; then predicted, a little late.
         assert_eq!(learner.end_at(now + MS(390)), Some((now + MS(399), true)));
         assert_eq!(learner.end_at(now + MS(400)), Some((now + MS(399) + MS(198) + MS(198) / 32 + MS(2), false)));
-    }
-
-    #[test]
-    fn the_first_window_lasts_at_least_from_the_first_send() {
-        let t0 = Instant::now();
-        let mut learner = Learner::born(t0);
-        // The first 429, 60 ms in (the window filled late): the window ends 140 ms on, and
-        // lasted at least 200 ms, not only the 140 ms the 429 waits.
-        learner.rate_limited(21, t0 + MS(200), t0 + MS(60));
-        assert_eq!(learner.end_at(t0 + MS(200)).map(|(end, _)| end), Some(t0 + MS(400) + MS(200) / 32 + MS(2)));
-        // A first send long before the first 429 went in an earlier window: only the wait counts.
-        let mut learner = Learner::born(t0);
-        learner.rate_limited(21, t0 + MS(5_200), t0 + MS(5_100));
-        assert_eq!(learner.end_at(t0 + MS(5_200)).map(|(end, _)| end), Some(t0 + MS(5_300) + MS(100) / 32 + MS(2)));
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn first_send(entries: &mut Entries, id: u64, now: Instant) -> Gate {
     }
     let mut budget = Budget::new();
     let seq = budget.spend(now);
-    entries.insert(id, Entry { budget, learner: Learner::born(now), ..Entry::default() });
+    entries.insert(id, Entry { budget, ..Entry::default() });
     Gate::Go(seq)
 }
 

@@ -112,13 +112,6 @@ pub(crate) fn spend(shared: &mut Option<Shared>, view: Option<View>, now: u64) -
             return Ok(0);
         }
     }
-    // Without a length, predicted ends are floors (the longest wait each asker read): the
-    // latest prediction of this window is the best, one as far again is another window's.
-    if let Some(view) = view.filter(|v| !v.told && !state.told && state.length == 0 && v.end > state.end)
-        && view.end - state.end < state.end.saturating_sub(now)
-    {
-        state.end = view.end;
-    }
     let guard = guard(state.length);
     let answer = if now + guard >= state.end || state.spent >= state.limit {
         Err(state.end + guard)
@@ -258,23 +251,6 @@ mod tests {
         let mut shared = Some(Shared { end: 1_200, length: 200, limit: 5, spent: 0, told: false, origin: 0 });
         assert_eq!(spend(&mut shared, view(1_201, 0, 5, true), 1_100), Ok(1));
         assert_eq!(shared.unwrap().origin, 1_201);
-    }
-
-    #[test]
-    fn without_a_length_the_latest_prediction_of_the_window_stands() {
-        let mut shared = None;
-        assert_eq!(spend(&mut shared, view(1_160, 0, 2, false), 1_000), Ok(1));
-        assert_eq!(spend(&mut shared, view(1_200, 0, 2, false), 1_010), Ok(2));
-        assert_eq!(spend(&mut shared, view(1_170, 0, 2, false), 1_020), Err(1_202));
-        // One as far again predicts another window; a told end stands over predictions.
-        let mut shared = None;
-        assert_eq!(spend(&mut shared, view(1_100, 0, 2, false), 1_000), Ok(1));
-        assert_eq!(spend(&mut shared, view(1_300, 0, 2, false), 1_010), Ok(2));
-        assert_eq!(spend(&mut shared, view(1_300, 0, 2, false), 1_010), Err(1_102));
-        let mut shared = None;
-        assert_eq!(spend(&mut shared, view(1_100, 0, 2, true), 1_000), Ok(1));
-        assert_eq!(spend(&mut shared, view(1_150, 0, 2, false), 1_010), Ok(2));
-        assert_eq!(shared.unwrap().end, 1_100);
     }
 
     #[test]
