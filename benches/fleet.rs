@@ -6,6 +6,13 @@
 //!
 //! Run: `cargo bench --bench fleet --features redis` (needs `redis-server`
 //! on 127.0.0.1:6379, or `REDIS_URL`; the Redis row is skipped without one).
+//! `-- --only redis` (or `memory`, `redis-cut`) runs one store's rows,
+//! `--bare` only those without headers on successes, `--headers` the others.
+//!
+//! Each child wraps its store in [`Timed`], which measures every store call:
+//! the longest one, how many took over 250 ms, and the most store time one
+//! request spent (what a Redis outage can add to a request's wait). The
+//! server counts its 429s per window, and where in the window they fell.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -13,7 +20,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore};
+use std::cell::Cell;
+use std::sync::atomic::AtomicU64;
+
+use reqwest_llm_retry::{CooldownStore, LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore, StoreFuture, Window};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -33,6 +43,8 @@ struct FixedWindow {
     state: Mutex<(Option<Instant>, u64)>,
     first: Mutex<Option<Instant>>,
     seen: AtomicUsize,
+    /// Each 429: its window's index, and how far into the window it fell.
+    refused: Mutex<Vec<(u64, Duration)>>,
 }
 
 /// The limiter as wiremock's responder, shared with the reporting code.
@@ -62,6 +74,9 @@ impl Respond for Shared {
                 .insert_header("x-ratelimit-reset-requests", format!("{reset_ms}ms"))
         };
         if state.1 >= LIMIT {
+            let first = this.first.lock().unwrap().unwrap_or(start);
+            let index = (start.duration_since(first).as_nanos() / WINDOW.as_nanos()) as u64;
+            this.refused.lock().unwrap().push((index, now.duration_since(start)));
             let body = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
             return headers(ResponseTemplate::new(429).set_body_raw(body, "application/json"), 0)
                 .insert_header("retry-after-ms", reset_ms.to_string())
@@ -74,12 +89,62 @@ impl Respond for Shared {
     }
 }
 
+tokio::task_local! {
+    /// The store time spent so far by the request this task is sending.
+    static SPENT_IN_STORE: Cell<Duration>;
+}
+
+/// A store that times each call of the store it wraps.
+#[derive(Debug)]
+struct Timed<S> {
+    inner: S,
+    /// The longest call, in microseconds.
+    longest_us: AtomicU64,
+    /// Calls that took over 250 ms.
+    slow: AtomicUsize,
+}
+
+impl<S: CooldownStore> Timed<S> {
+    fn new(inner: S) -> Self {
+        Timed { inner, longest_us: AtomicU64::new(0), slow: AtomicUsize::new(0) }
+    }
+
+    fn time<'a, T: Send + 'a>(&'a self, call: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let value = call.await;
+            let took = started.elapsed();
+            self.longest_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+            if took > Duration::from_millis(250) {
+                self.slow.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = SPENT_IN_STORE.try_with(|spent| spent.set(spent.get() + took));
+            value
+        })
+    }
+}
+
+impl<S: CooldownStore> CooldownStore for Timed<S> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+        self.time(self.inner.get(key))
+    }
+
+    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
+        self.time(self.inner.extend(key, until))
+    }
+
+    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
+        self.time(self.inner.spend(key, window))
+    }
+}
+
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
 /// One process of the fleet: waits for the common start, runs its tasks,
-/// prints `successes give_ups`.
+/// prints `successes give_ups slowest_ms longest_store_call_us slow_store_calls
+/// most_store_time_of_one_request_us`.
 async fn child(store: &str, port: u16, start_ms: u128) {
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -88,12 +153,17 @@ async fn child(store: &str, port: u16, start_ms: u128) {
         .build()
         .unwrap();
     let builder = LlmRetryMiddleware::builder().max_retries(8);
-    let middleware = match store {
+    let timed = match store {
         "redis" | "redis-cut" => {
-            builder.cooldown_store(RedisCooldownStore::connect(&redis_url()).await.expect("redis")).build()
+            Some(Arc::new(Timed::new(RedisCooldownStore::connect(&redis_url()).await.expect("redis"))))
         }
-        _ => builder.build(),
+        _ => None,
     };
+    let middleware = match &timed {
+        Some(timed) => builder.cooldown_store(timed.clone()).build(),
+        None => builder.build(),
+    };
+    let most_store_time = Arc::new(AtomicU64::new(0));
     let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
     tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now_ms) as u64)).await;
@@ -104,12 +174,19 @@ async fn child(store: &str, port: u16, start_ms: u128) {
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
             let (client, next, successes, url) = (client.clone(), next.clone(), successes.clone(), url.clone());
-            let slowest = slowest.clone();
+            let (slowest, most_store_time) = (slowest.clone(), most_store_time.clone());
             tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < REQUESTS_PER_PROCESS {
                     let sent = Instant::now();
-                    let resp = client.post(&url).bearer_auth("sk-fleet-shared-key").body("{}").send().await;
+                    let request = client.post(&url).bearer_auth("sk-fleet-shared-key").body("{}").send();
+                    let (resp, in_store) = SPENT_IN_STORE
+                        .scope(Cell::new(Duration::ZERO), async {
+                            let resp = request.await;
+                            (resp, SPENT_IN_STORE.with(Cell::get))
+                        })
+                        .await;
                     slowest.fetch_max(sent.elapsed().as_millis() as usize, Ordering::Relaxed);
+                    most_store_time.fetch_max(in_store.as_micros() as u64, Ordering::Relaxed);
                     if let Ok(resp) = resp
                         && resp.status().is_success()
                         && resp.llm_error().is_none()
@@ -124,7 +201,14 @@ async fn child(store: &str, port: u16, start_ms: u128) {
         task.await.unwrap();
     }
     let ok = successes.load(Ordering::Relaxed);
-    println!("{ok} {} {}", REQUESTS_PER_PROCESS - ok, slowest.load(Ordering::Relaxed));
+    let (longest, slow) =
+        timed.map_or((0, 0), |t| (t.longest_us.load(Ordering::Relaxed), t.slow.load(Ordering::Relaxed)));
+    println!(
+        "{ok} {} {} {longest} {slow} {}",
+        REQUESTS_PER_PROCESS - ok,
+        slowest.load(Ordering::Relaxed),
+        most_store_time.load(Ordering::Relaxed)
+    );
 }
 
 struct Row {
@@ -135,6 +219,14 @@ struct Row {
     makespan: Duration,
     /// The longest request, start to end, in milliseconds.
     slowest_ms: usize,
+    /// The longest single store call, in microseconds.
+    longest_store_us: usize,
+    /// Store calls over 250 ms.
+    slow_store_calls: usize,
+    /// The most store time one request spent, in microseconds.
+    most_store_us: usize,
+    /// 429s per window, and how far into its window each fell.
+    refused: Vec<(u64, Duration)>,
 }
 
 /// A TCP proxy to Redis that can be cut, as an outage would: the children reach
@@ -166,6 +258,7 @@ async fn fleet(store: &'static str, bare: bool) -> Row {
         state: Mutex::new((None, 0)),
         first: Mutex::new(None),
         seen: AtomicUsize::new(0),
+        refused: Mutex::new(Vec::new()),
     });
     Mock::given(any()).respond_with(Shared(limiter.clone())).mount(&server).await;
     let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 1500;
@@ -199,15 +292,47 @@ async fn fleet(store: &'static str, bare: bool) -> Row {
     // From the first request the server saw (its window starts there) to the last process done.
     let makespan = limiter.first.lock().unwrap().map_or(Duration::ZERO, |first| first.elapsed());
     let (mut successes, mut give_ups, mut slowest_ms) = (0, 0, 0);
+    let (mut longest_store_us, mut slow_store_calls, mut most_store_us) = (0, 0, 0);
     for output in outputs {
         let text = String::from_utf8_lossy(&output.stdout);
         let mut fields = text.split_whitespace().map(|f| f.parse::<usize>().unwrap_or(0));
         successes += fields.next().unwrap_or(0);
         give_ups += fields.next().unwrap_or(0);
         slowest_ms = slowest_ms.max(fields.next().unwrap_or(0));
+        longest_store_us = longest_store_us.max(fields.next().unwrap_or(0));
+        slow_store_calls += fields.next().unwrap_or(0);
+        most_store_us = most_store_us.max(fields.next().unwrap_or(0));
     }
     let store = format!("{store}{}", if bare { ", no headers on successes" } else { "" });
-    Row { store, successes, give_ups, seen: limiter.seen.load(Ordering::Relaxed), makespan, slowest_ms }
+    let refused = std::mem::take(&mut *limiter.refused.lock().unwrap());
+    Row {
+        store,
+        successes,
+        give_ups,
+        seen: limiter.seen.load(Ordering::Relaxed),
+        makespan,
+        slowest_ms,
+        longest_store_us,
+        slow_store_calls,
+        most_store_us,
+        refused,
+    }
+}
+
+/// `"0: 12 (0-3 ms), 5: 2 (196-199 ms)"`: the 429s of each window that had any.
+fn refusals_by_window(refused: &[(u64, Duration)]) -> String {
+    let mut windows: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
+    for (index, into) in refused {
+        windows.entry(*index).or_default().push(*into);
+    }
+    let parts: Vec<String> = windows
+        .iter()
+        .map(|(index, intos)| {
+            let (first, last) = (intos.iter().min().unwrap(), intos.iter().max().unwrap());
+            format!("{index}: {} ({}-{} ms)", intos.len(), first.as_millis(), last.as_millis())
+        })
+        .collect();
+    if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
 }
 
 fn main() {
@@ -226,12 +351,19 @@ fn main() {
     let windows = total.div_ceil(LIMIT as usize) as u32;
     let minimum = WINDOW * (windows - 1);
     let redis_up = runtime.block_on(async { RedisCooldownStore::connect(&redis_url()).await.is_ok() });
+    // `--only redis-cut` runs the rows whose store is named so; `--bare` or `--headers` one half.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
+    let halves: &[bool] = match (args.iter().any(|a| a == "--bare"), args.iter().any(|a| a == "--headers")) {
+        (true, false) => &[true],
+        (false, true) => &[false],
+        _ => &[false, true],
+    };
     let mut rows = Vec::new();
-    for bare in [false, true] {
-        rows.push(runtime.block_on(fleet("memory", bare)));
-        if redis_up {
-            rows.push(runtime.block_on(fleet("redis", bare)));
-            rows.push(runtime.block_on(fleet("redis-cut", bare)));
+    for &bare in halves {
+        for store in ["memory", "redis", "redis-cut"] {
+            if (store == "memory" || redis_up) && only.is_none_or(|only| only == store) {
+                rows.push(runtime.block_on(fleet(store, bare)));
+            }
         }
     }
     if !redis_up {
@@ -242,14 +374,14 @@ fn main() {
         WINDOW.as_millis()
     );
     println!(
-        "| cooldown store | successes | give-ups | requests seen | wasted calls / success | makespan | vs minimum ({:.1} s) | slowest request |",
+        "| cooldown store | successes | give-ups | requests seen | wasted calls / success | makespan | vs minimum ({:.1} s) | slowest request | longest store call | store calls > 250 ms | most store time in one request |",
         minimum.as_secs_f64()
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for row in rows {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in &rows {
         let wasted = (row.seen - row.successes.min(row.seen)) as f64 / row.successes.max(1) as f64;
         println!(
-            "| {} | {} | {} | {} | {:.3} | {:.2} s | {:.2} x | {} ms |",
+            "| {} | {} | {} | {} | {:.3} | {:.2} s | {:.2} x | {} ms | {:.1} ms | {} | {:.1} ms |",
             row.store,
             row.successes,
             row.give_ups,
@@ -257,7 +389,14 @@ fn main() {
             wasted,
             row.makespan.as_secs_f64(),
             row.makespan.as_secs_f64() / minimum.as_secs_f64(),
-            row.slowest_ms
+            row.slowest_ms,
+            row.longest_store_us as f64 / 1000.0,
+            row.slow_store_calls,
+            row.most_store_us as f64 / 1000.0,
         );
+    }
+    println!("\n429s by window (window: count, ms into the window of the first and last):\n");
+    for row in &rows {
+        println!("- {}: {}", row.store, refusals_by_window(&row.refused));
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::cooldown::{CooldownStore, MemoryCooldownStore, Window};
+use crate::cooldown::{CooldownStore, MemoryCooldownStore, View, Window, shared_window};
 use crate::health::{OutageQuery, OutageReport, OutageTurn};
 
 /// The version of the key and value format, after the prefix. Part of the
@@ -32,24 +32,76 @@ end
 return 1";
 
 /// The cooldown if any (its end), else spends one request of the shared
-/// window (`KEYS[2]`, a hash of its end and the requests spent), or says when
-/// it ends if spent. One round trip per send; the window's key expires with it.
-/// ARGV: now, the window's end as the caller knows it (ms since the epoch;
-/// 0 when unknown), its limit.
+/// window (`KEYS[2]`, a hash), or says when to ask again: the rules of
+/// `cooldown::shared_window`, line for line (its tests are this script's
+/// specification; `tests/redis_store.rs` runs both against the same cases).
+/// One round trip per send; the window's key expires eight windows (at least
+/// a minute) after its end. ARGV: now, then the asker's view of the window
+/// (ms since the epoch; all 0 without one): its end, its length (0 when
+/// unknown), its limit, whether a server told the end (1 or 0); then how
+/// long sends are counted before anyone knows the window.
 const SPEND: &str = r"
 local now = tonumber(ARGV[1])
 local cooled = tonumber(redis.call('GET', KEYS[1]) or '0')
 if cooled > now then return cooled end
-local want = tonumber(ARGV[2])
-if want <= now then return 0 end
-local state = redis.call('HMGET', KEYS[2], 'end', 'spent')
-local finish = tonumber(state[1] or '0')
-local spent = tonumber(state[2] or '0')
-if finish <= now then finish = want; spent = 0 end
-if spent >= tonumber(ARGV[3]) then return finish end
-redis.call('HSET', KEYS[2], 'end', finish, 'spent', spent + 1)
-redis.call('PEXPIRE', KEYS[2], finish - now)
-return 0";
+local vend, vlen, vlimit, vtold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local viewed = vend > 0 and vlimit > 0
+local s = redis.call('HMGET', KEYS[2], 'end', 'length', 'limit', 'spent', 'told', 'origin')
+local e, len, limit, spent, told, origin
+if s[1] and tonumber(s[3]) > 0 then
+  e, len, limit, spent = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
+  told, origin = s[5] == '1', tonumber(s[6])
+else
+  local open = 0
+  if s[1] and now < tonumber(s[1]) then open = tonumber(s[4]) end
+  if viewed and vend > now then
+    e, len, limit, spent, told, origin = vend, vlen, vlimit, open, vtold, 0
+    if vtold then origin = vend end
+  elseif open > 0 then
+    redis.call('HINCRBY', KEYS[2], 'spent', 1)
+    return 0
+  else
+    redis.call('HSET', KEYS[2], 'end', now + ARGV[6], 'length', 0, 'limit', 0, 'spent', 1, 'told', 0, 'origin', 0)
+    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+    return 0
+  end
+end
+if viewed then
+  limit = vlimit
+  if len == 0 then len = vlen end
+end
+local function guard() return math.floor(len / 32) + 2 end
+local function same() if len > 0 then return math.floor(len / 4) end return 20 end
+local function roll(with_view)
+  if now < e + guard() then return true end
+  if len > 0 then
+    e = e + (math.floor((now - e - guard()) / len) + 1) * len
+  elseif with_view and vend > now then
+    e = vend
+  else
+    return false
+  end
+  spent = 0
+  told = with_view and vtold and vend == e
+  return true
+end
+if not roll(viewed) then redis.call('DEL', KEYS[2]) return 0 end
+if viewed and vtold and math.abs(vend - e) < same() then
+  if told then e = math.min(e, vend) else e = vend end
+  told = true
+  if origin == 0 or math.abs(origin - e) < same() or len == 0 then
+    if math.abs(origin - e) < same() then origin = math.min(origin, e) else origin = e end
+  elseif e > origin then
+    local windows = math.floor((e - origin + math.floor(len / 2)) / len)
+    len = math.floor((e - origin + math.floor(windows / 2)) / math.max(windows, 1))
+  end
+  if not roll(false) then redis.call('DEL', KEYS[2]) return 0 end
+end
+local answer = 0
+if now + guard() >= e or spent >= limit then answer = e + guard() else spent = spent + 1 end
+redis.call('HSET', KEYS[2], 'end', e, 'length', len, 'limit', limit, 'spent', spent, 'told', told and 1 or 0, 'origin', origin)
+redis.call('PEXPIRE', KEYS[2], e - now + math.max(len * 8, 60000))
+return answer";
 
 /// A provider host's outage for the fleet (`health::shared::turn`, line by
 /// line): KEYS[1] the host's record (a hash: `next`, the next probe's time,
@@ -106,6 +158,15 @@ const BACK_OFF: Duration = Duration::from_secs(1);
 /// `fingerprint` is 32 hex digits of a keyed hash of the credential (never
 /// the credential itself). Its value is the cooldown's end in milliseconds
 /// since the Unix epoch, as a decimal integer; it expires then.
+///
+/// The key's window budget, shared by the fleet, is the same name with
+/// `:budget` appended: a hash of decimal integers, `end` (the window's end,
+/// epoch milliseconds), `length` (ms, 0 when unknown), `limit` (0 while sends
+/// are counted before anyone knows the window), `spent`, `told` (1 when a
+/// server told `end`, 0 when rolled) and `origin` (the earliest told end of
+/// an earlier window, 0 when none). It expires eight windows (at least a
+/// minute) after `end`, or a second after the first send it counted with no
+/// window known.
 ///
 /// A provider host's outage is the hash `{prefix}v1:outage:{host}:{port}`
 /// (field `next`: when the next probe is due, while the host is down; field
@@ -294,7 +355,9 @@ impl RedisCooldownStore {
         let mut invocation = self.spend.key(&name);
         invocation.key(format!("{name}:budget"));
         let now = SystemTime::now();
-        invocation.arg(epoch_ms(now)).arg(window.map_or(0, |w| epoch_ms(w.end))).arg(window.map_or(0, |w| w.limit));
+        let view = window.and_then(View::of).unwrap_or(View { end: 0, length: 0, limit: 0, told: false });
+        invocation.arg(epoch_ms(now)).arg(view.end).arg(view.length).arg(view.limit).arg(u8::from(view.told));
+        invocation.arg(shared_window::OPEN_FOR);
         // On an outage, memory answers: the cooldowns this process knows, and its own pacing.
         let remote = self
             .bounded("spend", invocation.invoke_async::<u64>(&mut connection))

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest_llm_retry::{
     CooldownStore, LlmResponseExt, LlmRetryMiddleware, MemoryCooldownStore, OutageQuery, OutageReport, OutageTurn,
-    RedisCooldownStore,
+    RedisCooldownStore, Window,
 };
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::any;
@@ -102,14 +102,16 @@ async fn two_processes_share_a_429_through_redis_in_the_documented_key_format() 
     let limited = a.post(&target).bearer_auth("sk-AAAA").send().await.unwrap();
     assert_eq!(limited.status(), 429);
 
-    // What Redis holds now, while the cooldown is alive: one key in the
+    // What Redis holds now, while the cooldown is alive: one cooldown key in the
     // `v1` format, no secret in key or value, the end time as epoch
     // milliseconds, and an expiry at that time.
     let mut redis = inspect().await;
     let name = format!("llmretry:v1:openai:api.openai.com:{port}:813f88be1d7d9385dc89f7235a444860");
     let pattern = format!("llmretry:v1:openai:api.openai.com:{port}:*");
-    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
-    assert_eq!(keys, std::slice::from_ref(&name));
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
+    keys.sort();
+    // Beside it, the window's budget (the send counted before anyone knew the window).
+    assert_eq!(keys, [name.clone(), format!("{name}:budget")]);
     let value: String = redis::cmd("GET").arg(&name).query_async(&mut redis).await.unwrap();
     let until: u64 = value.parse().expect("epoch milliseconds");
     assert!(until >= epoch_ms(sent) + 400 && until <= epoch_ms(SystemTime::now()) + 400 + 1, "{value}");
@@ -360,9 +362,58 @@ async fn two_instances_split_one_windows_budget_through_redis() {
         [a1, a2, a3, b1, b2, b3]
     };
     let waited = tokio::time::timeout(Duration::from_secs(5), burst).await.expect("the burst ends");
-    // The window admits 4 in all, one spent: 3 go at once, the other 3 wait for the next window.
+    // The window admits 4 in all, three spent (the store counted the first two before anyone
+    // knew the window): 1 goes at once, the other 5 wait for the next windows.
     let at_once = waited.iter().filter(|w| w.is_zero()).count();
     let held = waited.iter().filter(|w| **w >= Duration::from_millis(200)).count();
-    assert_eq!((at_once, held), (3, 3), "{waited:?}");
+    assert_eq!((at_once, held), (1, 5), "{waited:?}");
     assert_eq!(server.received_requests().await.unwrap().len(), 9);
+}
+
+/// `time` to the millisecond, as the store keeps it.
+fn at_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + MS(ms)
+}
+
+#[tokio::test]
+async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries() {
+    let prefix = unique_prefix("windows");
+    let (Some(a), Some(b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
+    let (a, b) = (a.prefix(prefix.as_str()), b.prefix(prefix.as_str()));
+    let test = async {
+        // A told window of 2 requests, 300 ms long (guard: 2 ms + 300 / 32 = 11 ms).
+        let end = epoch_ms(SystemTime::now() + MS(300));
+        let told = Window::new(at_ms(end), 2).with_length(MS(300)).as_told();
+        assert_eq!(a.spend("k", Some(told)).await, None);
+        // Another process predicts the end 40 ms later: the same window all the same.
+        assert_eq!(b.spend("k", Some(Window::new(at_ms(end + 40), 2))).await, None);
+        assert_eq!(a.spend("k", Some(told)).await, Some(at_ms(end + 11)), "spent: wait past the end and its guard");
+        assert_eq!(b.spend("k", Some(Window::new(at_ms(end - 50), 2))).await, Some(at_ms(end + 11)));
+        tokio::time::sleep(at_ms(end + 11).duration_since(SystemTime::now()).unwrap_or_default()).await;
+        // The next window is the store's, 300 ms on, whatever an asker predicts (here 40 ms early).
+        let early = Window::new(at_ms(end + 260), 2);
+        assert_eq!(b.spend("k", Some(early)).await, None);
+        assert_eq!(a.spend("k", None).await, None, "an asker that knows nothing is counted too");
+        assert_eq!(b.spend("k", Some(early)).await, Some(at_ms(end + 300 + 11)));
+        // A server tells this window's end, 4 ms after the rolled one: it replaces it; a
+        // later told end of the same window may only be earlier.
+        let told_end = |ms| Some(Window::new(at_ms(ms), 2).as_told());
+        assert_eq!(a.spend("k", told_end(end + 304)).await, Some(at_ms(end + 304 + 11)));
+        assert_eq!(b.spend("k", told_end(end + 309)).await, Some(at_ms(end + 304 + 11)));
+        assert_eq!(b.spend("k", told_end(end + 302)).await, Some(at_ms(end + 302 + 11)));
+        // Sends before anyone knows the window count in the first one told.
+        assert_eq!(a.spend("n", None).await, None);
+        assert_eq!(b.spend("n", None).await, None);
+        let first = Window::new(SystemTime::now() + MS(300), 3).as_told();
+        assert_eq!(a.spend("n", Some(first)).await, None);
+        assert_eq!(a.spend("n", Some(first)).await, Some(at_ms(epoch_ms(first.end) + 2)), "3 went: spent");
+    };
+    tokio::time::timeout(DEADLINE, test).await.expect("store calls are bounded");
+    let mut connection = inspect().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+    }
 }

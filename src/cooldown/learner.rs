@@ -72,18 +72,6 @@ pub(super) struct Learner {
 }
 
 impl Learner {
-    /// The capacity learned so far, if not forgotten.
-    #[cfg(test)]
-    pub(super) fn capacity(&self, now: Instant) -> Option<u64> {
-        self.capacity.filter(|_| self.live(now))
-    }
-
-    /// The window's length learned so far.
-    #[cfg(test)]
-    pub(super) fn window(&self) -> Option<Duration> {
-        self.window
-    }
-
     /// Whether anything learned is still worth keeping.
     pub(super) fn live(&self, now: Instant) -> bool {
         let keep = self.window.map_or(FORGET_AFTER, |w| (w * 8).max(FORGET_AFTER));
@@ -144,25 +132,34 @@ impl Learner {
         self.window.map_or(Duration::ZERO, |w| w / 64) + Duration::from_millis(1)
     }
 
-    /// The end of the window at `now` as a fleet should count it: told, or
-    /// predicted from the last told end; a little late rather than early, as a
-    /// told end is off by a response's latency, and a window counted as over
-    /// too early lets a burst into the old one.
-    pub(super) fn end_at(&self, now: Instant) -> Option<Instant> {
+    /// The end of the window at `now`, and whether a server told it: the
+    /// latest told end, or one predicted from it. A prediction errs a little
+    /// late rather than early (a window counted as over too early lets a
+    /// burst into the old one); a told end is late by a response's latency
+    /// already.
+    pub(super) fn end_at(&self, now: Instant) -> Option<(Instant, bool)> {
+        if let Some(anchor) = self.anchor.filter(|anchor| *anchor > now) {
+            return Some((anchor, true));
+        }
         // Until two ends are known, the longest wait or reset read is the window's floor.
         let window = self.window.map_or(self.longest, |w| w.max(self.longest));
         let late = window / 32 + Duration::from_millis(2);
         if let Some(end) = self.end.filter(|end| *end > now) {
-            return Some(end + late);
+            return Some((end + late, false));
         }
         let (anchor, window) = (self.anchor?, Some(window).filter(|w| !w.is_zero())?);
         let passed = now.checked_duration_since(anchor)?.as_nanos() / window.as_nanos();
-        Some(anchor + window.mul_f64((passed + 1) as f64) + late)
+        Some((anchor + window.mul_f64((passed + 1) as f64) + late, false))
     }
 
-    /// The capacity and the end of the window at `now`, when both are known.
-    pub(super) fn window_at(&self, now: Instant) -> Option<(u64, Instant)> {
-        Some((self.capacity.filter(|_| self.live(now))?, self.end_at(now)?))
+    /// The capacity learned, if not forgotten.
+    pub(super) fn capacity_at(&self, now: Instant) -> Option<u64> {
+        self.capacity.filter(|_| self.live(now))
+    }
+
+    /// The window's length, once measured (not only its floor).
+    pub(super) fn length(&self) -> Option<Duration> {
+        self.window
     }
 
     /// A window end read in rate-limit headers. The window lasts at least the
@@ -328,8 +325,8 @@ mod tests {
         let epoch = Instant::now();
         let (mut learner, mut server, mut seq) = (Learner::default(), server(20, epoch), 0);
         let rejected = drive(&mut learner, &mut server, &mut seq, epoch, 10);
-        assert_eq!(learner.capacity(epoch + MS(2000)), Some(20));
-        assert_eq!(learner.window(), Some(MS(200)));
+        assert_eq!(learner.capacity_at(epoch + MS(2000)), Some(20));
+        assert_eq!(learner.length(), Some(MS(200)));
         assert!(rejected[..2].iter().all(|r| *r >= 1), "{rejected:?}");
         assert!(rejected[2..].iter().all(|r| *r == 0), "from the third window on, no 429: {rejected:?}");
     }
@@ -339,18 +336,18 @@ mod tests {
         let epoch = Instant::now();
         let (mut learner, mut server, mut seq) = (Learner::default(), server(20, epoch), 0);
         drive(&mut learner, &mut server, &mut seq, epoch, 4);
-        assert_eq!(learner.capacity(epoch + MS(800)), Some(20));
+        assert_eq!(learner.capacity_at(epoch + MS(800)), Some(20));
         server.limit = 30;
         let from = epoch + MS(800);
         let rejected = drive(&mut learner, &mut server, &mut seq, from, PROBE_EVERY + 4);
-        assert_eq!(learner.capacity(from + MS(200) * (PROBE_EVERY + 4)), Some(30));
+        assert_eq!(learner.capacity_at(from + MS(200) * (PROBE_EVERY + 4)), Some(30));
         // The probe wastes at most one call.
         assert!(rejected.iter().sum::<u32>() <= 1, "{rejected:?}");
         // A lowered limit is followed at once.
         server.limit = 10;
         let from = from + MS(200) * (PROBE_EVERY + 4);
         drive(&mut learner, &mut server, &mut seq, from, 3);
-        assert_eq!(learner.capacity(from + MS(600)), Some(10));
+        assert_eq!(learner.capacity_at(from + MS(600)), Some(10));
     }
 
     #[test]
@@ -360,8 +357,8 @@ mod tests {
         drive(&mut learner, &mut server, &mut seq, epoch, 3);
         let last = epoch + MS(600);
         assert_eq!(learner.admit(last, seq + 1), Admit::Go, "a new window");
-        assert_eq!(learner.capacity(last + FORGET_AFTER - MS(10)), Some(20));
-        assert_eq!(learner.capacity(last + FORGET_AFTER + MS(1)), None);
+        assert_eq!(learner.capacity_at(last + FORGET_AFTER - MS(10)), Some(20));
+        assert_eq!(learner.capacity_at(last + FORGET_AFTER + MS(1)), None);
         assert!(!learner.live(last + FORGET_AFTER + MS(1)));
         assert_eq!(learner.admit(last + FORGET_AFTER + MS(1), seq + 2), Admit::Go);
     }
@@ -385,12 +382,14 @@ mod tests {
         let mut learner = Learner::default();
         // Read just after the window opened: nearly all of it is left.
         learner.saw_end(now + MS(198), now);
-        assert_eq!(learner.window(), Some(MS(198)));
+        assert_eq!(learner.length(), Some(MS(198)));
         learner.saw_end(now + MS(199), now + MS(150));
         // The next window's end, 201 ms later (a slower response): the window is at most that.
         learner.saw_end(now + MS(399), now + MS(210));
-        assert_eq!(learner.window(), Some(MS(198)));
-        assert_eq!(learner.end_at(now + MS(400)), Some(now + MS(399) + MS(198) + MS(198) / 32 + MS(2)));
+        assert_eq!(learner.length(), Some(MS(198)));
+        // Before it passes, the told end; then predicted, a little late.
+        assert_eq!(learner.end_at(now + MS(390)), Some((now + MS(399), true)));
+        assert_eq!(learner.end_at(now + MS(400)), Some((now + MS(399) + MS(198) + MS(198) / 32 + MS(2), false)));
     }
 
     #[test]

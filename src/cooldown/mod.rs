@@ -25,6 +25,7 @@ mod budget;
 mod hold;
 mod key;
 mod learner;
+pub(crate) mod shared_window;
 mod store;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +38,7 @@ pub(crate) use key::Key;
 use key::KeyMap;
 pub(crate) use learner::limit_in_message;
 use learner::{Admit, Learner};
+pub(crate) use shared_window::View;
 pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 
 /// Entries kept before expired ones are swept, bounding memory.
@@ -145,23 +147,30 @@ impl Pacer {
     pub(crate) async fn shared_wait(&self, key: &Key) -> Option<Duration> {
         let (store, text) = (self.store.as_ref()?, key.text()?);
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let window =
-            self.window(key, now).and_then(|(limit, end)| Some(Window::new(wall.checked_add(end - now)?, limit)));
+        let window = self.window(key, now).and_then(|(limit, (end, told), length)| {
+            let window = Window::new(wall.checked_add(end - now)?, limit);
+            let window = if told { window.as_told() } else { window };
+            Some(length.map_or(window, |length| window.with_length(length)))
+        });
         let until = store.spend(text, window).await?;
-        until.duration_since(SystemTime::now()).ok().filter(|wait| !wait.is_zero())
+        // An answer that passed during the round trip is still a "wait": going now would
+        // send uncounted, just as the window opens; asking again spends.
+        Some(until.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_millis(1)))
     }
 
-    /// The requests the current window of `key` admits and its end, when known:
-    /// from rate-limit headers, or learned.
-    fn window(&self, key: &Key, now: Instant) -> Option<(u64, Instant)> {
+    /// The requests the current window of `key` admits, its end (and whether
+    /// a server told it) and its length, when known: from rate-limit
+    /// headers, or learned.
+    fn window(&self, key: &Key, now: Instant) -> Option<(u64, (Instant, bool), Option<Duration>)> {
         let entries = self.entries();
         let entry = entries.get(&key.id)?;
+        let learner = &entry.learner;
         if !entry.counted {
-            return entry.learner.window_at(now);
+            return Some((learner.capacity_at(now)?, learner.end_at(now)?, learner.length()));
         }
         let limit = entry.budget.limit?;
-        let end = entry.budget.reset_at.filter(|end| *end > now).or_else(|| entry.learner.end_at(now))?;
-        Some((limit, end))
+        let told = entry.budget.reset_at.filter(|end| *end > now).map(|end| (end, true));
+        Some((limit, told.or_else(|| learner.end_at(now))?, learner.length()))
     }
 
     /// Sends regardless of the budget (the wait was too long to honour).
@@ -228,7 +237,7 @@ impl Pacer {
     /// The capacity learned for `key`, if any.
     #[cfg(test)]
     fn learned(&self, key: &Key, now: Instant) -> Option<u64> {
-        self.entries().get(&key.id).and_then(|entry| entry.learner.capacity(now))
+        self.entries().get(&key.id).and_then(|entry| entry.learner.capacity_at(now))
     }
 
     /// Tells the store about a cooldown of `wait` from now.
@@ -395,6 +404,31 @@ mod tests {
         assert!(wait > Duration::from_secs(4) && wait <= Duration::from_secs(5));
         // Without a store there is nothing to ask.
         assert_eq!(Pacer::new(None).shared_wait(&k).await, None);
+    }
+
+    /// A store whose every answer has passed by the time it arrives.
+    #[derive(Debug)]
+    struct LateStore;
+
+    impl CooldownStore for LateStore {
+        fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+            Box::pin(std::future::ready(None))
+        }
+
+        fn extend<'a>(&'a self, _: &'a str, _: SystemTime) -> StoreFuture<'a, ()> {
+            Box::pin(std::future::ready(()))
+        }
+
+        fn spend<'a>(&'a self, _: &'a str, _: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
+            Box::pin(std::future::ready(Some(SystemTime::now() - Duration::from_millis(3))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_answer_that_passed_in_transit_is_asked_again_not_taken_as_leave() {
+        // Going at once would send uncounted, just as the fleet's window opens.
+        let pacer = Pacer::new(Some(Arc::new(LateStore) as Arc<dyn CooldownStore>));
+        assert_eq!(pacer.shared_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
     }
 
     #[test]

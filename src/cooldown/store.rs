@@ -6,9 +6,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::SWEEP_AT;
+use super::shared_window::{self, Shared, View};
 use crate::health::{Board, OutageQuery, OutageReport, OutageTurn};
 
 /// The future a [`CooldownStore`] method returns: boxed and `Send`, borrowing the
@@ -88,14 +89,18 @@ pub trait CooldownStore: Send + Sync + fmt::Debug + 'static {
 
     /// Asked before each send instead of [`get`](Self::get): the cooldown of
     /// `key` if any, else spends one request of the key's current window for
-    /// everyone who shares the store, and returns the window's end when the
-    /// window is already spent. `window` is what the asking middleware knows
-    /// of it (from rate-limit headers, or learned); the first live window a
-    /// store hears of is the one it counts.
+    /// everyone who shares the store, and returns when to ask again when the
+    /// window is already spent, or its boundary is too near. `window` is what
+    /// the asking middleware knows of it (from rate-limit headers, or learned).
     ///
     /// The default shares cooldowns only (it calls `get`); [`MemoryCooldownStore`]
     /// and `RedisCooldownStore` share the budget too, so that a fleet spends one
-    /// window's requests between its processes, instead of each spending all of them.
+    /// window's requests between its processes, instead of each spending all of
+    /// them. They keep the window's end and length for everyone, and roll
+    /// windows by that length, so that the fleet agrees on where windows
+    /// begin; the ends servers tell correct it (see [`Window::told`]); and no
+    /// request goes within a small guard either side of a boundary (2 ms plus
+    /// 1/32 of the window), so that an end a few milliseconds off costs no 429.
     fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
         let _ = window;
         self.get(key)
@@ -128,8 +133,9 @@ pub trait CooldownStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A rate-limit window as a middleware knows it: when it ends, and how many
-/// requests it admits in all. Passed to [`CooldownStore::spend`].
+/// A rate-limit window as a middleware knows it: when it ends, how many
+/// requests it admits in all, and, when known, how long it lasts and whether
+/// a server told its end. Passed to [`CooldownStore::spend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Window {
@@ -137,12 +143,31 @@ pub struct Window {
     pub end: SystemTime,
     /// The requests the window admits, for everyone sharing the key.
     pub limit: u64,
+    /// How long a window lasts, when known: a store rolls windows by it.
+    pub length: Option<Duration>,
+    /// Whether a server told `end` (a reset header, or a 429's wait), rather
+    /// than the middleware predicting it. A told end is late by the
+    /// response's latency, never early by more than its rounding: a store
+    /// keeps the earliest told end of each window.
+    pub told: bool,
 }
 
 impl Window {
-    /// A window of `limit` requests ending at `end`.
+    /// A window of `limit` requests ending at `end`, by prediction, of unknown length.
     pub fn new(end: SystemTime, limit: u64) -> Self {
-        Window { end, limit }
+        Window { end, limit, length: None, told: false }
+    }
+
+    /// The same window, known to last `length`.
+    pub fn with_length(mut self, length: Duration) -> Self {
+        self.length = Some(length).filter(|l| !l.is_zero());
+        self
+    }
+
+    /// The same window, its end told by a server.
+    pub fn as_told(mut self) -> Self {
+        self.told = true;
+        self
     }
 }
 
@@ -162,8 +187,8 @@ impl Window {
 #[derive(Debug, Default)]
 pub struct MemoryCooldownStore {
     map: Mutex<HashMap<String, SystemTime>>,
-    /// Per key: the window being counted (its end) and the requests spent in it.
-    budgets: Mutex<HashMap<String, (SystemTime, u64)>>,
+    /// Per key: the window shared by the middlewares using this store.
+    budgets: Mutex<HashMap<String, Shared>>,
     /// Provider outages per host.
     outages: Board,
 }
@@ -190,21 +215,23 @@ impl MemoryCooldownStore {
         if let Some(until) = self.lock().get(key).copied().filter(|until| *until > now) {
             return Some(until);
         }
-        let window = window.filter(|w| w.end > now)?;
+        let now_ms = shared_window::epoch_ms(now);
         let mut budgets = self.budgets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if budgets.len() >= SWEEP_AT {
-            budgets.retain(|_, (end, _)| *end > now);
+            budgets.retain(|_, shared| shared.end + shared_window::keep(shared.length) > now_ms);
         }
-        let (end, spent) = budgets.entry(key.to_owned()).or_insert((window.end, 0));
-        if *end <= now {
-            // That window is over: count the one the asker knows.
-            (*end, *spent) = (window.end, 0);
+        let mut shared = budgets.get(key).copied();
+        let answer = shared_window::spend(&mut shared, window.and_then(View::of), now_ms);
+        match (shared, budgets.get_mut(key)) {
+            (Some(shared), Some(slot)) => *slot = shared,
+            (Some(shared), None) => {
+                budgets.insert(key.to_owned(), shared);
+            }
+            (None, _) => {
+                budgets.remove(key);
+            }
         }
-        if *spent >= window.limit {
-            return Some(*end);
-        }
-        *spent += 1;
-        None
+        answer.err().map(|until| SystemTime::UNIX_EPOCH + Duration::from_millis(until))
     }
 
     /// Synchronous form of [`CooldownStore::outage`].
@@ -284,24 +311,29 @@ mod tests {
     #[test]
     fn memory_store_shares_one_windows_budget() {
         let store = MemoryCooldownStore::new();
-        let t0 = SystemTime::now();
-        let window = Window::new(t0 + Duration::from_millis(200), 3);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let ms = Duration::from_millis;
+        let window = Window::new(t0 + ms(200), 3).with_length(ms(200)).as_told();
         for _ in 0..3 {
             assert_eq!(store.spend_at("k", Some(window), t0), None);
         }
-        // Spent, whoever asks: the rest wait for the window's end.
-        assert_eq!(store.spend_at("k", Some(window), t0), Some(window.end));
-        let later_view = Window::new(t0 + Duration::from_millis(205), 3);
-        assert_eq!(store.spend_at("k", Some(later_view), t0), Some(window.end), "the first window counts");
+        // Spent, whoever asks: the rest wait for the window's end, and its guard (2 ms + 1/32).
+        let next_opens = window.end + ms(8);
+        assert_eq!(store.spend_at("k", Some(window), t0), Some(next_opens));
+        let later_view = Window::new(t0 + ms(230), 3);
+        assert_eq!(store.spend_at("k", Some(later_view), t0), Some(next_opens), "one window for all");
         assert_eq!(store.spend_at("j", Some(window), t0), None, "another key has its own");
-        // The next window starts afresh.
-        let t1 = window.end;
-        let next = Window::new(t1 + Duration::from_millis(200), 3);
-        assert_eq!(store.spend_at("k", Some(next), t1), None);
-        // A cooldown answers first; no window known: nothing to count.
-        store.extend_now("k", t1 + Duration::from_secs(1));
-        assert_eq!(store.spend_at("k", Some(next), t1), Some(t1 + Duration::from_secs(1)));
-        assert_eq!(store.spend_at("n", None, t1), None);
+        // The store rolls the window by its length, whatever the asker predicts.
+        let early_view = Window::new(t0 + ms(390), 3);
+        for _ in 0..3 {
+            assert_eq!(store.spend_at("k", Some(early_view), next_opens), None);
+        }
+        assert_eq!(store.spend_at("k", Some(early_view), next_opens), Some(t0 + ms(408)));
+        // A cooldown answers first; no window known: the send goes, and is counted for the window to come.
+        store.extend_now("k", t0 + ms(1000));
+        assert_eq!(store.spend_at("k", Some(window), t0 + ms(410)), Some(t0 + ms(1000)));
+        assert_eq!(store.spend_at("n", None, t0), None);
+        assert_eq!(store.spend_at("n", Some(Window::new(t0 + ms(200), 1)), t0), Some(t0 + ms(202)));
     }
 
     #[test]
