@@ -281,15 +281,25 @@ impl Ticket {
             self.host.wake.notify_waiters();
         }
         self.host.log(change);
-        let news = match (report, change) {
-            (_, Some(Change::Left { .. })) => OutageReport::Recovered,
-            (Report::Answered, _) if leased => OutageReport::Recovered,
-            (Report::Failed, _) if leased => {
-                OutageReport::ProbeFailed { next_probe: wall_time(next_probe.unwrap_or(now), now, SystemTime::now()) }
-            }
-            _ => return,
-        };
-        self.host.tell(news);
+        let next_probe = next_probe.map(|at| wall_time(at, now, SystemTime::now()));
+        if let Some(news) = news(report, change, leased, next_probe) {
+            self.host.tell(news);
+        }
+    }
+}
+
+/// What the store must hear of an attempt's outcome: a recovery whenever an
+/// outage ends here or the fleet's probe (`leased`) succeeded, and a failed
+/// probe with the next one's time. Nothing else: a failure that was not the
+/// fleet's probe must not free the lease another process holds.
+fn news(report: Report, change: Option<Change>, leased: bool, next_probe: Option<SystemTime>) -> Option<OutageReport> {
+    match (report, change) {
+        (_, Some(Change::Left { .. })) => Some(OutageReport::Recovered),
+        (Report::Answered, _) if leased => Some(OutageReport::Recovered),
+        (Report::Failed, _) if leased => {
+            Some(OutageReport::ProbeFailed { next_probe: next_probe.unwrap_or_else(SystemTime::now) })
+        }
+        _ => None,
     }
 }
 
@@ -383,4 +393,34 @@ pub(crate) fn held_error(provider: Provider, held: Held, attempts: u32) -> reqwe
     error.retry_after = held.retry_after;
     error.attempts = attempts;
     reqwest_middleware::Error::middleware(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_hears_of_recoveries_and_of_the_fleets_probes_only() {
+        let at = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(9));
+        let left = Some(Change::Left { probes: 2, lasted: Duration::from_secs(1) });
+        let recovered = Some(OutageReport::Recovered);
+        assert_eq!(news(Report::Answered, left, false, None), recovered, "an outage ended here");
+        assert_eq!(news(Report::Answered, None, true, None), recovered, "the fleet's probe succeeded");
+        assert_eq!(news(Report::Answered, None, false, at), None, "an ordinary success");
+        let failed = Some(OutageReport::ProbeFailed { next_probe: at.unwrap() });
+        assert_eq!(news(Report::Failed, None, true, at), failed);
+        assert_eq!(news(Report::Failed, None, false, at), None, "not the fleet's probe: the lease is another's");
+        assert_eq!(news(Report::Failed, Some(Change::Entered { failures: 10 }), false, at), None);
+    }
+
+    #[test]
+    fn wall_times_follow_the_monotonic_clock_both_ways() {
+        let (now, wall) = (Instant::now(), SystemTime::UNIX_EPOCH + Duration::from_secs(100));
+        let second = Duration::from_secs(1);
+        assert_eq!(wall_time(now + second, now, wall), wall + second);
+        assert_eq!(wall_time(now, now, wall), wall);
+        if let Some(before) = now.checked_sub(second) {
+            assert_eq!(wall_time(before, now, wall), wall - second);
+        }
+    }
 }

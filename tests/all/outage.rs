@@ -297,3 +297,85 @@ async fn an_abandoned_probe_frees_the_fleets_lease_at_once() {
         assert_eq!(result.unwrap().status(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_request_alone_retries_exactly_as_before_while_another_middleware_probes() {
+    let server = MockServer::start().await;
+    let (seen, (count, mut counted)) = (Arc::new(Mutex::new(Vec::new())), tokio::sync::watch::channel(0));
+    Mock::given(wiremock::matchers::any()).respond_with(Hanging { seen, count }).mount(&server).await;
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    let [a, b] = fleet_of_two(|| LlmRetryMiddleware::builder().base_delay(MS(20)).max_retries(2));
+    let (a, b) = (client(&server, a), client(&server, b));
+    // `a` enters the outage and holds the fleet's probe lease: its probe hangs.
+    let from_a = tokio::spawn({
+        let url = url.clone();
+        async move { concurrent(&a, &url, 12).await }
+    });
+    tokio::time::timeout(DEADLINE, counted.wait_for(|n| *n > 12)).await.expect("a probes").unwrap();
+    // `b`'s one request is its own probe, on its own schedule: the store is not asked.
+    let response = tokio::time::timeout(DEADLINE, b.post(&url).body("{}").send()).await.unwrap().unwrap();
+    let stats = response.retry_stats().unwrap();
+    assert_eq!(stats.attempts, 3);
+    // Overload backoff from base / 2: 10 + 20 ms, plus at most 25 %.
+    assert!(stats.waited >= MS(30) && stats.waited <= MS(38), "waited {:?}", stats.waited);
+    from_a.abort();
+}
+
+/// Anthropic's 529 at once, except the 13th request, which hangs (a probe that never returns).
+struct Hanging {
+    seen: Arc<Mutex<Vec<bool>>>,
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+impl Respond for Hanging {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut seen = self.seen.lock().unwrap();
+        seen.push(true);
+        self.count.send_replace(seen.len());
+        let overloaded = anthropic_error(529, "overloaded_error", "Overloaded");
+        if seen.len() == 13 { overloaded.set_delay(Duration::from_secs(30)) } else { overloaded }
+    }
+}
+
+/// A memory store that counts the outage questions it is asked.
+#[derive(Debug, Default)]
+struct Counting(MemoryCooldownStore, AtomicUsize);
+
+impl CooldownStore for Counting {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+        self.0.get(key)
+    }
+
+    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
+        self.0.extend(key, until)
+    }
+
+    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        self.0.outage(host, query)
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_answers_again_costs_no_store_question() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(anthropic_error(529, "overloaded_error", "Overloaded"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::any()).respond_with(ok()).mount(&server).await;
+    let store = Arc::new(Counting::default());
+    let middleware = LlmRetryMiddleware::builder().base_delay(MS(10)).cooldown_store(store.clone()).build();
+    let (client, url) = (client(&server, middleware), url(&server, ANTHROPIC, "/v1/messages"));
+    // One failure, then successes: the host is tracked, and no longer failing.
+    for (result, _) in concurrent(&client, &url, 4).await {
+        assert_eq!(result.unwrap().status(), 200);
+    }
+    let asked = store.1.load(Ordering::Relaxed);
+    for (result, _) in concurrent(&client, &url, 8).await {
+        assert_eq!(result.unwrap().status(), 200);
+    }
+    assert_eq!(store.1.load(Ordering::Relaxed), asked, "the store was asked about a host that answers");
+}
