@@ -401,13 +401,14 @@ mod tests {
 
     #[test]
     fn the_store_hears_of_recoveries_and_of_the_fleets_probes_only() {
-        let at = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(9));
+        let next = SystemTime::UNIX_EPOCH + Duration::from_secs(9);
+        let at = Some(next);
         let left = Some(Change::Left { probes: 2, lasted: Duration::from_secs(1) });
         let recovered = Some(OutageReport::Recovered);
         assert_eq!(news(Report::Answered, left, false, None), recovered, "an outage ended here");
         assert_eq!(news(Report::Answered, None, true, None), recovered, "the fleet's probe succeeded");
         assert_eq!(news(Report::Answered, None, false, at), None, "an ordinary success");
-        let failed = Some(OutageReport::ProbeFailed { next_probe: at.unwrap() });
+        let failed = Some(OutageReport::ProbeFailed { next_probe: next });
         assert_eq!(news(Report::Failed, None, true, at), failed);
         assert_eq!(news(Report::Failed, None, false, at), None, "not the fleet's probe: the lease is another's");
         assert_eq!(news(Report::Failed, Some(Change::Entered { failures: 10 }), false, at), None);

@@ -304,20 +304,31 @@ async fn a_request_alone_retries_exactly_as_before_while_another_middleware_prob
     let (seen, (count, mut counted)) = (Arc::new(Mutex::new(Vec::new())), tokio::sync::watch::channel(0));
     Mock::given(wiremock::matchers::any()).respond_with(Hanging { seen, count }).mount(&server).await;
     let url = url(&server, ANTHROPIC, "/v1/messages");
-    let [a, b] = fleet_of_two(|| LlmRetryMiddleware::builder().base_delay(MS(20)).max_retries(2));
-    let (a, b) = (client(&server, a), client(&server, b));
+    let store = Arc::new(MemoryCooldownStore::new());
+    let builder = || LlmRetryMiddleware::builder().base_delay(MS(20)).max_retries(2).cooldown_store(store.clone());
+    let (a, b) = (client(&server, builder().build()), client(&server, builder().build()));
     // `a` enters the outage and holds the fleet's probe lease: its probe hangs.
     let from_a = tokio::spawn({
         let url = url.clone();
         async move { concurrent(&a, &url, 12).await }
     });
     tokio::time::timeout(DEADLINE, counted.wait_for(|n| *n > 12)).await.expect("a probes").unwrap();
-    // `b`'s one request is its own probe, on its own schedule: the store is not asked.
+    // `b` meets the outage too, and its requests wait for `a`'s probe until their bound.
+    for (result, _) in concurrent(&b, &url, 12).await {
+        assert_eq!(result.unwrap().status(), 529);
+    }
+    // Then `b`'s one request is its own probe, on its own schedule: the store is not asked.
     let response = tokio::time::timeout(DEADLINE, b.post(&url).body("{}").send()).await.unwrap().unwrap();
     let stats = response.retry_stats().unwrap();
     assert_eq!(stats.attempts, 3);
     // Overload backoff from base / 2: 10 + 20 ms, plus at most 25 %.
     assert!(stats.waited >= MS(30) && stats.waited <= MS(38), "waited {:?}", stats.waited);
+    // Its failures were not the fleet's probe: `a` still holds the lease (10 s), and its probe
+    // is still the only one in flight.
+    let host = format!("{ANTHROPIC}:{}", server.address().port());
+    let turn = store.outage(&host, OutageQuery::new(None, Duration::from_secs(10))).await;
+    let soon = SystemTime::now() + Duration::from_secs(5);
+    assert!(matches!(turn, Some(OutageTurn::Wait(until)) if until > soon), "{turn:?}");
     from_a.abort();
 }
 
