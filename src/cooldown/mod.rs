@@ -205,25 +205,26 @@ impl Pacer {
             return None;
         }
         let mut entries = self.entries();
+        // Sends numbered 0 were not tracked (no entry then, or too many keys).
         if let Some(entry) = entries.get_mut(&key.id).filter(|_| seq > 0) {
             learn(entry, seq, scout, (requests.is_some(), rate_limited_for, limit), now);
-        }
-        if let Some(RateLimit { remaining: Some(remaining), reset: Some(reset), limit }) = requests
-            // Sends numbered 0 were not tracked (no entry then, or too many keys).
-            && let Some(budget) = entries.get_mut(&key.id).filter(|_| seq > 0).map(|entry| &mut entry.budget)
-            // Responses arrive out of order: only a later send's view is newer.
-            && seq >= budget.snapshot_seq
-        {
-            budget.snapshot_seq = seq;
-            budget.remaining = Some(remaining);
-            budget.limit = limit.or(budget.limit);
-            budget.reset_at = now.checked_add(reset);
-        }
-        // Successive resets give the window's length, to count a fleet's windows with.
-        if let Some(end) = requests.and_then(|r| now.checked_add(r.reset?))
-            && let Some(entry) = entries.get_mut(&key.id)
-        {
-            entry.learner.saw_end(end, now);
+            if let Some(RateLimit { remaining: Some(remaining), reset: Some(reset), limit }) = requests {
+                // Responses arrive out of order: only a later send's view is newer.
+                let budget = &mut entry.budget;
+                if seq >= budget.snapshot_seq {
+                    budget.snapshot_seq = seq;
+                    budget.remaining = Some(remaining);
+                    budget.limit = limit.or(budget.limit);
+                    budget.reset_at = now.checked_add(reset);
+                }
+                // Successive resets give the window's length, which only a store's
+                // shared window needs: alone, the budget above paces the key.
+                if self.store.is_some()
+                    && let Some(end) = now.checked_add(reset)
+                {
+                    entry.learner.saw_end(end, now);
+                }
+            }
         }
         if let Some(until) = cooldown.and_then(|wait| now.checked_add(wait))
             && (entries.len() < MAX_BUDGETS || entries.contains_key(&key.id))

@@ -41,10 +41,10 @@ pub(crate) enum Start {
 /// provider that is not compressed beyond what reqwest decoded.
 pub(crate) fn watched(provider: crate::Provider, response: &Response) -> Option<&'static StreamFormat> {
     let headers = response.headers();
-    let is_event_stream = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().get(..17).is_some_and(|m| m.eq_ignore_ascii_case("text/event-stream")));
+    // Bytes, not `to_str`: this runs on every success, and validating the whole value buys nothing.
+    let is_event_stream = headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().trim_ascii_start().get(..17).is_some_and(|m| m.eq_ignore_ascii_case(b"text/event-stream"))
+    });
     if !is_event_stream || headers.contains_key(http::header::CONTENT_ENCODING) {
         return None;
     }
