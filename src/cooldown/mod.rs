@@ -38,6 +38,7 @@ pub(crate) use key::Key;
 use key::KeyMap;
 pub(crate) use learner::limit_in_message;
 use learner::{Admit, Learner};
+#[cfg(feature = "redis")]
 pub(crate) use shared_window::View;
 pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 

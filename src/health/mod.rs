@@ -32,7 +32,9 @@ use crate::cooldown::CooldownStore;
 use crate::error::LlmApiError;
 use crate::kind::ErrorKind;
 use crate::provider::Provider;
-pub(crate) use shared::{Board, RECORD_TTL};
+pub(crate) use shared::Board;
+#[cfg(feature = "redis")]
+pub(crate) use shared::RECORD_TTL;
 pub use shared::{OutageQuery, OutageReport, OutageTurn};
 pub(crate) use tracker::Report;
 use tracker::{Change, Decision, Tracker};
