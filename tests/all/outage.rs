@@ -179,8 +179,10 @@ async fn middlewares_sharing_a_store_probe_one_at_a_time_between_them_and_all_re
     assert_eq!(seen.len(), down_for + 1 + 19, "requests sent after the recovery");
 }
 
-/// Anthropic down for good, answering after 5 ms; each arrival says whether it came from `b`.
+/// Anthropic down for good: the `n`th arrival (from 1) is answered 529 after `delay(n)`.
+/// Each arrival says whether it came from `b`; their count is published, to wait on.
 struct Down {
+    delay: fn(usize) -> Duration,
     seen: Arc<Mutex<Vec<bool>>>,
     count: tokio::sync::watch::Sender<usize>,
 }
@@ -190,15 +192,24 @@ impl Respond for Down {
         let mut seen = self.seen.lock().unwrap();
         seen.push(request.headers.contains_key("x-from-b"));
         self.count.send_replace(seen.len());
-        anthropic_error(529, "overloaded_error", "Overloaded").set_delay(MS(5))
+        anthropic_error(529, "overloaded_error", "Overloaded").set_delay((self.delay)(seen.len()))
     }
+}
+
+/// A server that is [`Down`], what it saw, and the count of arrivals.
+async fn down(
+    delay: fn(usize) -> Duration,
+) -> (MockServer, Arc<Mutex<Vec<bool>>>, tokio::sync::watch::Receiver<usize>) {
+    let server = MockServer::start().await;
+    let (seen, (count, counted)) = (Arc::new(Mutex::new(Vec::new())), tokio::sync::watch::channel(0));
+    let responder = Down { delay, seen: seen.clone(), count };
+    Mock::given(wiremock::matchers::any()).respond_with(responder).mount(&server).await;
+    (server, seen, counted)
 }
 
 #[tokio::test]
 async fn a_middleware_joins_the_outage_another_recorded_after_one_failure() {
-    let server = MockServer::start().await;
-    let (seen, (count, mut counted)) = (Arc::new(Mutex::new(Vec::new())), tokio::sync::watch::channel(0));
-    Mock::given(wiremock::matchers::any()).respond_with(Down { seen: seen.clone(), count }).mount(&server).await;
+    let (server, seen, mut counted) = down(|_| MS(5)).await;
     let url = url(&server, ANTHROPIC, "/v1/messages");
     let store = Arc::new(MemoryCooldownStore::new());
     let a = LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(80)).max_retries(8);
@@ -300,9 +311,8 @@ async fn an_abandoned_probe_frees_the_fleets_lease_at_once() {
 
 #[tokio::test]
 async fn a_request_alone_retries_exactly_as_before_while_another_middleware_probes() {
-    let server = MockServer::start().await;
-    let (seen, (count, mut counted)) = (Arc::new(Mutex::new(Vec::new())), tokio::sync::watch::channel(0));
-    Mock::given(wiremock::matchers::any()).respond_with(Hanging { seen, count }).mount(&server).await;
+    // The 13th request, `a`'s first probe, never returns.
+    let (server, _, mut counted) = down(|n| if n == 13 { Duration::from_secs(30) } else { Duration::ZERO }).await;
     let url = url(&server, ANTHROPIC, "/v1/messages");
     let store = Arc::new(MemoryCooldownStore::new());
     let builder = || LlmRetryMiddleware::builder().base_delay(MS(20)).max_retries(2).cooldown_store(store.clone());
@@ -330,22 +340,6 @@ async fn a_request_alone_retries_exactly_as_before_while_another_middleware_prob
     let soon = SystemTime::now() + Duration::from_secs(5);
     assert!(matches!(turn, Some(OutageTurn::Wait(until)) if until > soon), "{turn:?}");
     from_a.abort();
-}
-
-/// Anthropic's 529 at once, except the 13th request, which hangs (a probe that never returns).
-struct Hanging {
-    seen: Arc<Mutex<Vec<bool>>>,
-    count: tokio::sync::watch::Sender<usize>,
-}
-
-impl Respond for Hanging {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        let mut seen = self.seen.lock().unwrap();
-        seen.push(true);
-        self.count.send_replace(seen.len());
-        let overloaded = anthropic_error(529, "overloaded_error", "Overloaded");
-        if seen.len() == 13 { overloaded.set_delay(Duration::from_secs(30)) } else { overloaded }
-    }
 }
 
 /// A memory store that counts the outage questions it is asked.
