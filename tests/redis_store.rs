@@ -56,6 +56,18 @@ async fn inspect() -> redis::aio::MultiplexedConnection {
     client.get_multiplexed_async_connection().await.unwrap()
 }
 
+/// The keys under `prefix`, each checked to expire (`PX`): one that is gone by the time
+/// its expiry is read (-2) has expired.
+async fn keys_that_expire(prefix: &str) -> Vec<String> {
+    let mut connection = inspect().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut connection).await.unwrap();
+        assert!(ttl == -2 || ttl > 0, "{key} has no expiry ({ttl})");
+    }
+    keys
+}
+
 fn unique_prefix(test: &str) -> String {
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
     format!("reqwest-llm-retry-test:{test}:{nanos}:")
@@ -257,13 +269,8 @@ async fn memory_and_redis_stores_speak_the_same_outage_protocol() {
     let store = store.prefix(prefix.as_str());
     outage_protocol(&store, "api.anthropic.com:443").await;
     // Both keys expire.
-    let mut connection = inspect().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    let keys = keys_that_expire(&prefix).await;
     assert!(keys.iter().any(|k| k.ends_with("v1:outage:api.anthropic.com:443:probe")), "{keys:?}");
-    for key in keys {
-        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
-        assert!(ttl > 0, "{key} has no expiry ({ttl})");
-    }
 }
 
 /// 503 after 30 ms to the first `down_for` requests, 200 after that; arrival times recorded.
@@ -350,13 +357,8 @@ async fn two_instances_split_one_windows_budget_through_redis() {
     // One more through `a` spends the first of the window's 4 in Redis; every key the
     // store writes expires (`PX`).
     send(&a).await;
-    let mut connection = inspect().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    let keys = keys_that_expire(&prefix).await;
     assert!(keys.iter().any(|k| k.ends_with(":budget")), "{keys:?}");
-    for key in keys {
-        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
-        assert!(ttl == -2 || ttl > 0, "{key} has no expiry ({ttl})");
-    }
     let burst = async {
         let (a1, a2, a3, b1, b2, b3) = tokio::join!(send(&a), send(&a), send(&a), send(&b), send(&b), send(&b));
         [a1, a2, a3, b1, b2, b3]
@@ -409,11 +411,6 @@ async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_
         assert_eq!(a.spend("n", Some(first)).await, Some(at_ms(epoch_ms(first.end) + 2)), "3 went: spent");
     };
     tokio::time::timeout(DEADLINE, test).await.expect("store calls are bounded");
-    let mut connection = inspect().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+    let keys = keys_that_expire(&prefix).await;
     assert_eq!(keys.len(), 2, "{keys:?}");
-    for key in keys {
-        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
-        assert!(ttl > 0, "{key} has no expiry ({ttl})");
-    }
 }
