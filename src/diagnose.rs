@@ -16,6 +16,50 @@ use crate::rate_limits::RateLimits;
 use crate::redact::Secrets;
 use crate::retry_after::{header_wait, parse_message_wait};
 
+/// The public ways in to [`diagnose`], for errors that did not go through the middleware.
+impl LlmApiError {
+    /// Parses and classifies an error response that did not go through the
+    /// middleware: an error event inside an SSE stream, a response from
+    /// another client, a recorded fixture. Uses the built-in tables;
+    /// `attempts` is 1 and `retryable` is the error's own verdict.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::{ErrorKind, LlmApiError, Provider};
+    /// let body = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+    /// let err = LlmApiError::parse(Provider::OpenAi, http::StatusCode::TOO_MANY_REQUESTS, &http::HeaderMap::new(), body);
+    /// assert_eq!(err.kind, ErrorKind::QuotaExceeded);
+    /// assert!(!err.retryable);
+    /// ```
+    pub fn parse(provider: Provider, status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> LlmApiError {
+        let secrets = Secrets::default();
+        diagnose(provider, status, headers, body, &[], &secrets, SystemTime::now())
+    }
+
+    /// Classifies one event of a provider's stream: `Some` when the event's
+    /// `data` is an error (Anthropic `event: error`, an OpenAI `{"error":…}`
+    /// chunk, an OpenAI Responses `error` or `response.failed` event, a
+    /// Gemini `{"error":…}` chunk), judged exactly as the same error sent as
+    /// a status; `None` for any other event.
+    ///
+    /// The middleware retries an error event that comes before the stream's
+    /// first output. One that comes after it is the caller's: a retry would
+    /// repeat output the caller already has. `status` is the status the
+    /// provider gives the same error (`529` for Anthropic's
+    /// `overloaded_error`), `attempts` is 1.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::{ErrorKind, LlmApiError, Provider};
+    /// let data = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    /// let err = LlmApiError::from_stream_event(Provider::Anthropic, data).unwrap();
+    /// assert_eq!((err.kind, err.status.as_u16(), err.retryable), (ErrorKind::Overloaded, 529, true));
+    /// assert!(LlmApiError::from_stream_event(Provider::Anthropic, r#"{"type":"ping"}"#).is_none());
+    /// ```
+    pub fn from_stream_event(provider: Provider, data: impl AsRef<[u8]>) -> Option<LlmApiError> {
+        let error = crate::stream::error_in(data.as_ref())?;
+        Some(LlmApiError::parse(provider, error.status, &http::HeaderMap::new(), &error.body))
+    }
+}
+
 /// Diagnoses one error response. `retryable` is the error's own verdict
 /// (table, then `x-should-retry`); the retry loop may still give up for
 /// reasons of time or attempts. `attempts` is 1.

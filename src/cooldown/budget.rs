@@ -1,7 +1,7 @@
 //! The window budget: how many requests this process may still send with a
 //! key before the window resets.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// The per-key request budget of this process.
 #[derive(Debug, Clone, Copy)]

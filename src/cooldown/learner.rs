@@ -23,7 +23,9 @@
 //! What is learned is forgotten after [`FORGET_AFTER`] (or eight windows, if
 //! longer) without use, and lives in the key's entry, whose count is bounded.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Every this many windows, scout past a full window to find a raised limit.
 pub(super) const PROBE_EVERY: u32 = 16;

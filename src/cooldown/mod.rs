@@ -27,9 +27,12 @@ mod key;
 mod learner;
 pub(crate) mod shared_window;
 mod store;
+mod wait;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use crate::rate_limits::{RateLimit, RateLimits};
 use budget::Budget;
@@ -41,6 +44,7 @@ use learner::{Admit, Learner};
 #[cfg(feature = "redis")]
 pub(crate) use shared_window::View;
 pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
+pub(crate) use wait::admit;
 
 /// Entries kept before expired ones are swept, bounding memory.
 const SWEEP_AT: usize = 1024;

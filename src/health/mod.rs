@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use http::StatusCode;
 use tokio::sync::Notify;
@@ -190,7 +192,7 @@ impl Ticket {
             let until = match decision {
                 Decision::Go { probe } => return self.go(probe),
                 Decision::GoAt(at) => {
-                    tokio::time::sleep_until(at.min(bound).max(now).into()).await;
+                    tokio::time::sleep_until(at.min(bound).max(now)).await;
                     *waited += now.elapsed();
                     return self.go(false);
                 }
@@ -207,7 +209,7 @@ impl Ticket {
                 self.hold(true);
                 tracing::debug!(host = host.name, "waiting for the provider's outage to end");
             }
-            let _ = tokio::time::timeout_at(until.into(), notified).await;
+            let _ = tokio::time::timeout_at(until, notified).await;
             *waited += now.elapsed();
         }
     }

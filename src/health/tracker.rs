@@ -28,7 +28,9 @@
 //! sent before the outage began) ends it: the requests that were waiting
 //! are then given release times spread evenly over [`RELEASE_SPREAD`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Failures in a row that make an outage.
 pub(crate) const RUN: u32 = 10;

@@ -1,0 +1,112 @@
+//! One call through the middleware: what it carries from attempt to attempt,
+//! and the steps the loop takes with it before a request goes out.
+
+use std::time::Duration;
+
+use reqwest::Request;
+use tokio::time::Instant;
+
+use super::config::Config;
+use super::outcome::{Admission, Failure};
+use crate::cooldown::{self, Key, Pacer};
+use crate::error::RetryStats;
+use crate::health::Ticket;
+use crate::provider::Provider;
+use crate::redact::Secrets;
+use crate::upload::{PATIENCE, resendable};
+
+/// The state of one call, across its attempts.
+pub(super) struct Call<'a> {
+    pub(super) config: &'a Config,
+    pub(super) provider: Provider,
+    pub(super) started: Instant,
+    /// Requests sent so far, the one in flight included.
+    pub(super) attempts: u32,
+    /// Time spent waiting: backoff, pacing and outage holds.
+    pub(super) waited: Duration,
+    /// The key's pacer, when pacing is on.
+    pub(super) pacing: Option<(&'a Pacer, Key)>,
+    /// The call's place in its host's health: only for a host that has failed before.
+    pub(super) ticket: Option<Ticket>,
+    /// The last failed response, kept while an outage may hold the call (boxed: rare).
+    pub(super) last: Option<Box<Failure>>,
+}
+
+/// One attempt: its number, the copy to send next, and what it knows of itself.
+pub(super) struct Attempt {
+    /// Retries taken before this attempt (0 for the first).
+    pub(super) retries_taken: u32,
+    /// The copy to send if this attempt fails; `None` when there is no retry
+    /// left or the body cannot be sent twice.
+    pub(super) pending: Option<Request>,
+    /// The credentials of the request sent, when there is no copy to read them from.
+    pub(super) sent_secrets: Option<Secrets>,
+    /// The pacer's sequence number for this send.
+    pub(super) seq: u64,
+}
+
+impl<'a> Call<'a> {
+    pub(super) fn start(config: &'a Config, provider: Provider, request: &Request) -> Self {
+        let pacing = config.pacer.as_deref().map(|pacer| (pacer, Key::of(provider, request, pacer.has_store())));
+        Call {
+            config,
+            provider,
+            started: Instant::now(),
+            attempts: 0,
+            waited: Duration::ZERO,
+            pacing,
+            ticket: config.health.as_ref().and_then(|health| health.ticket(request.url())),
+            last: None,
+        }
+    }
+
+    /// Counts the attempt, and makes the copy to resend before `request` is
+    /// consumed. A streaming body cannot be cloned and is sent once, unless it
+    /// is an upload of known size (`upload`).
+    pub(super) async fn prepare(&mut self, request: &mut Request) -> Attempt {
+        let retries_taken = self.attempts;
+        let pending = if retries_taken >= self.config.timing.max_retries {
+            None
+        } else if let Some(copy) = request.try_clone() {
+            Some(copy)
+        } else {
+            // Boxed, and nothing held across the wait: every request's future would grow.
+            Box::pin(resendable(request, self.config.upload_buffer_limit, PATIENCE)).await
+        };
+        let sent_secrets = pending.is_none().then(|| Secrets::of(request));
+        Attempt { retries_taken, pending, sent_secrets, seq: 0 }
+    }
+
+    /// Waits for the host's outage and the key's pacing to let the attempt go,
+    /// and counts it as sent.
+    pub(super) async fn admit(&mut self, attempt: &mut Attempt) -> Admission {
+        let timing = &self.config.timing;
+        if let Some(ticket) = &mut self.ticket
+            && let Err(held) = Box::pin(ticket.admit(timing, self.started, &mut self.waited)).await
+        {
+            return Admission::Held(held);
+        }
+        if let Some((pacer, key)) = &self.pacing {
+            // Before the first attempt `started` is now: the clock is not free.
+            let now = if attempt.retries_taken == 0 { self.started } else { Instant::now() };
+            attempt.seq = cooldown::admit(pacer, key, timing, (self.started, now), &mut self.waited).await;
+        }
+        self.attempts += 1;
+        Admission::Send
+    }
+
+    /// Sleeps before the next attempt.
+    pub(super) async fn wait(&mut self, wait: Duration) {
+        Box::pin(tokio::time::sleep(wait)).await;
+        self.waited += wait;
+    }
+
+    pub(super) fn stats(&self) -> RetryStats {
+        RetryStats { attempts: self.attempts, waited: self.waited }
+    }
+
+    /// The pacer, key and sequence number of an attempt, for what its response teaches.
+    pub(super) fn pacing_of(&self, attempt: &Attempt) -> Option<(&'a Pacer, &Key, u64)> {
+        self.pacing.as_ref().map(|(pacer, key)| (*pacer, key, attempt.seq))
+    }
+}

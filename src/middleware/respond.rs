@@ -1,0 +1,161 @@
+//! The end of each attempt: the decision after a failure, and the response
+//! (or error) the caller gets, with its stats, rate limits and error attached.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::Response;
+use tokio::time::Instant;
+
+use super::call::{Attempt, Call};
+use super::outcome::{Failure, Outcome, Step};
+use crate::backoff::Verdict;
+use crate::cooldown::{Key, Pacer};
+use crate::error::{LlmApiError, RetryStats};
+use crate::health::{self, Held};
+use crate::provider::Provider;
+use crate::rate_limits::RateLimits;
+use crate::redact::redact_error;
+
+impl Call<'_> {
+    /// Retry after the verdict's wait, when there is a copy to resend;
+    /// otherwise the caller's response or error.
+    pub(super) fn decide(&mut self, verdict: Verdict, outcome: Outcome, attempt: Attempt) -> Step {
+        match (verdict, attempt.pending) {
+            (Verdict::Retry(wait), Some(request)) => {
+                log_retry(self.provider, self.attempts, wait, &outcome);
+                // The failed response is dropped here, before the wait, so its
+                // connection and buffers are released at once; kept, when read
+                // to its end, while an outage may hold the request.
+                self.last = match outcome {
+                    Outcome::Answered(failure) if failure.held.ended() && self.ticket.is_some() => Some(failure),
+                    _ => None,
+                };
+                Step::Retry { wait, request }
+            }
+            // `decide` says Retry only when the request can be resent: this is
+            // the error's own verdict.
+            (Verdict::Retry(_), None) => self.give_up(outcome, None),
+            (Verdict::Return { retryable }, _) => self.give_up(outcome, Some(retryable)),
+        }
+    }
+
+    /// The caller's result for a failure that is not retried: `retryable`
+    /// overrides the error's own verdict when the loop gave up for want of
+    /// time or attempts.
+    #[cold]
+    fn give_up(&self, outcome: Outcome, retryable: Option<bool>) -> Step {
+        Step::Return(match outcome {
+            Outcome::Answered(failure) => self.respond(*failure, retryable),
+            Outcome::Transport(error) => Err(redact_error(error)),
+        })
+    }
+
+    /// A call held by an outage until its bound: its last error response, or
+    /// the typed error when it was never answered.
+    #[cold]
+    pub(super) fn held_at_bound(&mut self, held: Held) -> reqwest_middleware::Result<Response> {
+        match self.last.take() {
+            Some(failure) => self.respond(*failure, Some(true)),
+            None => Err(health::held_error(self.provider, held, self.attempts)),
+        }
+    }
+
+    fn respond(&self, failure: Failure, retryable: Option<bool>) -> reqwest_middleware::Result<Response> {
+        let response = failed_response(failure, retryable, self.stats());
+        if self.config.error_for_status { into_err(response) } else { Ok(response) }
+    }
+}
+
+/// A cooldown a store has to hear about.
+pub(super) struct Publish<'a> {
+    pacer: &'a Pacer,
+    key: &'a Key,
+    wait: Duration,
+}
+
+impl Publish<'_> {
+    pub(super) async fn then_return(self, response: Response) -> Response {
+        self.pacer.publish(self.key, self.wait).await;
+        response
+    }
+}
+
+/// Attaches the rate limits and the stats to a success, and feeds its
+/// rate-limit headers to the pacer; returns what a store must hear of.
+pub(super) fn succeeded<'a>(
+    mut response: Response,
+    stats: RetryStats,
+    pacing: Option<(&'a Pacer, &'a Key, u64)>,
+) -> (Response, Option<Publish<'a>>) {
+    let limits = RateLimits::read(response.headers(), SystemTime::now);
+    let mut publish = None;
+    if let Some((pacer, key, seq)) = pacing
+        && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
+        && pacer.has_store()
+    {
+        publish = Some(Publish { pacer, key, wait });
+    }
+    let extensions = response.extensions_mut();
+    if let Some(limits) = limits {
+        extensions.insert(limits);
+    }
+    extensions.insert(stats);
+    (response, publish)
+}
+
+/// The warning every retry logs.
+#[cold]
+fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome) {
+    match outcome {
+        Outcome::Answered(failure) => tracing::warn!(
+            provider = provider.name(),
+            status = failure.error.status.as_u16(),
+            kind = failure.error.kind.name(),
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            request_id = failure.error.request_id.as_deref().unwrap_or(""),
+            "retrying LLM API request"
+        ),
+        Outcome::Transport(error) => tracing::warn!(
+            provider = provider.name(),
+            kind = if error.is_timeout() { "timeout" } else { "connect" },
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            "retrying LLM API request after a transport error"
+        ),
+    }
+}
+
+/// A failed response as the `Err` of [`error_for_status`](super::LlmRetryMiddlewareBuilder::error_for_status):
+/// its attached [`LlmApiError`], the response (and its connection) dropped.
+#[cold]
+fn into_err(mut response: Response) -> reqwest_middleware::Result<Response> {
+    match response.extensions_mut().remove::<LlmApiError>() {
+        Some(error) => Err(reqwest_middleware::Error::middleware(error)),
+        None => Ok(response),
+    }
+}
+
+/// The response returned for a final 4xx/5xx, with everything attached.
+#[cold]
+fn failed_response(failure: Failure, retryable: Option<bool>, stats: RetryStats) -> Response {
+    let Failure { held, mut error, limits } = failure;
+    error.retryable = retryable.unwrap_or(error.retryable);
+    error.attempts = stats.attempts;
+    tracing::debug!(
+        provider = error.provider.name(),
+        status = error.status.as_u16(),
+        kind = error.kind.name(),
+        attempts = stats.attempts,
+        retryable = error.retryable,
+        "LLM API request failed"
+    );
+    let mut response = held.into_response();
+    let extensions = response.extensions_mut();
+    if let Some(limits) = limits {
+        extensions.insert(limits);
+    }
+    extensions.insert(stats);
+    extensions.insert(error);
+    response
+}
