@@ -16,7 +16,7 @@ use crate::rate_limits::RateLimits;
 use crate::redact::Secrets;
 use crate::retry_after::{header_wait, parse_message_wait};
 
-/// The public ways in to [`diagnose`], for errors that did not go through the middleware.
+/// The public ways in to `diagnose`, for errors that did not go through the middleware.
 impl LlmApiError {
     /// Parses and classifies an error response that did not go through the
     /// middleware: an error event inside an SSE stream, a response from

@@ -149,14 +149,14 @@ impl LlmRetryMiddlewareBuilder {
     /// Returns a final 4xx/5xx, or a `200` stream that failed before its
     /// first output (see [`streams`](Self::streams)), as
     /// `Err(reqwest_middleware::Error::Middleware)` holding the
-    /// [`LlmApiError`] (kind, code, request id, `retry_after` and attempts
+    /// [`LlmApiError`](crate::LlmApiError) (kind, code, request id, `retry_after` and attempts
     /// filled), instead of an `Ok` response with the error attached (off by
     /// default).
     ///
     /// Turn it on when a client library sits on top of this middleware
     /// (rig, async-openai): they read the response and drop its
     /// extensions, but keep an `Err` in their own error's chain, where
-    /// [`LlmApiError::find_in`] finds it. Transport errors are returned
+    /// [`LlmApiError::find_in`](crate::LlmApiError::find_in) finds it. Transport errors are returned
     /// unchanged either way, and the error body is not kept.
     ///
     /// Two pitfalls with client libraries:
@@ -165,7 +165,7 @@ impl LlmRetryMiddlewareBuilder {
     ///   multiply, 2 × 2 = 4 requests for one call;
     /// - do not retry on the library's own verdict: rig's `is_retryable()`
     ///   says yes to every 429, `insufficient_quota` included, and to every
-    ///   error this switch returns. Read [`LlmApiError::retryable`] instead:
+    ///   error this switch returns. Read [`LlmApiError::retryable`](crate::LlmApiError::retryable) instead:
     ///   `false` when retrying cannot help; when `true`, the middleware has
     ///   already spent its retries (see `attempts`), so try again later, not
     ///   in a loop.
@@ -234,10 +234,10 @@ impl LlmRetryMiddlewareBuilder {
     /// `max_elapsed`), and each time at most `max_retry_after`. Held at its
     /// bound, it returns the last error response it got; if it was never
     /// sent, it returns `Err(reqwest_middleware::Error::Middleware(..))`
-    /// holding an [`LlmApiError`] of kind
+    /// holding an [`LlmApiError`](crate::LlmApiError) of kind
     /// [`Overloaded`](crate::ErrorKind::Overloaded) (status 503, `retryable:
     /// true`, `attempts: 0`, `retry_after` when the provider gave a wait),
-    /// which [`LlmApiError::find_in`] finds.
+    /// which [`LlmApiError::find_in`](crate::LlmApiError::find_in) finds.
     ///
     /// With a [`cooldown_store`](Self::cooldown_store), the outage is the
     /// fleet's: one probe at a time for every process sharing the store
@@ -263,10 +263,10 @@ impl LlmRetryMiddlewareBuilder {
     /// at most [`stream_hold_timeout`](Self::stream_hold_timeout). An error
     /// event among them is judged and retried exactly like the same error
     /// sent as a status; when it is not retried, the `200` is returned with
-    /// its bytes intact and the [`LlmApiError`] attached. Otherwise the held
+    /// its bytes intact and the [`LlmApiError`](crate::LlmApiError) attached. Otherwise the held
     /// bytes are replayed unchanged, then the rest. Once output has started,
     /// nothing is retried: classify a later error event with
-    /// [`LlmApiError::from_stream_event`]. `false` passes every stream
+    /// [`LlmApiError::from_stream_event`](crate::LlmApiError::from_stream_event). `false` passes every stream
     /// through untouched.
     pub fn streams(mut self, enabled: bool) -> Self {
         self.config.streams = enabled;

@@ -38,21 +38,21 @@ use outcome::{Admission, Judged, Step};
 ///
 /// | setting | default | constant |
 /// |---|---|---|
-/// | [`max_retries`](LlmRetryMiddlewareBuilder::max_retries) | 4 (5 attempts in all) | [`MAX_RETRIES`](defaults::MAX_RETRIES) |
-/// | [`base_delay`](LlmRetryMiddlewareBuilder::base_delay) | 1 s, doubled per retry, + up to 25 % | [`BASE_DELAY`](defaults::BASE_DELAY) |
-/// | [`max_delay`](LlmRetryMiddlewareBuilder::max_delay) | 30 s | [`MAX_DELAY`](defaults::MAX_DELAY) |
-/// | [`max_retry_after`](LlmRetryMiddlewareBuilder::max_retry_after) | 60 s (longer server waits are returned at once) | [`MAX_RETRY_AFTER`](defaults::MAX_RETRY_AFTER) |
-/// | [`max_elapsed`](LlmRetryMiddlewareBuilder::max_elapsed) | 300 s | [`MAX_ELAPSED`](defaults::MAX_ELAPSED) |
-/// | [`error_body_limit`](LlmRetryMiddlewareBuilder::error_body_limit) | 64 KiB | [`ERROR_BODY_LIMIT`](defaults::ERROR_BODY_LIMIT) |
-/// | [`error_body_timeout`](LlmRetryMiddlewareBuilder::error_body_timeout) | 10 s | [`ERROR_BODY_TIMEOUT`](defaults::ERROR_BODY_TIMEOUT) |
-/// | [`cooldown`](LlmRetryMiddlewareBuilder::cooldown) | on, in memory | [`COOLDOWN`](defaults::COOLDOWN) |
+/// | [`max_retries`](LlmRetryMiddlewareBuilder::max_retries) | 4 (5 attempts in all) | [`MAX_RETRIES`](crate::defaults::MAX_RETRIES) |
+/// | [`base_delay`](LlmRetryMiddlewareBuilder::base_delay) | 1 s, doubled per retry, + up to 25 % | [`BASE_DELAY`](crate::defaults::BASE_DELAY) |
+/// | [`max_delay`](LlmRetryMiddlewareBuilder::max_delay) | 30 s | [`MAX_DELAY`](crate::defaults::MAX_DELAY) |
+/// | [`max_retry_after`](LlmRetryMiddlewareBuilder::max_retry_after) | 60 s (longer server waits are returned at once) | [`MAX_RETRY_AFTER`](crate::defaults::MAX_RETRY_AFTER) |
+/// | [`max_elapsed`](LlmRetryMiddlewareBuilder::max_elapsed) | 300 s | [`MAX_ELAPSED`](crate::defaults::MAX_ELAPSED) |
+/// | [`error_body_limit`](LlmRetryMiddlewareBuilder::error_body_limit) | 64 KiB | [`ERROR_BODY_LIMIT`](crate::defaults::ERROR_BODY_LIMIT) |
+/// | [`error_body_timeout`](LlmRetryMiddlewareBuilder::error_body_timeout) | 10 s | [`ERROR_BODY_TIMEOUT`](crate::defaults::ERROR_BODY_TIMEOUT) |
+/// | [`cooldown`](LlmRetryMiddlewareBuilder::cooldown) | on, in memory | [`COOLDOWN`](crate::defaults::COOLDOWN) |
 /// | [`cooldown_store`](LlmRetryMiddlewareBuilder::cooldown_store) | none (the middleware's own memory) | |
-/// | [`outage`](LlmRetryMiddlewareBuilder::outage) | on: in a provider outage, one request probes while the others wait | [`OUTAGE`](defaults::OUTAGE) |
-/// | [`streams`](LlmRetryMiddlewareBuilder::streams) | on: an error event before a stream's first output is retried | [`STREAMS`](defaults::STREAMS) |
-/// | [`stream_hold_limit`](LlmRetryMiddlewareBuilder::stream_hold_limit) | 16 KiB | [`STREAM_HOLD_LIMIT`](defaults::STREAM_HOLD_LIMIT) |
-/// | [`stream_hold_timeout`](LlmRetryMiddlewareBuilder::stream_hold_timeout) | 3 s | [`STREAM_HOLD_TIMEOUT`](defaults::STREAM_HOLD_TIMEOUT) |
-/// | [`upload_buffer_limit`](LlmRetryMiddlewareBuilder::upload_buffer_limit) | 32 MiB | [`UPLOAD_BUFFER_LIMIT`](defaults::UPLOAD_BUFFER_LIMIT) |
-/// | [`error_for_status`](LlmRetryMiddlewareBuilder::error_for_status) | off (a final 4xx/5xx is an `Ok` response) | [`ERROR_FOR_STATUS`](defaults::ERROR_FOR_STATUS) |
+/// | [`outage`](LlmRetryMiddlewareBuilder::outage) | on: in a provider outage, one request probes while the others wait | [`OUTAGE`](crate::defaults::OUTAGE) |
+/// | [`streams`](LlmRetryMiddlewareBuilder::streams) | on: an error event before a stream's first output is retried | [`STREAMS`](crate::defaults::STREAMS) |
+/// | [`stream_hold_limit`](LlmRetryMiddlewareBuilder::stream_hold_limit) | 16 KiB | [`STREAM_HOLD_LIMIT`](crate::defaults::STREAM_HOLD_LIMIT) |
+/// | [`stream_hold_timeout`](LlmRetryMiddlewareBuilder::stream_hold_timeout) | 3 s | [`STREAM_HOLD_TIMEOUT`](crate::defaults::STREAM_HOLD_TIMEOUT) |
+/// | [`upload_buffer_limit`](LlmRetryMiddlewareBuilder::upload_buffer_limit) | 32 MiB | [`UPLOAD_BUFFER_LIMIT`](crate::defaults::UPLOAD_BUFFER_LIMIT) |
+/// | [`error_for_status`](LlmRetryMiddlewareBuilder::error_for_status) | off (a final 4xx/5xx is an `Ok` response) | [`ERROR_FOR_STATUS`](crate::defaults::ERROR_FOR_STATUS) |
 ///
 /// Cloning is cheap and clones share their configuration, their rate-limit state and their
 /// provider health.
