@@ -105,19 +105,38 @@ pub(crate) fn backoff_delay(base: Duration, max: Duration, n: u32, jitter: f64) 
     jittered.min(max.max(nominal))
 }
 
-/// How long a request's retries would take at most: its whole backoff schedule
-/// from `base_delay` (no jitter), never past `max_elapsed`. 15 s by default (1 + 2 + 4 + 8).
+/// How long a request's retries would take at most: its backoff schedule
+/// from `base_delay` (no jitter), counting only the retries that would start
+/// within `max_elapsed` (a retry whose wait would end past it is not made).
+/// 15 s by default (1 + 2 + 4 + 8); zero when not even the first retry fits.
 ///
 /// The bound on holding a request in an outage: held, it spends no attempt and
 /// loads no server, so it may wait as long as its retries would have taken
 /// for any transient error (a little less than the 30 s an overload's retries
 /// took when they started one doubling later), but never longer.
 pub(crate) fn retry_budget(timing: &Timing) -> Duration {
-    // Past 40 doublings every step is `max_delay`; no loop over a huge `max_retries`.
+    // Past 40 doublings every step is the same: no loop over a huge `max_retries`.
     let doubling = timing.max_retries.min(40);
-    let steps = (0..doubling).map(|n| backoff_delay(timing.base_delay, timing.max_delay, n, 0.0));
-    let rest = timing.max_delay.saturating_mul(timing.max_retries - doubling);
-    steps.fold(rest, Duration::saturating_add).min(timing.max_elapsed)
+    let mut total = Duration::ZERO;
+    for n in 0..doubling {
+        match total.checked_add(backoff_delay(timing.base_delay, timing.max_delay, n, 0.0)) {
+            Some(next) if next <= timing.max_elapsed => total = next,
+            _ => return total,
+        }
+    }
+    let steady = backoff_delay(timing.base_delay, timing.max_delay, 40, 0.0);
+    let rest = repeated_within(steady, timing.max_retries - doubling, timing.max_elapsed.saturating_sub(total));
+    total.saturating_add(rest)
+}
+
+/// `wait` repeated `times`, as many times as fit within `limit`.
+pub(crate) fn repeated_within(wait: Duration, times: u32, limit: Duration) -> Duration {
+    if wait.is_zero() {
+        return Duration::ZERO;
+    }
+    let fit = (limit.as_nanos() / wait.as_nanos()).min(u128::from(times));
+    // `fit · wait <= limit`, so it fits a `Duration`.
+    wait.saturating_mul(u32::try_from(fit).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
@@ -199,7 +218,11 @@ mod tests {
     fn retry_budget_is_the_whole_schedule_within_max_elapsed() {
         assert_eq!(retry_budget(&Timing::default()), S(15));
         let short = Timing { max_elapsed: S(10), ..Timing::default() };
-        assert_eq!(retry_budget(&short), S(10));
+        assert_eq!(retry_budget(&short), S(7), "1 + 2 + 4: the fourth retry would start past 10 s");
+        let absurd = Timing { base_delay: Duration::MAX, max_delay: Duration::MAX, ..Timing::default() };
+        assert_eq!(retry_budget(&absurd), Duration::ZERO, "no retry would be made at all");
+        let steady = Timing { max_retries: 1000, max_delay: S(2), max_elapsed: S(101), ..Timing::default() };
+        assert_eq!(retry_budget(&steady), S(101), "1 + 2 + 2 + … within 101 s");
         let none = Timing { max_retries: 0, ..Timing::default() };
         assert_eq!(retry_budget(&none), Duration::ZERO);
         let huge = Timing { max_retries: u32::MAX, max_elapsed: Duration::MAX, ..Timing::default() };

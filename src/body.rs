@@ -55,7 +55,7 @@ impl HeldResponse {
         let (parts, mut body) = http::Response::<reqwest::Body>::from(response).into_parts();
         let mut frames = VecDeque::new();
         let mut read = 0usize;
-        let deadline = tokio::time::Instant::now().checked_add(patience);
+        let deadline = crate::clock::Instant::now().checked_add(patience);
         let tail = loop {
             if read >= limit {
                 break Tail::Rest(body);

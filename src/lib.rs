@@ -148,6 +148,7 @@
 
 mod backoff;
 mod body;
+mod clock;
 mod cooldown;
 pub mod defaults;
 mod diagnose;

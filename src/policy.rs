@@ -11,6 +11,9 @@
 //! rows, then signals every provider shares, then the provider's status rows,
 //! then the status alone.
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -161,9 +164,24 @@ impl RetryRule {
         self
     }
 
-    /// The hint [`LlmApiError::fix`](crate::LlmApiError::fix) returns for matching errors.
-    pub fn fix(mut self, fix: &'static str) -> Self {
-        self.fix = Some(fix);
+    /// The hint [`LlmApiError::fix`](crate::LlmApiError::fix) returns for matching errors:
+    /// a literal, or a `String` read at run time (a rule from a config file).
+    ///
+    /// `LlmApiError::fix` returns `&'static str`, so an owned hint is kept for the
+    /// life of the process: once per distinct text, however many rules or
+    /// middlewares carry it.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::{ErrorKind, RetryRule};
+    /// let from_config = String::from("Page the gateway team");
+    /// let rule = RetryRule::give_up(ErrorKind::ServerError).fix(from_config);
+    /// # let _ = rule;
+    /// ```
+    pub fn fix(mut self, fix: impl Into<Cow<'static, str>>) -> Self {
+        self.fix = Some(match fix.into() {
+            Cow::Borrowed(fix) => fix,
+            Cow::Owned(fix) => intern(fix),
+        });
         self
     }
 
@@ -179,6 +197,19 @@ impl RetryRule {
             fix: self.fix,
         }
     }
+}
+
+/// The `'static` copy of a hint read at run time: one per distinct text, so
+/// that building rules in a loop does not grow memory.
+fn intern(text: String) -> &'static str {
+    static HINTS: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut hints = HINTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&hint) = hints.get(text.as_str()) {
+        return hint;
+    }
+    let hint: &'static str = Box::leak(text.into_boxed_str());
+    hints.insert(hint);
+    hint
 }
 
 /// The outcome of classification: what the error is and whether it is transient.
@@ -445,6 +476,19 @@ mod tests {
         let parsed = parse_error_body(body.as_bytes(), status);
         let facts = Facts::new(StatusCode::from_u16(status).unwrap(), &parsed, wait);
         classify(provider, &facts, &[])
+    }
+
+    #[test]
+    fn a_hint_read_at_run_time_is_kept_once_per_text() {
+        let rule = |hint: String| RetryRule::give_up(ErrorKind::ServerError).fix(hint);
+        let (a, b) = (rule("Page the gateway team".to_owned()), rule(["Page the", "gateway team"].join(" ")));
+        let (a, b) = (a.fix.unwrap(), b.fix.unwrap());
+        assert_eq!(a, "Page the gateway team");
+        assert!(std::ptr::eq(a, b), "the same text is kept once");
+        let parsed = parse_error_body(b"{}", 503);
+        let facts = Facts::new(StatusCode::SERVICE_UNAVAILABLE, &parsed, None);
+        let rules = [(Provider::OpenAi, rule("Page the gateway team".to_owned()))];
+        assert_eq!(classify(Provider::OpenAi, &facts, &rules).fix, "Page the gateway team");
     }
 
     #[test]

@@ -305,10 +305,13 @@ pub(crate) enum HostMapping {
 }
 
 impl HostMapping {
+    /// An exact host or `*.suffix`; a pattern given as a URL
+    /// (`https://gw.internal/v1`) means its host.
     pub(crate) fn parse(pattern: &str) -> HostMapping {
-        match pattern.trim().strip_prefix("*.") {
+        let host = host_part(pattern);
+        match host.strip_prefix("*.") {
             Some(suffix) => HostMapping::Subdomains(format!(".{}", normalize_host(suffix))),
-            None => HostMapping::Exact(normalize_host(pattern).into_owned()),
+            None => HostMapping::Exact(normalize_host(host).into_owned()),
         }
     }
 
@@ -319,6 +322,15 @@ impl HostMapping {
             HostMapping::Subdomains(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
         }
     }
+}
+
+/// The host of a pattern that may be written as a URL: without its scheme,
+/// credentials, path, query or fragment (the port goes with `normalize_host`).
+fn host_part(pattern: &str) -> &str {
+    let pattern = pattern.trim();
+    let rest = pattern.split_once("://").map_or(pattern, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
 }
 
 #[cfg(test)]
@@ -413,6 +425,18 @@ mod tests {
         assert!(exact.matches("gateway.internal"));
         assert!(!exact.matches("a.gateway.internal"));
         let wild = HostMapping::parse("*.corp.example");
+        for (pattern, host, matches) in [
+            ("https://gw.internal/v1", "gw.internal", true),
+            ("http://GW.internal:8080/v1/chat?x=1", "gw.internal", true),
+            ("https://user:pass@gw.internal", "gw.internal", true),
+            ("gw.internal/v1", "gw.internal", true),
+            ("https://*.corp.example/v1", "llm.corp.example", true),
+            ("https://*.corp.example/v1", "corp.example", false),
+            ("https://gw.internal/v1", "v1", false),
+            ("[::1]:8080", "[::1]", true),
+        ] {
+            assert_eq!(HostMapping::parse(pattern).matches(host), matches, "{pattern} against {host}");
+        }
         assert!(wild.matches("llm.corp.example"));
         assert!(wild.matches("a.b.corp.example"));
         assert!(!wild.matches("corp.example"));

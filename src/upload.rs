@@ -86,7 +86,7 @@ enum Read {
 /// Reads `body` while it stays within `declared` bytes and `patience`.
 async fn read(mut body: Body, declared: usize, patience: Duration) -> Read {
     let mut data = BytesMut::with_capacity(declared);
-    let deadline = tokio::time::Instant::now().checked_add(patience);
+    let deadline = crate::clock::Instant::now().checked_add(patience);
     loop {
         // Dropping `frame()` before it completes loses nothing: a frame is
         // taken from the body only when it is returned.

@@ -1,7 +1,7 @@
 //! The window budget: how many requests this process may still send with a
 //! key before the window resets.
 
-use tokio::time::Instant;
+use crate::clock::Instant;
 
 /// The per-key request budget of this process.
 #[derive(Debug, Clone, Copy)]

@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::{Instant, later};
 
 /// Every this many windows, scout past a full window to find a raised limit.
 pub(super) const PROBE_EVERY: u32 = 16;
@@ -96,7 +96,7 @@ impl Learner {
         }
         let probing = self.quiet_windows >= PROBE_EVERY;
         match self.end {
-            Some(end) if !probing => Admit::Wait(end.saturating_duration_since(now) + self.margin()),
+            Some(end) if !probing => Admit::Wait(end.saturating_duration_since(now).saturating_add(self.margin())),
             _ => match self.scout {
                 Some((_, went)) if now.saturating_duration_since(went) < SCOUT_PATIENCE => Admit::Wait(SCOUT_POLL),
                 _ => {
@@ -114,8 +114,8 @@ impl Learner {
             // Whole windows after the last end: the current one opened at the last boundary.
             Some(window) => {
                 let passed = (now - end).as_nanos() / window.as_nanos();
-                let opened = end + window.mul_f64(passed as f64);
-                self.end = Some(opened + window);
+                let opened = later(end, window.saturating_mul(u32::try_from(passed).unwrap_or(u32::MAX)));
+                self.end = Some(later(opened, window));
                 opened
             }
             None => {
@@ -147,11 +147,12 @@ impl Learner {
         let window = self.window.map_or(self.longest, |w| w.max(self.longest));
         let late = window / 32 + Duration::from_millis(2);
         if let Some(end) = self.end.filter(|end| *end > now) {
-            return Some((end + late, false));
+            return Some((later(end, late), false));
         }
         let (anchor, window) = (self.anchor?, Some(window).filter(|w| !w.is_zero())?);
         let passed = now.checked_duration_since(anchor)?.as_nanos() / window.as_nanos();
-        Some((anchor + window.mul_f64((passed + 1) as f64) + late, false))
+        let windows = u32::try_from(passed.saturating_add(1)).unwrap_or(u32::MAX);
+        Some((later(later(anchor, window.saturating_mul(windows)), late), false))
     }
 
     /// The capacity learned, if not forgotten.

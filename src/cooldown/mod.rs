@@ -32,7 +32,7 @@ mod wait;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
+use crate::clock::Instant;
 
 use crate::rate_limits::{RateLimit, RateLimits};
 use budget::Budget;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::Instant;
 
 use super::{Gate, Key, Pacer, hold};
 use crate::backoff::Timing;
@@ -30,8 +30,8 @@ async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waite
         };
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
         tokio::time::sleep(wait).await;
-        held += wait;
-        *waited += wait;
+        held = held.saturating_add(wait);
+        *waited = waited.saturating_add(wait);
     }
 }
 

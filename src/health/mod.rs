@@ -23,13 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
+use crate::clock::{Instant, later};
 
 use http::StatusCode;
 use tokio::sync::Notify;
 use url::Url;
 
-use crate::backoff::{Timing, retry_budget};
+use crate::backoff::{Timing, repeated_within, retry_budget};
 use crate::cooldown::CooldownStore;
 use crate::error::LlmApiError;
 use crate::kind::ErrorKind;
@@ -156,14 +156,8 @@ pub(crate) struct Held {
 /// `max_retry_after`, like one server wait.
 fn bound(timing: &Timing, server_wait: Option<Duration>, started: Instant, now: Instant) -> Instant {
     let told = server_wait.filter(|wait| *wait <= timing.max_retry_after).unwrap_or_default();
-    let schedule = retry_budget(timing).max(told.saturating_mul(timing.max_retries).min(timing.max_elapsed));
-    let by_schedule = started.checked_add(schedule);
-    let by_wait = now.checked_add(timing.max_retry_after);
-    match (by_schedule, by_wait) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(at), None) | (None, Some(at)) => at,
-        (None, None) => now + Duration::from_secs(365 * 24 * 3600),
-    }
+    let schedule = retry_budget(timing).max(repeated_within(told, timing.max_retries, timing.max_elapsed));
+    later(started, schedule).min(later(now, timing.max_retry_after))
 }
 
 impl Ticket {
@@ -193,7 +187,7 @@ impl Ticket {
                 Decision::Go { probe } => return self.go(probe),
                 Decision::GoAt(at) => {
                     tokio::time::sleep_until(at.min(bound).max(now)).await;
-                    *waited += now.elapsed();
+                    *waited = waited.saturating_add(now.elapsed());
                     return self.go(false);
                 }
                 Decision::Wait(until) => until.map_or(bound, |until| until.min(bound)),
@@ -210,7 +204,7 @@ impl Ticket {
                 tracing::debug!(host = host.name, "waiting for the provider's outage to end");
             }
             let _ = tokio::time::timeout_at(until, notified).await;
-            *waited += now.elapsed();
+            *waited = waited.saturating_add(now.elapsed());
         }
     }
 

@@ -30,7 +30,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::{Instant, later};
 
 /// Failures in a row that make an outage.
 pub(crate) const RUN: u32 = 10;
@@ -233,7 +233,7 @@ impl Tracker {
                 if probe {
                     outage.probing = false;
                     let wait = probe_interval(base_delay, outage.probes - 1).max(server_wait.unwrap_or_default());
-                    outage.next_probe = now + wait;
+                    outage.next_probe = later(now, wait);
                 }
                 outage.server_wait = outage.server_wait.max(server_wait);
                 None
@@ -247,7 +247,7 @@ impl Tracker {
                 if self.run < RUN {
                     return None;
                 }
-                let next_probe = now + probe_interval(base_delay, 0).max(server_wait.unwrap_or_default());
+                let next_probe = later(now, probe_interval(base_delay, 0).max(server_wait.unwrap_or_default()));
                 self.outage = Some(Outage { since: now, probes: 0, probing: false, next_probe, server_wait });
                 self.release = None;
                 Some(Change::Entered { failures: self.run })

@@ -93,8 +93,10 @@ impl LlmRetryMiddlewareBuilder {
     }
 
     /// Maps a host to a provider: an exact host (`"llm-gateway.internal"`) or
-    /// every subdomain of a suffix (`"*.corp.example"`). Checked before the
-    /// built-in host table, in the order added.
+    /// every subdomain of a suffix (`"*.corp.example"`). A pattern given as a
+    /// URL (`"https://gw.internal/v1"`, copied from a base-URL setting) means
+    /// its host; the port and path play no part. Checked before the built-in
+    /// host table, in the order added.
     ///
     /// Default: none; the built-in table knows each provider's public hosts.
     pub fn host(mut self, host: impl Into<String>, provider: Provider) -> Self {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::clock::Instant;
 use reqwest::Request;
-use tokio::time::Instant;
 
 use super::config::Config;
 use super::outcome::{Admission, Failure};
@@ -98,7 +98,7 @@ impl<'a> Call<'a> {
     /// Sleeps before the next attempt.
     pub(super) async fn wait(&mut self, wait: Duration) {
         Box::pin(tokio::time::sleep(wait)).await;
-        self.waited += wait;
+        self.waited = self.waited.saturating_add(wait);
     }
 
     pub(super) fn stats(&self) -> RetryStats {

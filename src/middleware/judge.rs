@@ -7,9 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
+use crate::clock::Instant;
 use http::StatusCode;
 use reqwest::{Request, Response};
-use tokio::time::Instant;
 
 use super::call::{Attempt, Call};
 use super::config::Config;

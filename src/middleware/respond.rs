@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::clock::Instant;
 use reqwest::Response;
-use tokio::time::Instant;
 
 use super::call::{Attempt, Call};
 use super::outcome::{Failure, Outcome, Step};

@@ -29,10 +29,12 @@ async fn custom_mappings_beat_the_table_and_the_extension_beats_both() {
         .host("llm-gateway.internal", Provider::Anthropic)
         .host("*.claude-proxy.example", Provider::Anthropic)
         .host(OPENAI, Provider::Anthropic)
+        // Copied from a base URL setting: the host is what counts.
+        .host("https://gw.internal:8443/v1/", Provider::Anthropic)
         .build();
     let client = client(&server, middleware);
 
-    for host in ["llm-gateway.internal", "eu.claude-proxy.example", OPENAI] {
+    for host in ["llm-gateway.internal", "eu.claude-proxy.example", OPENAI, "gw.internal"] {
         let resp = client.post(url(&server, host, "/v1/messages")).send().await.unwrap();
         let err = resp.llm_error().unwrap();
         assert_eq!((err.provider, err.kind, err.attempts), (Provider::Anthropic, ErrorKind::Overloaded, 2), "{host}");

@@ -21,7 +21,7 @@ pub const OPENAI: &str = "api.openai.com";
 pub const GEMINI: &str = "generativelanguage.googleapis.com";
 
 /// Hosts beyond each provider's own (`mock::host`) that tests use; all resolve to the mock server.
-const EXTRA_HOSTS: &[&str] = &["llm-gateway.internal", "eu.claude-proxy.example", "unknown.example"];
+const EXTRA_HOSTS: &[&str] = &["llm-gateway.internal", "eu.claude-proxy.example", "unknown.example", "gw.internal"];
 
 /// A builder with millisecond delays instead of the production seconds.
 pub fn fast() -> LlmRetryMiddlewareBuilder {

@@ -7,6 +7,7 @@
 //! (`tests/huge_body.rs`) because it measures the process's peak memory.
 
 mod bodies;
+mod extremes;
 mod faults;
 mod properties;
 mod providers;

@@ -1,0 +1,32 @@
+//! The one clock everything that times uses: tokio's, so that a test with a
+//! paused clock (`tokio::time::pause`) controls every bound, wait, pacing
+//! window and outage hold at once; outside a paused runtime it is the system's
+//! monotonic clock.
+//!
+//! Deadlines are computed with [`later`], which saturates: a bound built from
+//! an absurd setting (`Duration::MAX`) or a hostile server wait is "never",
+//! not a panic.
+
+use std::time::Duration;
+
+pub(crate) use tokio::time::Instant;
+
+/// About a century: "never", for a deadline that would not fit the clock.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `at + by`, or the furthest instant the clock holds near it when that overflows.
+pub(crate) fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).or_else(|| at.checked_add(NEVER)).unwrap_or(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+    }
+}
