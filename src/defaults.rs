@@ -15,8 +15,7 @@
 //!   do (Anthropic's and OpenAI's start at 0.5 s). A provider-wide overload is met by the
 //!   [`outage`](crate::LlmRetryMiddlewareBuilder::outage) state, which holds requests and
 //!   probes with one: a longer backoff per request would only add latency to requests that
-//!   meet an independent fault (0.1 started at 2 s: 4.7 × reqwest-retry's mean latency at a
-//!   30 % fault rate);
+//!   meet an independent fault;
 //! - **outage detection and probing**: 10 failures in a row, probes every 0.25 s then 0.5 s,
 //!   release spread over 250 ms (see [`outage`](crate::LlmRetryMiddlewareBuilder::outage)).
 //!

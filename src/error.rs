@@ -21,7 +21,10 @@ use crate::provider::Provider;
 pub struct LlmApiError {
     /// The provider that answered.
     pub provider: Provider,
-    /// The HTTP status of the final response.
+    /// The status the failure carries: the response's own status; for an error
+    /// event inside a `200` stream, the status the provider sends the same error
+    /// with (529 for Anthropic's `overloaded_error`); for a request held by an
+    /// outage and never sent, 503.
     pub status: StatusCode,
     /// What went wrong, in provider-neutral terms.
     pub kind: ErrorKind,
@@ -37,7 +40,8 @@ pub struct LlmApiError {
     pub retry_after: Option<Duration>,
     /// This crate's verdict: a later retry may succeed.
     pub retryable: bool,
-    /// Requests sent, this one included.
+    /// Requests sent for this call, across fallback models; 0 when it was held
+    /// by an outage and never sent.
     pub attempts: u32,
     pub(crate) fix: &'static str,
 }

@@ -20,6 +20,7 @@
 //!
 //! Waits stay bounded: a cooldown longer than `max_retry_after`, or one that
 //! would end past `max_elapsed`, is not waited for; the request is sent and
+//! the server decides (see [`hold`]).
 
 mod budget;
 mod hold;
