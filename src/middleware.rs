@@ -840,7 +840,7 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             kind = judged.kind.name(),
             attempt,
             wait_ms = wait.as_millis() as u64,
-            request_id = judged.request_id.as_deref().unwrap_or(""),
+            request_id = judged.request_id.as_deref(), // `None`: no field, not an empty one
             "retrying LLM API request"
         ),
         Err(error) => tracing::warn!(
