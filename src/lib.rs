@@ -44,9 +44,6 @@
 //!
 #![doc = include_str!("../docs/what-is-retried.md")]
 //!
-//! 498 is the status Groq sends when its Flex tier has no capacity left
-//! (`capacity_exceeded`): an overload, retried with backoff like a 503.
-//!
 //! # Streams
 //!
 //! Providers report overload and rate limits that strike after the status line inside a
