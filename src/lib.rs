@@ -6,10 +6,12 @@
 //! ```no_run
 //! use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware};
 //!
-//! # async fn demo(body: serde_json::Value) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 //!     .with(LlmRetryMiddleware::default())
 //!     .build();
+//! let body = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 256,
+//!     "messages": [{"role": "user", "content": "Hello"}]});
 //! let resp = client.post("https://api.anthropic.com/v1/messages").json(&body).send().await?;
 //! if let Some(err) = resp.llm_error() {
 //!     eprintln!("{} {:?} after {} attempts: {}", err.provider, err.kind, err.attempts, err.message);
@@ -22,8 +24,9 @@
 //! [`host`](LlmRetryMiddlewareBuilder::host) mapping, or a `Provider` in the request's
 //! extensions. The final failed response carries an [`LlmApiError`], every response a
 //! [`RetryStats`], and the caller still receives the whole body, byte for byte
-//! ([`LlmResponseExt`] reads them). Success bodies are never buffered, but for the start of an
-//! event stream (see [Streams](#streams)).
+//! ([`LlmResponseExt`] reads them). A success body reaches you as it arrives; the one
+//! exception is an event stream, whose first events are held until its first output (see
+//! [Streams](#streams)).
 //!
 //! # Retry policy
 //!
@@ -105,7 +108,7 @@
 //!
 //! | message | level | fields |
 //! |---|---|---|
-//! | `retrying LLM API request` | WARN | `provider`, `status`, `kind`, `attempt` (the one that failed), `wait_ms`, `request_id` |
+//! | `retrying LLM API request` | WARN | `provider`, `status`, `kind`, `attempt` (the one that failed), `wait_ms`, `request_id` (only when the provider sent one) |
 //! | `retrying LLM API request after a transport error` | WARN | `provider`, `kind` (`timeout` or `connect`), `attempt`, `wait_ms` |
 //! | `LLM API request failed` | DEBUG | `provider`, `status`, `kind`, `attempts`, `retryable` |
 //! | `waiting for the shared rate-limit cooldown` | DEBUG | `wait_ms` |
@@ -126,9 +129,10 @@
 //! Overload is provider-wide, so health is shared per host (across credentials) by the
 //! middleware's clones: after 10 failures in a row (overload, 5xx, connect errors,
 //! timeouts), requests to that host wait instead of being sent, one at a time goes as a probe,
-//! and when a request succeeds the others are released, spread over 250 ms. A request alone
-//! is never held, and no request is held longer than its own retries would have taken; one
-//! held until then returns its last error response, or, never sent, an
+//! and when a request succeeds the others are released, spread over 250 ms. A request with
+//! no other request to the same host under way is sent at once (its own retries probe). No
+//! request waits longer than its own retries would have taken; one that waited that long
+//! returns its last error response, or, never sent, an
 //! `Err(reqwest_middleware::Error::Middleware(..))` holding an [`LlmApiError`] of kind
 //! [`Overloaded`](ErrorKind::Overloaded) with `attempts: 0` ([`LlmApiError::find_in`] reaches
 //! it). With a [`CooldownStore`] that shares outages ([`MemoryCooldownStore`],

@@ -5,6 +5,10 @@
 //! No `Retry-After` header and no request id: the wait of a 429 is
 //! `RetryInfo.retryDelay` (`"47s"`), and whether it is per minute or per day
 //! is in `QuotaFailure.violations[].quotaId`.
+//!
+//! Every fixture names the model `gemini-2.5-flash` (quota messages and
+//! dimensions, `modelVersion`): send test requests to
+//! `/v1beta/models/gemini-2.5-flash:generateContent` and the two agree.
 
 use std::time::Duration;
 
@@ -16,6 +20,9 @@ use crate::ErrorKind::{self, *};
 use crate::Provider;
 
 const JSON: &str = "application/json; charset=UTF-8";
+
+/// The model every fixture names; the demo's requests go to it too.
+const MODEL: &str = "gemini-2.5-flash";
 
 /// A `google.rpc.Status` error, for Gemini and Vertex AI alike.
 pub(super) fn status_error(
@@ -56,7 +63,7 @@ fn violation(metric: &str, quota_id: &str, value: &str) -> Value {
     json!({
         "quotaMetric": format!("generativelanguage.googleapis.com/{metric}"),
         "quotaId": quota_id,
-        "quotaDimensions": {"location": "global", "model": "gemini-2.0-flash"},
+        "quotaDimensions": {"location": "global", "model": MODEL},
         "quotaValue": value,
     })
 }
@@ -124,7 +131,7 @@ pub fn not_found(model: &str) -> MockFailure {
 pub fn rate_limited(wait: Duration) -> MockFailure {
     let wait = whole_ms(wait);
     let message = format!(
-        "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 15, model: gemini-2.0-flash\nPlease retry in {}s.",
+        "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 15, model: {MODEL}\nPlease retry in {}s.",
         decimal_secs(wait)
     );
     let details = vec![
@@ -143,7 +150,9 @@ pub fn rate_limited(wait: Duration) -> MockFailure {
 /// quota is gone and no retry today will succeed.
 pub fn quota_per_day() -> MockFailure {
     let wait = Duration::from_millis(51_820_638);
-    let message = "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 200, model: gemini-2.0-flash\nPlease retry in 51820.638s.";
+    let message = format!(
+        "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 200, model: {MODEL}\nPlease retry in 51820.638s."
+    );
     let details = vec![
         help(),
         quota_failure(vec![
@@ -153,7 +162,7 @@ pub fn quota_per_day() -> MockFailure {
         retry_info(wait),
     ];
     let verdict = (QuotaExceeded, false);
-    status_error("gemini::quota_per_day", Provider::Gemini, 429, verdict, "RESOURCE_EXHAUSTED", message, details)
+    status_error("gemini::quota_per_day", Provider::Gemini, 429, verdict, "RESOURCE_EXHAUSTED", &message, details)
         .claim_code(PER_DAY)
         .claim_wait(wait)
 }
@@ -213,7 +222,7 @@ pub fn ok(text: &str) -> ResponseTemplate {
             "index": 0,
         }],
         "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 4, "totalTokenCount": 12},
-        "modelVersion": "gemini-2.0-flash",
+        "modelVersion": MODEL,
     }))
 }
 
@@ -224,7 +233,7 @@ pub fn stream_ok(text: &str) -> ResponseTemplate {
         json!({
             "candidates": [{"content": {"parts": [{"text": part}], "role": "model"}, "finishReason": finish, "index": 0}],
             "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 4, "totalTokenCount": 12},
-            "modelVersion": "gemini-2.0-flash",
+            "modelVersion": MODEL,
         })
         .to_string()
     };

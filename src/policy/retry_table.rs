@@ -106,7 +106,8 @@ pub(super) fn render() -> String {
     out.push_str(
         "\nA number is a status, `code` the provider's error type or code (Gemini quota ids and Azure \
          inner codes included), \"text\" a part of the message; conditions in one entry must all hold. \
-         Kinds are `ErrorKind` variants.\n",
+         Kinds are `ErrorKind` variants. 498 is the status Groq sends when its Flex tier has no capacity \
+         left (`capacity_exceeded`): an overload, retried like a 503.\n",
     );
     out
 }

@@ -64,7 +64,7 @@ fn cases() -> Vec<Case> {
         Case {
             provider: Provider::Gemini,
             host: GEMINI,
-            path: "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+            path: "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
             failure: mock::gemini::stream_unavailable(),
             after_output: None,
             ok: mock::gemini::stream_ok("Paris."),
