@@ -22,9 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-#[path = "shared/deadline.rs"]
-mod deadline;
-use deadline::{DEADLINE, Deadline};
+mod support;
+use support::{DEADLINE, client, fast};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -48,6 +47,13 @@ async fn store(url: &str) -> Option<RedisCooldownStore> {
         }
         Err(error) => panic!("CI must provide Redis at {url} (REDIS_URL): {error}"),
     }
+}
+
+/// Two stores of separate processes under one fresh prefix (`test`'s own), or `None` as [`store`].
+async fn two_stores(test: &str) -> Option<(String, RedisCooldownStore, RedisCooldownStore)> {
+    let prefix = unique_prefix(test);
+    let (a, b) = (store(&redis_url()).await?, store(&redis_url()).await?);
+    Some((prefix.clone(), a.prefix(prefix.as_str()), b.prefix(prefix)))
 }
 
 /// A connection of the test's own, to read what the stores wrote.
@@ -77,11 +83,6 @@ fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-fn client(server: &MockServer, middleware: LlmRetryMiddleware) -> reqwest_middleware::ClientWithMiddleware {
-    let http = reqwest::Client::builder().no_proxy().resolve("api.openai.com", *server.address()).build().unwrap();
-    reqwest_middleware::ClientBuilder::new(http).with(Deadline).with(middleware).build()
-}
-
 /// One 429 asking for `wait_ms`, then 200s.
 async fn limited_once(wait_ms: &str) -> MockServer {
     let server = MockServer::start().await;
@@ -95,17 +96,13 @@ async fn limited_once(wait_ms: &str) -> MockServer {
     server
 }
 
-fn fast() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder {
-    LlmRetryMiddleware::builder().base_delay(MS(5)).max_retries(0)
-}
-
 #[tokio::test]
 async fn two_processes_share_a_429_through_redis_in_the_documented_key_format() {
     // The default prefix: the key below is the whole protocol, pinned.
     let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
     let server = limited_once("400").await;
-    let a = client(&server, fast().cooldown_store(store_a).build());
-    let b = client(&server, fast().cooldown_store(store_b).build());
+    let a = client(&server, fast().max_retries(0).cooldown_store(store_a).build());
+    let b = client(&server, fast().max_retries(0).cooldown_store(store_b).build());
     let port = server.address().port();
     let target = format!("http://api.openai.com:{port}/v1/chat/completions");
 
@@ -200,8 +197,8 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
     // Two middlewares share the store (say, chat and batch settings of one process).
     let store = Arc::new(store);
     let server = limited_once("300").await;
-    let chat = client(&server, fast().cooldown_store(store.clone()).build());
-    let batch = client(&server, fast().max_retries(2).cooldown_store(store).build());
+    let chat = client(&server, fast().max_retries(0).cooldown_store(store.clone()).build());
+    let batch = client(&server, fast().max_retries(0).max_retries(2).cooldown_store(store).build());
     let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
 
     cut.abort();
@@ -293,9 +290,7 @@ impl wiremock::Respond for DownFor {
 
 #[tokio::test]
 async fn two_instances_share_one_outage_probe_through_redis() {
-    let prefix = unique_prefix("outage");
-    let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
-    let (store_a, store_b) = (store_a.prefix(prefix.as_str()), store_b.prefix(prefix.as_str()));
+    let Some((prefix, store_a, store_b)) = two_stores("outage").await else { return };
     let server = MockServer::start().await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     // 20 first attempts fail together, then 6 probes.
@@ -332,9 +327,7 @@ async fn two_instances_share_one_outage_probe_through_redis() {
 
 #[tokio::test]
 async fn two_instances_split_one_windows_budget_through_redis() {
-    let prefix = unique_prefix("budget");
-    let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
-    let (store_a, store_b) = (store_a.prefix(prefix.as_str()), store_b.prefix(prefix.as_str()));
+    let Some((prefix, store_a, store_b)) = two_stores("budget").await else { return };
     let server = MockServer::start().await;
     // 4 requests per 500 ms window; every answer says 3 are left, as each process would see
     // after its own first request. Each process alone would send 3 more.
@@ -379,9 +372,7 @@ fn at_ms(ms: u64) -> SystemTime {
 
 #[tokio::test]
 async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries() {
-    let prefix = unique_prefix("windows");
-    let (Some(a), Some(b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
-    let (a, b) = (a.prefix(prefix.as_str()), b.prefix(prefix.as_str()));
+    let Some((prefix, a, b)) = two_stores("windows").await else { return };
     let test = async {
         // A told window of 2 requests, 300 ms long (guard: 2 ms + 300 / 32 = 11 ms).
         let end = epoch_ms(SystemTime::now() + MS(300));

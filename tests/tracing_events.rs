@@ -8,9 +8,8 @@ use reqwest_llm_retry::LlmRetryMiddleware;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-#[path = "shared/captured_logs.rs"]
-mod captured_logs;
-use captured_logs::logs;
+mod support;
+use support::logs::logs;
 
 #[tokio::test]
 async fn each_retry_is_an_event_with_its_reason_and_wait() {

@@ -398,7 +398,7 @@ async fn absurd_waits_and_settings_never_overflow_or_oversleep() {
         .max_delay(Duration::from_millis(20))
         .max_retry_after(Duration::MAX);
     for (i, wait) in waits.iter().enumerate() {
-        let client = crate::support::client("api.openai.com", *server.address(), willing.clone().build());
+        let client = crate::support::client_to("api.openai.com", *server.address(), willing.clone().build());
         let started = std::time::Instant::now();
         let response = client.get(&url).header("x-case", i.to_string()).send().await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(2), "{wait}: {:?}", started.elapsed());
@@ -420,7 +420,7 @@ async fn absurd_waits_and_settings_never_overflow_or_oversleep() {
         .max_retry_after(Duration::MAX)
         .max_elapsed(Duration::from_millis(200))
         .build();
-    let client = crate::support::client("api.openai.com", *server.address(), extreme);
+    let client = crate::support::client_to("api.openai.com", *server.address(), extreme);
     let response = client.get(&url).header("x-case", "2").send().await.unwrap();
     let error = response.llm_error().unwrap();
     assert_eq!((error.attempts, error.retryable), (1, true), "a Duration::MAX backoff cannot fit in 200 ms");

@@ -282,7 +282,7 @@ async fn openrouter_200_with_an_error_passes_through_untouched() {
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
         .mount(&server)
         .await;
-    let response = client("openrouter.ai", *server.address(), fast().build())
+    let response = client_to("openrouter.ai", *server.address(), fast().max_retries(2).build())
         .get(format!("http://openrouter.ai:{}/api/v1/chat/completions", server.address().port()))
         .send()
         .await
@@ -308,9 +308,9 @@ async fn azure_daily_quota_returns_at_once_without_sleeping() {
         .mount(&server)
         .await;
     // Even a middleware willing to sleep for days gives up on a daily quota.
-    let middleware = fast().max_retry_after(Duration::MAX).max_elapsed(Duration::MAX).build();
+    let middleware = fast().max_retries(2).max_retry_after(Duration::MAX).max_elapsed(Duration::MAX).build();
     let started = std::time::Instant::now();
-    let response = client(AZURE, *server.address(), middleware)
+    let response = client_to(AZURE, *server.address(), middleware)
         .get(format!("http://{AZURE}:{}/openai/deployments/gpt-4o/chat/completions", server.address().port()))
         .send()
         .await
