@@ -57,6 +57,8 @@ async fn connection_refused_is_retried_and_stays_is_connect() {
     let (ours, bare) = both(builder, middleware, &url).await;
     // Each attempt is a new connection, so one lookup.
     assert_eq!(dns.lookups(), 4, "three attempts through the middleware, one bare");
+    // A lower bound on the wall clock (each attempt meets a real socket, which tokio's paused
+    // clock would jump past): a slow machine only makes it longer.
     assert!(started.elapsed() >= ms(120), "two backoffs of 40 and 80 ms: {:?}", started.elapsed());
     assert!(ours.is_connect());
     assert_unwrapped(&ours, &bare);
@@ -124,6 +126,9 @@ async fn a_server_that_never_answers_times_out_each_attempt() {
     let ours = client_from(builder(), fast().max_retries(2).build()).get(&url).send().await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(server.connections(), 3, "timeouts are retried");
+    // Three client timeouts of 150 ms; the wall clock, as reqwest's timeout runs on a real
+    // socket (tokio's paused clock would fire it at once). The upper bound is a generous
+    // deadline: it fails only if an attempt outlived its timeout many times over.
     assert!(took >= ms(450) && took < ms(3_000), "{took:?}");
     assert!(ours.is_timeout());
     let bare = builder().build().unwrap().get(&url).send().await.unwrap_err();
@@ -169,20 +174,24 @@ async fn a_timeout_is_retried_and_every_attempt_timing_out_stays_a_timeout() {
 }
 
 /// A name that cannot resolve ([`NoDns`] says why not `.invalid`).
-#[tokio::test]
+///
+/// On tokio's paused clock: no socket is opened, so the clock moves only by the
+/// middleware's sleeps.
+#[tokio::test(start_paused = true)]
 async fn a_dns_failure_is_a_connect_error_and_is_retried() {
     let dns = NoDns::new();
     let builder = || reqwest::Client::builder().dns_resolver(dns.clone());
     let middleware = fast().max_retries(2).host("llm.invalid", Provider::OpenAi).build();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let (ours, bare) = both(builder, middleware, "http://llm.invalid/v1/chat/completions").await;
-    assert!(started.elapsed() < ms(1_000), "fails fast");
+    // Retried as any connect error, on its backoff (5 + 10 ms, plus at most 25 %) and no longer.
+    assert!(started.elapsed() <= ms(19), "waited {:?}", started.elapsed());
     assert_eq!(dns.lookups(), 4, "three attempts through the middleware, one bare");
     assert!(ours.is_connect(), "{ours:?}");
     assert_unwrapped(&ours, &bare);
 }
 
-/// A 429 asks for 800 ms; the caller gives up during the wait. The failed
+/// A 429 asks for 1 s; the caller gives up during the wait. The failed
 /// response (its unread body included) is released before the wait, and
 /// once the future is dropped no timer, task or retry is left.
 #[tokio::test]
@@ -193,7 +202,7 @@ async fn dropping_the_future_during_a_wait_leaves_nothing_behind() {
         let closed = seen.clone();
         async move {
             read_head(&mut stream).await;
-            let head = ["content-length: 1000000", "retry-after-ms: 800", "content-type: application/json"];
+            let head = ["content-length: 1000000", "retry-after-ms: 1000", "content-type: application/json"];
             write_head(&mut stream, 429, &head).await;
             let _ = stream.write_all(br#"{"error":{"message":"slow down","type":"rate_limit_error"},"pad":""#).await;
             // The client reads a small prefix and must then hang up, not keep the body.
@@ -213,16 +222,21 @@ async fn dropping_the_future_during_a_wait_leaves_nothing_behind() {
     let mut send = Box::pin(client.get(server.url("api.anthropic.com", "/v1/messages")).send());
     // Drive the request until the server sees the client hang up: the future
     // is still pending, in its wait, and the failed response is already gone.
+    // The wall clock: the client reads a real socket while the middleware sleeps, so tokio's
+    // paused clock would end the wait at once. A response held during the wait is let go at
+    // its end: seen closed before the end is the promise, with the whole wait (about 1 s)
+    // as the margin for a slow machine.
+    let wait = ms(1_000);
     while !closed.load(Ordering::SeqCst) {
         tokio::select! {
-            _ = &mut send => panic!("the 800 ms wait ended early"),
+            _ = &mut send => panic!("the 1 s wait ended early"),
             _ = tokio::time::sleep(ms(10)) => {}
         }
-        assert!(started.elapsed() < ms(700), "the failed response was still held during the wait");
+        assert!(started.elapsed() < wait, "the failed response was still held during the wait");
     }
     drop(send);
     // Past the moment the retry would have been sent.
-    tokio::time::sleep_until(started + ms(1_100)).await;
+    tokio::time::sleep_until(started + wait + ms(300)).await;
     assert_eq!(server.connections(), 1, "no retry fired after the future was dropped");
     assert!(
         wait_for(|| metrics.num_alive_tasks() <= baseline).await,

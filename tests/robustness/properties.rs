@@ -423,7 +423,12 @@ async fn absurd_waits_and_settings_never_overflow_or_oversleep() {
         .max_retry_after(Duration::MAX)
         .max_elapsed(Duration::from_millis(200));
     let started = tokio::time::Instant::now();
-    let response = crate::support::paused_client(&server, crate::support::paused(extreme)).get(&url).header("x-case", "2").send().await.unwrap();
+    let response = crate::support::paused_client(&server, crate::support::paused(extreme))
+        .get(&url)
+        .header("x-case", "2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(started.elapsed(), Duration::ZERO, "slept");
     let error = response.llm_error().unwrap();
     assert_eq!((error.attempts, error.retryable), (1, true), "a Duration::MAX backoff cannot fit in 200 ms");
