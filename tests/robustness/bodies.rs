@@ -315,6 +315,8 @@ async fn a_stalled_body_ends_with_the_clients_timeout() {
         let builder = builder.resolve("api.openai.com", server.addr);
         let response = client_from(builder, fast().max_retries(1).build()).get(&url).send().await.unwrap();
         let took = started.elapsed();
+        // The wall clock: reqwest's timeouts run on a real socket, which tokio's paused clock
+        // would fire at once. The upper bound is a generous deadline against a hang.
         assert!(took >= ms(500) && took < ms(2_000), "{name}: two attempts of 250 ms, took {took:?}");
         assert_eq!(server.connections() - before, 2, "{name}: the 500 was retried");
         let error = response.llm_error().unwrap().clone();
@@ -340,6 +342,8 @@ async fn a_stalled_body_without_a_client_timeout_is_judged_after_error_body_time
         .await
         .unwrap();
     let took = started.elapsed();
+    // The wall clock, as above: the parse read waits on a real socket. The upper bound is a
+    // generous deadline: without `error_body_timeout` the read would wait for the server.
     assert!(took >= ms(150) && took < ms(2_000), "returned after the parse read's timeout, took {took:?}");
     let error = response.llm_error().unwrap().clone();
     assert_eq!((error.kind, error.message.as_str()), (ErrorKind::ServerError, "slow upstream"));
