@@ -13,9 +13,9 @@ use reqwest_llm_retry::{ErrorKind, LlmResponseExt, LlmRetryMiddleware};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-#[path = "shared/raw_http.rs"]
-mod raw_http;
-use raw_http::read_head;
+mod support;
+use support::memory::{peak_kib, reset_peak};
+use support::read_head;
 
 const TOTAL: usize = 100 * 1024 * 1024;
 const HEAD: &[u8] = br#"{"error":{"message":"the gateway ran out of patience","type":"server_error","padding":""#;
@@ -81,21 +81,6 @@ async fn serve() -> SocketAddr {
         }
     });
     addr
-}
-
-/// Resets the peak resident set to the current one; `false` where the kernel does not allow it.
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// The peak resident set in KiB; 0 where there is no `/proc` (not Linux).
-fn peak_kib() -> u64 {
-    if !cfg!(target_os = "linux") {
-        return 0;
-    }
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM in KiB")
 }
 
 /// Reads the whole body chunk by chunk, checking every byte against the document.

@@ -18,6 +18,9 @@ use http_body_util::{BodyExt, Full};
 use reqwest_llm_retry::{ErrorKind, LlmResponseExt, LlmRetryMiddleware};
 use tokio::net::TcpListener;
 
+mod support;
+use support::memory::{peak_kib, reset_peak};
+
 const MIB: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// The pattern's period: byte `k` of every upload is `k % PERIOD`.
@@ -102,17 +105,6 @@ impl futures_core::Stream for Upload {
 
 fn upload(total: usize) -> reqwest::Body {
     reqwest::Body::wrap_stream(Upload { pattern: pattern(), sent: 0, total })
-}
-
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// The peak resident set in KiB.
-fn peak_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Sends `body` (declaring `length`, if any) through the middleware; returns

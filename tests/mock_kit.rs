@@ -10,18 +10,12 @@ use reqwest_middleware::ClientWithMiddleware;
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer};
 
-#[path = "shared/deadline.rs"]
-mod deadline;
-use deadline::Deadline;
+mod support;
+use support::{client_from, fast};
 
-const MS: Duration = Duration::from_millis(1);
-
-/// A client for `provider` on `server`, retrying with millisecond backoff.
+/// A client for `provider` on `server` (the kit's own), retrying with millisecond backoff.
 fn client(provider: Provider, server: &MockServer, max_retries: u32) -> ClientWithMiddleware {
-    let middleware =
-        LlmRetryMiddleware::builder().max_retries(max_retries).base_delay(5 * MS).max_delay(20 * MS).build();
-    let http = mock::client_builder(provider, server).build().expect("client builds");
-    reqwest_middleware::ClientBuilder::new(http).with(Deadline).with(middleware).build()
+    client_from(mock::client_builder(provider, server), fast().max_retries(max_retries).build())
 }
 
 async fn post(client: &ClientWithMiddleware, provider: Provider, server: &MockServer) -> reqwest::Response {
@@ -149,7 +143,7 @@ async fn an_overload_then_success_is_retried_once() {
 
 #[tokio::test]
 async fn the_server_wait_of_each_provider_is_honoured() {
-    let wait = 30 * MS;
+    let wait = Duration::from_millis(30);
     for (provider, failure) in [
         (Provider::OpenAi, mock::openai::rate_limited(wait)),
         (Provider::Anthropic, mock::anthropic::rate_limited(wait)),
@@ -235,10 +229,7 @@ async fn the_client_reaches_the_mock_under_the_real_host() {
     Mock::given(any()).respond_with(mock::azure::content_filter()).mount(&server).await;
     let base = mock::base_url(Provider::AzureOpenAi, &server);
     assert_eq!(base, format!("http://my-resource.openai.azure.com:{}", server.address().port()));
-    let client = reqwest_middleware::ClientBuilder::new(builder.build().unwrap())
-        .with(Deadline)
-        .with(LlmRetryMiddleware::default())
-        .build();
+    let client = client_from(builder, LlmRetryMiddleware::default());
     let response = client.post(format!("{base}/openai/deployments/gpt-4o/chat/completions")).send().await.unwrap();
     let error = response.error_for_llm_status().unwrap_err();
     assert_eq!(error.provider, Provider::AzureOpenAi, "detected from the real host name");

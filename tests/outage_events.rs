@@ -12,9 +12,8 @@ use reqwest_llm_retry::{LlmRetryMiddleware, MemoryCooldownStore};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-#[path = "shared/captured_logs.rs"]
-mod captured_logs;
-use captured_logs::logs;
+mod support;
+use support::logs::logs;
 
 /// The log lines about the server on `port` (tests run in parallel, each with its own server).
 fn logs_of(port: u16) -> Vec<String> {

@@ -22,9 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-#[path = "shared/deadline.rs"]
-mod deadline;
-use deadline::{DEADLINE, Deadline};
+mod support;
+use support::{DEADLINE, client, fast};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -48,6 +47,13 @@ async fn store(url: &str) -> Option<RedisCooldownStore> {
         }
         Err(error) => panic!("CI must provide Redis at {url} (REDIS_URL): {error}"),
     }
+}
+
+/// Two stores of separate processes under one fresh prefix (`test`'s own), or `None` as [`store`].
+async fn two_stores(test: &str) -> Option<(String, RedisCooldownStore, RedisCooldownStore)> {
+    let prefix = unique_prefix(test);
+    let (a, b) = (store(&redis_url()).await?, store(&redis_url()).await?);
+    Some((prefix.clone(), a.prefix(prefix.as_str()), b.prefix(prefix)))
 }
 
 /// A connection of the test's own, to read what the stores wrote.
@@ -77,11 +83,6 @@ fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-fn client(server: &MockServer, middleware: LlmRetryMiddleware) -> reqwest_middleware::ClientWithMiddleware {
-    let http = reqwest::Client::builder().no_proxy().resolve("api.openai.com", *server.address()).build().unwrap();
-    reqwest_middleware::ClientBuilder::new(http).with(Deadline).with(middleware).build()
-}
-
 /// One 429 asking for `wait_ms`, then 200s.
 async fn limited_once(wait_ms: &str) -> MockServer {
     let server = MockServer::start().await;
@@ -95,17 +96,13 @@ async fn limited_once(wait_ms: &str) -> MockServer {
     server
 }
 
-fn fast() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder {
-    LlmRetryMiddleware::builder().base_delay(MS(5)).max_retries(0)
-}
-
 #[tokio::test]
 async fn two_processes_share_a_429_through_redis_in_the_documented_key_format() {
     // The default prefix: the key below is the whole protocol, pinned.
     let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
     let server = limited_once("400").await;
-    let a = client(&server, fast().cooldown_store(store_a).build());
-    let b = client(&server, fast().cooldown_store(store_b).build());
+    let a = client(&server, fast().max_retries(0).cooldown_store(store_a).build());
+    let b = client(&server, fast().max_retries(0).cooldown_store(store_b).build());
     let port = server.address().port();
     let target = format!("http://api.openai.com:{port}/v1/chat/completions");
 
@@ -134,6 +131,8 @@ async fn two_processes_share_a_429_through_redis_in_the_documented_key_format() 
     let paced = b.post(&target).bearer_auth("sk-AAAA").send().await.unwrap();
     assert_eq!(paced.status(), 200);
     assert!(paced.retry_stats().unwrap().waited > Duration::ZERO, "{:?}", paced.retry_stats());
+    // A lower bound on the wall clock, which Redis keeps and tokio's paused clock does not
+    // move: a slow machine only makes it longer.
     assert!(started.elapsed() >= MS(400), "sent only once the cooldown ended: {:?}", started.elapsed());
     let other = b.post(&target).bearer_auth("sk-BBBB").send().await.unwrap();
     assert_eq!(other.retry_stats().unwrap().waited, Duration::ZERO, "another key is unaffected");
@@ -167,21 +166,37 @@ async fn the_later_end_time_wins_whoever_writes_last() {
     tokio::time::timeout(DEADLINE, checks).await.expect("every Redis call is bounded");
 }
 
-/// A TCP proxy to Redis that can be cut, to simulate an outage.
-async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// A TCP proxy to Redis. Sending `true` cuts it into a black hole: its links
+/// are dropped, and later connections are accepted and never answered, so
+/// every Redis call waits for the store's timeout, as in a network outage.
+async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut links = tokio::task::JoinSet::new();
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            links.spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    let (cut, mut is_cut) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let (mut links, mut held) = (tokio::task::JoinSet::new(), Vec::new());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else { return };
+                    if *is_cut.borrow() {
+                        held.push(inbound);
+                        continue;
+                    }
+                    links.spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
                 }
-            });
+                changed = is_cut.changed() => match changed {
+                    Ok(()) => links.abort_all(),
+                    Err(_) => return,
+                },
+            }
         }
     });
-    (addr, task)
+    (addr, cut)
 }
 
 #[tokio::test]
@@ -196,16 +211,16 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
     };
     let (addr, cut) = proxy(upstream).await;
     let prefix = unique_prefix("outage");
-    let store = store(&format!("redis://{addr}/")).await.unwrap().prefix(prefix).timeout(MS(100));
+    let timeout = MS(250);
+    let store = store(&format!("redis://{addr}/")).await.unwrap().prefix(prefix).timeout(timeout);
     // Two middlewares share the store (say, chat and batch settings of one process).
     let store = Arc::new(store);
     let server = limited_once("300").await;
-    let chat = client(&server, fast().cooldown_store(store.clone()).build());
+    let chat = client(&server, fast().max_retries(0).cooldown_store(store.clone()).build());
     let batch = client(&server, fast().max_retries(2).cooldown_store(store).build());
     let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
 
-    cut.abort();
-    let _ = cut.await;
+    cut.send_replace(true);
     let started = Instant::now();
     let limited = chat.post(&target).bearer_auth("sk-k").send().await.expect("Redis being down never fails a request");
     assert_eq!(limited.status(), 429);
@@ -213,15 +228,21 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
     let held = batch.post(&target).bearer_auth("sk-k").send().await.unwrap();
     assert_eq!(held.status(), 200);
     assert!(held.retry_stats().unwrap().waited > Duration::ZERO, "{:?}", held.retry_stats());
+    // A lower bound on the wall clock (Redis and the store's cooldowns keep wall-clock time,
+    // which tokio's paused clock does not move): a slow machine only makes it longer.
     assert!(started.elapsed() >= MS(300), "{:?}", started.elapsed());
 
-    // Through the outage, requests cost at most one timeout a second.
+    // Through the outage, requests cost at most one timeout a second, not one per store call:
+    // these five, each a store call or more, take well under a second, so at most one timeout
+    // (one if the second since the last failure ran out between them). Without the back-off
+    // they would take five timeouts or more (1.25 s); the bound of two leaves 250 ms for
+    // five loopback requests on a slow machine.
     let started = Instant::now();
     for i in 0..5 {
         let resp = chat.post(&target).bearer_auth(format!("sk-other-{i}")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
     }
-    assert!(started.elapsed() < MS(1000), "an outage costs at most one timeout a second: {:?}", started.elapsed());
+    assert!(started.elapsed() < 2 * timeout, "an outage costs at most one timeout a second: {:?}", started.elapsed());
 }
 
 /// The outage protocol through the public trait, step by step: the same answers
@@ -293,9 +314,7 @@ impl wiremock::Respond for DownFor {
 
 #[tokio::test]
 async fn two_instances_share_one_outage_probe_through_redis() {
-    let prefix = unique_prefix("outage");
-    let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
-    let (store_a, store_b) = (store_a.prefix(prefix.as_str()), store_b.prefix(prefix.as_str()));
+    let Some((prefix, store_a, store_b)) = two_stores("outage").await else { return };
     let server = MockServer::start().await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     // 20 first attempts fail together, then 6 probes.
@@ -317,6 +336,8 @@ async fn two_instances_share_one_outage_probe_through_redis() {
     let (from_a, from_b) = tokio::time::timeout(DEADLINE, both).await.expect("every request ends");
     assert!(from_a.iter().chain(&from_b).all(|status| *status == 200), "{from_a:?} {from_b:?}");
     let seen = seen.lock().unwrap().clone();
+    // Each probe arrives only after the one before was answered, 30 ms after it came: a
+    // lower bound (the server's own delay), which a slow machine only makes longer.
     for pair in seen[20..down_for].windows(2) {
         assert!(pair[1] >= pair[0] + MS(30), "two probes in flight: {:?} apart", pair[1] - pair[0]);
     }
@@ -332,9 +353,7 @@ async fn two_instances_share_one_outage_probe_through_redis() {
 
 #[tokio::test]
 async fn two_instances_split_one_windows_budget_through_redis() {
-    let prefix = unique_prefix("budget");
-    let (Some(store_a), Some(store_b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
-    let (store_a, store_b) = (store_a.prefix(prefix.as_str()), store_b.prefix(prefix.as_str()));
+    let Some((prefix, store_a, store_b)) = two_stores("budget").await else { return };
     let server = MockServer::start().await;
     // 4 requests per 500 ms window; every answer says 3 are left, as each process would see
     // after its own first request. Each process alone would send 3 more.
@@ -379,9 +398,7 @@ fn at_ms(ms: u64) -> SystemTime {
 
 #[tokio::test]
 async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries() {
-    let prefix = unique_prefix("windows");
-    let (Some(a), Some(b)) = (store(&redis_url()).await, store(&redis_url()).await) else { return };
-    let (a, b) = (a.prefix(prefix.as_str()), b.prefix(prefix.as_str()));
+    let Some((prefix, a, b)) = two_stores("windows").await else { return };
     let test = async {
         // A told window of 2 requests, 300 ms long (guard: 2 ms + 300 / 32 = 11 ms).
         let end = epoch_ms(SystemTime::now() + MS(300));

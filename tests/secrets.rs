@@ -12,20 +12,16 @@
 //! Its own test binary: the subscriber must be global and installed before
 //! any callsite registers (tracing caches per-callsite interest).
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use reqwest::dns::{Name, Resolve, Resolving};
-use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, LlmRetryMiddlewareBuilder, Provider};
+use reqwest_llm_retry::{LlmResponseExt, Provider};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-#[path = "shared/raw_http.rs"]
-mod raw_http;
-use raw_http::read_head;
-use tracing_subscriber::fmt::MakeWriter;
+mod support;
+use support::logs::logs;
+use support::{NoDns, client_to, fast, futures_stream, read_head};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -37,41 +33,6 @@ const QUERY_KEY: &str = "AIzaSyQw2Er7Ty4Ui9Op1As6Df3Gh8Jk5Lz0Xc";
 const COOKIE: &str = "session=Ck3vB8nM1qW6eR9tY2uI5oP0aS4dF7gH";
 const PROXY_AUTH: &str = "Basic cHJveHktdXNlcjpQeDl2UTJ3RTVyVDh5VTFp";
 const SECRETS: [&str; 7] = [BEARER, X_API_KEY, GOOG_KEY, AZURE_KEY, QUERY_KEY, COOKIE, PROXY_AUTH];
-
-/// Everything the global subscriber wrote.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-static INIT: Once = Once::new();
-
-#[derive(Clone, Copy)]
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        Capture
-    }
-}
-
-fn init() {
-    INIT.call_once(|| {
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-            .with_ansi(false)
-            .with_writer(Capture)
-            .init();
-    });
-}
 
 /// A piece of a secret long enough to identify it, found in `text`.
 fn leak(text: &str) -> Option<String> {
@@ -111,23 +72,6 @@ fn send(
         .header("cookie", COOKIE)
         .header("proxy-authorization", PROXY_AUTH)
         .body(r#"{"contents":[]}"#)
-}
-
-fn fast() -> LlmRetryMiddlewareBuilder {
-    LlmRetryMiddleware::builder()
-        .max_retries(2)
-        .base_delay(Duration::from_millis(5))
-        .max_delay(Duration::from_millis(20))
-}
-
-fn client_to(
-    host: &str,
-    addr: SocketAddr,
-    builder: reqwest::ClientBuilder,
-    middleware: LlmRetryMiddleware,
-) -> reqwest_middleware::ClientWithMiddleware {
-    let http = builder.resolve(host, addr).build().unwrap();
-    reqwest_middleware::ClientBuilder::new(http).with(middleware).build()
 }
 
 /// Formats whatever came back, every way a caller might, and checks it.
@@ -254,7 +198,7 @@ fn shapes() -> Vec<(u16, Shape)> {
 
 #[tokio::test]
 async fn echoed_credentials_never_leave_through_any_error_field() {
-    init();
+    logs();
     for (i, (status, shape)) in shapes().into_iter().enumerate() {
         let server = MockServer::start().await;
         Mock::given(any()).respond_with(Echo { status, shape }).mount(&server).await;
@@ -265,7 +209,7 @@ async fn echoed_credentials_never_leave_through_any_error_field() {
             "my-res.openai.azure.com",
             "proxy.example",
         ] {
-            let client = client_to(host, *server.address(), reqwest::Client::builder(), fast().build());
+            let client = client_to(host, *server.address(), fast().max_retries(2).build());
             let outcome = send(&client, host, server.address().port()).send().await;
             check_outcome(&format!("shape {i} ({status}) via {host}"), outcome).await;
         }
@@ -278,16 +222,12 @@ async fn echoed_credentials_never_leave_through_any_error_field() {
         .mount(&server)
         .await;
     for limit in [125, 130, 140, 150] {
-        let client = client_to(
-            "api.openai.com",
-            *server.address(),
-            reqwest::Client::builder(),
-            fast().error_body_limit(limit).build(),
-        );
+        let client =
+            client_to("api.openai.com", *server.address(), fast().max_retries(2).error_body_limit(limit).build());
         let outcome = send(&client, "api.openai.com", server.address().port()).send().await;
         check_outcome(&format!("body cut at {limit}"), outcome).await;
     }
-    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+    let logs = logs().text();
     assert!(logs.contains("retrying LLM API request"), "the retries were logged and captured:\n{logs:.2000}");
     assert_logs_clean();
 }
@@ -321,18 +261,9 @@ async fn raw_server(behaviour: &'static str) -> SocketAddr {
     addr
 }
 
-struct NoDns;
-
-impl Resolve for NoDns {
-    fn resolve(&self, name: Name) -> Resolving {
-        let message = format!("{}: no such host", name.as_str());
-        Box::pin(async move { Err(message.into()) })
-    }
-}
-
 #[tokio::test]
 async fn transport_failures_never_show_a_credential() {
-    init();
+    logs();
     let refused = {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap()
@@ -342,15 +273,15 @@ async fn transport_failures_never_show_a_credential() {
         ("reset before headers", raw_server("reset").await, reqwest::Client::builder()),
         ("reset mid-body", raw_server("mid-body").await, reqwest::Client::builder()),
         ("never answers", raw_server("silent").await, reqwest::Client::builder().timeout(Duration::from_millis(150))),
-        ("dns failure", refused, reqwest::Client::builder().dns_resolver(Arc::new(NoDns))),
+        ("dns failure", refused, reqwest::Client::builder().dns_resolver(NoDns::new())),
     ];
     for (what, addr, builder) in cases {
         // The DNS case must not be resolved to the address: it uses a host without a resolve() entry.
         let host = if what == "dns failure" { "llm.invalid" } else { "generativelanguage.googleapis.com" };
         let builder = if what == "dns failure" { builder } else { builder.resolve(host, addr) };
         let http = builder.build().unwrap();
-        let middleware = fast().host("llm.invalid", Provider::Gemini).build();
-        let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
+        let middleware = fast().max_retries(2).host("llm.invalid", Provider::Gemini).build();
+        let client = support::with_deadline(http, middleware);
         let outcome = send(&client, host, addr.port()).send().await;
         check_outcome(what, outcome).await;
     }
@@ -359,14 +290,14 @@ async fn transport_failures_never_show_a_credential() {
 
 #[tokio::test]
 async fn a_body_that_cannot_be_cloned_is_sent_once_and_still_redacted() {
-    init();
+    logs();
     let server = MockServer::start().await;
     Mock::given(any())
         .respond_with(Echo { status: 429, shape: |e| format!(r#"{{"error":{{"message":{}}}}}"#, json_string(e)) })
         .mount(&server)
         .await;
-    let client = client_to("api.openai.com", *server.address(), reqwest::Client::builder(), fast().build());
-    let stream = futures_stream(vec![b"{\"contents\":".to_vec(), b"[]}".to_vec()]);
+    let client = client_to("api.openai.com", *server.address(), fast().max_retries(2).build());
+    let stream = futures_stream(vec![Ok::<_, std::io::Error>(b"{\"contents\":".to_vec()), Ok(b"[]}".to_vec())]);
     let outcome =
         send(&client, "api.openai.com", server.address().port()).body(reqwest::Body::wrap_stream(stream)).send().await;
     assert_eq!(server.received_requests().await.unwrap().len(), 1, "a stream is sent once");
@@ -374,24 +305,6 @@ async fn a_body_that_cannot_be_cloned_is_sent_once_and_still_redacted() {
     assert_logs_clean();
 }
 
-/// A two-chunk request body stream, without a futures dependency.
-fn futures_stream(
-    chunks: Vec<Vec<u8>>,
-) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + Sync + 'static {
-    struct Chunks(std::vec::IntoIter<Vec<u8>>);
-    impl futures_core::Stream for Chunks {
-        type Item = Result<Vec<u8>, std::io::Error>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            std::task::Poll::Ready(self.0.next().map(Ok))
-        }
-    }
-    Chunks(chunks.into_iter())
-}
-
 fn assert_logs_clean() {
-    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
-    assert_clean("tracing output", &logs);
+    assert_clean("tracing output", &logs().text());
 }

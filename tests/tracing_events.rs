@@ -8,9 +8,8 @@ use reqwest_llm_retry::{LlmRetryMiddleware, mock};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-#[path = "shared/captured_logs.rs"]
-mod captured_logs;
-use captured_logs::logs;
+mod support;
+use support::logs::logs;
 
 #[tokio::test]
 async fn each_retry_is_an_event_with_its_reason_and_wait() {
@@ -50,7 +49,7 @@ async fn each_retry_is_an_event_with_its_reason_and_wait() {
 }
 
 /// The retry events of one provider, after one request that fails with `failure` once, then succeeds.
-async fn retry_lines(logs: &captured_logs::Captured, failure: &mock::MockFailure) -> Vec<String> {
+async fn retry_lines(logs: &support::logs::Captured, failure: &mock::MockFailure) -> Vec<String> {
     let provider = failure.provider();
     let (server, http) = mock::start(provider).await;
     Mock::given(any())

@@ -113,7 +113,8 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             kind = failure.error.kind.name(),
             attempt,
             wait_ms = wait.as_millis() as u64,
-            request_id = failure.error.request_id.as_deref().unwrap_or(""),
+            // `None` records no field, rather than an empty one.
+            request_id = failure.error.request_id.as_deref(),
             "retrying LLM API request"
         ),
         Outcome::Transport(error) => tracing::warn!(

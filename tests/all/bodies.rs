@@ -126,19 +126,3 @@ async fn streaming_request_bodies_are_sent_once_and_still_parsed() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].body, b"{\"model\":\"claude\"}");
 }
-
-fn futures_stream(
-    items: Vec<Result<&'static [u8], std::io::Error>>,
-) -> impl futures_core::Stream<Item = Result<&'static [u8], std::io::Error>> + Send + Sync + 'static {
-    struct Iter(std::vec::IntoIter<Result<&'static [u8], std::io::Error>>);
-    impl futures_core::Stream for Iter {
-        type Item = Result<&'static [u8], std::io::Error>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            std::task::Poll::Ready(self.0.next())
-        }
-    }
-    Iter(items.into_iter())
-}

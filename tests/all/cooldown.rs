@@ -1,5 +1,10 @@
 //! Shared rate-limit state: one 429 slows every request that shares the key,
 //! and the `remaining` budget keeps requests from collecting 429s at all.
+//!
+//! A middleware's own cooldowns run on tokio's clock, so those tests run on
+//! its paused clock; a store's cooldowns are wall-clock ends (shared across
+//! processes), which the paused clock does not move: those tests assert lower
+//! bounds, which a slow machine only makes longer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,18 +18,18 @@ use crate::support::*;
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn one_429_makes_every_clone_wait_for_the_same_key_only() {
     let server = MockServer::start().await;
     first(&server, 1, json(429, "{}").insert_header("retry-after-ms", "300")).await;
     always(&server, ok()).await;
     // No retries: a request that was not held would return a 429 of its own.
-    let middleware = fast().max_retries(0).build();
-    let a = client(&server, middleware.clone());
-    let b = client(&server, middleware);
+    let middleware = paused(fast().max_retries(0));
+    let a = paused_client(&server, middleware.clone());
+    let b = paused_client(&server, middleware);
     let target = url(&server, OPENAI, "/v1/chat/completions");
 
-    let sent = Instant::now();
+    let sent = tokio::time::Instant::now();
     // The 429 is back with the caller: the cooldown was set before it returned.
     let limited = a.post(&target).bearer_auth("sk-shared-key").send().await.unwrap();
     assert_eq!(limited.status(), 429);
@@ -77,13 +82,13 @@ fn used_up(reset: &str) -> ResponseTemplate {
         .insert_header("x-ratelimit-reset-requests", reset)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_used_up_window_on_a_success_paces_the_next_request() {
     let server = MockServer::start().await;
     first(&server, 1, used_up("250ms")).await;
     always(&server, ok()).await;
-    let client = client(&server, fast().build());
-    let sent = Instant::now();
+    let client = paused_client(&server, paused(fast()));
+    let sent = tokio::time::Instant::now();
     let first = client.get(url(&server, OPENAI, "/v1/models")).send().await.unwrap();
     let limits = first.rate_limits().expect("rate limits attached to a success");
     let requests: RateLimit = limits.requests.unwrap();
@@ -93,7 +98,7 @@ async fn a_used_up_window_on_a_success_paces_the_next_request() {
     let stats = second.retry_stats().unwrap();
     assert_eq!(stats.attempts, 1);
     assert!(sent.elapsed() >= MS(250), "held until the window reset: {:?}", sent.elapsed());
-    // At most the reset and its spread (5 %), however slow the machine.
+    // At most the reset and its spread (5 %).
     assert!(stats.waited > Duration::ZERO && stats.waited <= MS(263), "{stats:?}");
 }
 

@@ -1,8 +1,13 @@
-//! Integration tests of the middleware through its public API, against
-//! wiremock on 127.0.0.1. One binary with a module per concern links once.
+//! The middleware's behaviour through its public API, against wiremock on
+//! 127.0.0.1: detection, classification, waits, cooldowns, outages, bodies,
+//! streams and uploads, a module per concern.
+//!
+//! One binary links once for all of them. Hostile input, transport faults and
+//! resource bounds are `tests/robustness/`; binaries of their own hold what
+//! needs the whole process (a global tracing subscriber, peak memory) or a
+//! service (Redis): see CONTRIBUTING.md, "Tests".
 
-#[path = "../shared/raw_http.rs"]
-mod raw_http;
+#[path = "../support/mod.rs"]
 mod support;
 
 mod bodies;
@@ -15,6 +20,5 @@ mod footprint;
 mod outage;
 mod policy;
 mod streams;
-mod transport;
 mod uploads;
 mod waits;

@@ -3,6 +3,11 @@
 //! waiting requests released spread, within each request's own bounds.
 //! Its `tracing` events, and that independent faults never start it, are in
 //! `tests/outage_events.rs` (a binary with a global subscriber).
+//!
+//! These run on the wall clock: while one request waits on the server's socket
+//! the others sleep, and tokio's paused clock would jump them past it (SPEC's
+//! testing note). Their time assertions are lower bounds set by the server's
+//! own delays, which a slow machine only makes longer, or generous deadlines.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,7 +83,7 @@ async fn an_outage_is_probed_one_request_at_a_time_then_the_waiting_requests_are
     }
     let seen = seen.lock().unwrap().clone();
     // After the first wave, the requests sent while the provider is down are probes: each
-    // arrives after the previous one was answered, never two in flight.
+    // arrives after the previous one was answered (`delay` after it came), never two in flight.
     let probes = &seen[20..down_for];
     for pair in probes.windows(2) {
         assert!(pair[1].0 >= pair[0].0 + delay, "two probes in flight: {:?} apart", pair[1].0 - pair[0].0);
@@ -111,7 +116,9 @@ async fn held_requests_give_up_at_their_bound_with_the_last_response_or_a_typed_
     let results = concurrent(&client, &url, 8).await;
     let mut typed = 0;
     for (result, took) in results {
-        assert!(took <= MS(300), "took {took:?}");
+        // A generous deadline: a broken bound holds a request until `max_elapsed` (300 s) or
+        // the outage's end (never, here); 1 s is 30 times the 30 ms of retries allowed.
+        assert!(took <= MS(1000), "took {took:?}");
         match result {
             Ok(response) => assert_eq!(response.status(), 529),
             Err(error) => {

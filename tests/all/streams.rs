@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware, Provider, mock};
+use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, Provider, mock};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -201,28 +201,12 @@ async fn a_request_that_cannot_be_resent_gets_its_stream_error_classified() {
     always(&server, mock::anthropic::stream_overloaded()).await;
     let client = client(&server, fast().build());
     let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok(r#"{"stream":"#), Ok("true}")];
-    let body = reqwest::Body::wrap_stream(futures_util_stream(chunks));
+    let body = reqwest::Body::wrap_stream(futures_stream(chunks));
     let call = client.post(url(&server, ANTHROPIC, "/v1/messages")).body(body).send();
     let response = tokio::time::timeout(DEADLINE, call).await.unwrap().unwrap();
     assert_eq!(hits(&server).await, 1, "a stream body is sent once");
     let error = response.llm_error().unwrap();
     assert_eq!((error.kind, error.retryable), (ErrorKind::Overloaded, true));
-}
-
-fn futures_util_stream<T: Send + Unpin + 'static>(
-    items: Vec<T>,
-) -> impl futures_core::Stream<Item = T> + Send + 'static {
-    struct Iter<T>(std::vec::IntoIter<T>);
-    impl<T> futures_core::Stream for Iter<T>
-    where
-        T: Unpin,
-    {
-        type Item = T;
-        fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
-            std::task::Poll::Ready(self.0.next())
-        }
-    }
-    Iter(items.into_iter())
 }
 
 /// A raw HTTP/1.1 server that answers every connection with a `200`
@@ -236,7 +220,7 @@ async fn raw_stream_server(script: Vec<Vec<u8>>) -> std::net::SocketAddr {
             let Ok((mut stream, _)) = listener.accept().await else { return };
             let script = script.clone();
             tokio::spawn(async move {
-                if !crate::raw_http::read_head(&mut stream).await {
+                if !read_head(&mut stream).await {
                     return;
                 }
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
@@ -260,18 +244,13 @@ async fn raw_stream_server(script: Vec<Vec<u8>>) -> std::net::SocketAddr {
     addr
 }
 
-fn raw_client(addr: std::net::SocketAddr, middleware: LlmRetryMiddleware) -> reqwest_middleware::ClientWithMiddleware {
-    let http = reqwest::Client::builder().no_proxy().resolve(ANTHROPIC, addr).build().unwrap();
-    reqwest_middleware::ClientBuilder::new(http).with(middleware).build()
-}
-
 const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\"}\n\n";
 
 #[tokio::test]
 async fn a_slow_first_output_is_not_held_past_the_time_bound() {
     let addr = raw_stream_server(vec![MESSAGE_START.into(), Vec::new()]).await;
     let middleware = fast().stream_hold_timeout(Duration::from_millis(50)).build();
-    let client = raw_client(addr, middleware);
+    let client = client_to(ANTHROPIC, addr, middleware);
     let url = format!("http://{ANTHROPIC}:{}/v1/messages", addr.port());
     let mut response = send(&client, url).await;
     assert!(response.llm_error().is_none());
@@ -286,7 +265,7 @@ async fn hostile_framing_is_read_as_the_provider_meant_it() {
                   event: error\rdata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\r\r";
     let script: Vec<Vec<u8>> = stream.as_bytes().chunks(7).map(<[u8]>::to_vec).collect();
     let addr = raw_stream_server(script).await;
-    let client = raw_client(addr, fast().max_retries(1).build());
+    let client = client_to(ANTHROPIC, addr, fast().max_retries(1).build());
     let url = format!("http://{ANTHROPIC}:{}/v1/messages", addr.port());
     let response = send(&client, url).await;
     let error = response.llm_error().expect("the error event was found");
@@ -299,7 +278,7 @@ async fn a_stream_that_ends_mid_event_with_an_error_is_still_judged() {
     let stream = "event: message_start\ndata: {}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal\"}}";
     let addr = raw_stream_server(vec![stream.into()]).await;
     let response = send(
-        &raw_client(addr, fast().max_retries(0).build()),
+        &client_to(ANTHROPIC, addr, fast().max_retries(0).build()),
         format!("http://{ANTHROPIC}:{}/v1/messages", addr.port()),
     )
     .await;
@@ -313,7 +292,8 @@ async fn a_huge_event_without_a_newline_is_handed_over_bounded_and_intact() {
     let script: Vec<Vec<u8>> = huge.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
     let addr = raw_stream_server(script).await;
     let mut response =
-        send(&raw_client(addr, fast().build()), format!("http://{ANTHROPIC}:{}/v1/messages", addr.port())).await;
+        send(&client_to(ANTHROPIC, addr, fast().build()), format!("http://{ANTHROPIC}:{}/v1/messages", addr.port()))
+            .await;
     assert!(response.llm_error().is_none());
     let mut received = Vec::new();
     while let Some(chunk) = tokio::time::timeout(DEADLINE, response.chunk()).await.unwrap().unwrap() {

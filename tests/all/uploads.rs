@@ -11,8 +11,6 @@ use wiremock::{Mock, MockServer};
 
 use crate::support::*;
 
-use crate::raw_http;
-
 /// One second of "audio": bytes that are not all alike, so a reordering shows.
 fn audio() -> Vec<u8> {
     (0..48_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()
@@ -160,7 +158,7 @@ async fn without_retries_an_upload_is_not_read_ahead() {
     let (head_seen, head_seen_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        assert!(raw_http::read_head(&mut stream).await);
+        assert!(read_head(&mut stream).await);
         head_seen.send(()).unwrap();
         let (mut tail, mut buf) = (Vec::new(), [0u8; 1024]);
         while !tail.ends_with(b"END") {
@@ -195,27 +193,4 @@ async fn without_retries_an_upload_is_not_read_ahead() {
     assert_eq!(response.llm_error().unwrap().kind, ErrorKind::Overloaded);
     producer.await.unwrap();
     server.await.unwrap();
-}
-
-/// A channel receiver as a stream.
-struct Receiver<T>(tokio::sync::mpsc::Receiver<T>);
-
-impl<T> futures_core::Stream for Receiver<T> {
-    type Item = T;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-fn futures_stream<T: Send + Sync + Unpin + 'static>(
-    items: Vec<T>,
-) -> impl futures_core::Stream<Item = T> + Send + Sync + 'static {
-    struct Iter<T>(std::vec::IntoIter<T>);
-    impl<T: Unpin> futures_core::Stream for Iter<T> {
-        type Item = T;
-        fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
-            std::task::Poll::Ready(self.0.next())
-        }
-    }
-    Iter(items.into_iter())
 }

@@ -1,7 +1,11 @@
 //! How long the middleware waits: the server's word first, backoff otherwise,
 //! and the bounds `max_retry_after`, `max_retries`, `max_elapsed`.
+//!
+//! Waits are read from `RetryStats::waited` (what the middleware slept), and
+//! the time a call took from tokio's paused clock, which moves only by those
+//! sleeps (`paused_client`): no assertion here depends on the machine's speed.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use reqwest_llm_retry::{ErrorKind, LlmResponseExt, LlmRetryMiddleware, Provider, mock};
 use serde_json::json;
@@ -71,7 +75,7 @@ async fn openai_reset_headers_when_no_retry_after() {
     assert_between(waited_once(OPENAI, t).await, MS(30), MS(34));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn server_waits_above_max_retry_after_return_at_once() {
     let server = MockServer::start().await;
     let in_an_hour = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
@@ -100,9 +104,11 @@ async fn server_waits_above_max_retry_after_return_at_once() {
     for (host, template, asked) in cases {
         server.reset().await;
         always(&server, template).await;
-        let started = Instant::now();
-        let resp = client(&server, LlmRetryMiddleware::default()).get(url(&server, host, "/")).send().await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(1), "{host}: no sleep");
+        let started = tokio::time::Instant::now();
+        let client = paused_client(&server, paused(LlmRetryMiddleware::builder()));
+        let resp = client.get(url(&server, host, "/")).send().await.unwrap();
+        // The paused clock moved only if the middleware slept: not at all.
+        assert_eq!(started.elapsed(), Duration::ZERO, "{host}: slept");
         let err = resp.llm_error().unwrap();
         assert_eq!((err.kind, err.retryable, err.attempts), (ErrorKind::RateLimited, true, 1), "{host}");
         let retry_after = err.retry_after.expect("retry_after set");
@@ -146,30 +152,28 @@ async fn overload_backs_off_from_half_the_base() {
     assert_between(resp.retry_stats().unwrap().waited, MS(10), MS(13));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_elapsed_stops_retries_that_would_start_too_late() {
     let server = MockServer::start().await;
     always(&server, json(500, "{}")).await;
-    let middleware = LlmRetryMiddleware::builder()
-        .base_delay(MS(100))
-        .max_delay(MS(1000))
-        .max_elapsed(MS(250))
-        .max_retries(10)
-        .build();
-    let started = Instant::now();
-    let resp = client(&server, middleware).get(url(&server, OPENAI, "/")).send().await.unwrap();
-    // Waits 100–125 ms (the first attempt may take 125 ms more on a slow
-    // machine), then the next wait (200–250 ms) would end past 250 ms.
+    let max_elapsed = MS(250);
+    let builder =
+        LlmRetryMiddleware::builder().base_delay(MS(100)).max_delay(MS(1000)).max_elapsed(max_elapsed).max_retries(10);
+    let started = tokio::time::Instant::now();
+    let resp = paused_client(&server, paused(builder)).get(url(&server, OPENAI, "/")).send().await.unwrap();
+    // Waits 100–125 ms, then the next wait (200–250 ms) would end past 250 ms.
     let err = resp.llm_error().unwrap();
     assert_eq!((err.attempts, err.retryable), (2, true));
     assert_between(resp.retry_stats().unwrap().waited, MS(100), MS(125));
-    assert!(started.elapsed() < MS(300), "returned without the second wait: {:?}", started.elapsed());
+    assert!(started.elapsed() <= max_elapsed, "returned past max_elapsed: {:?}", started.elapsed());
 
-    let server_wait = LlmRetryMiddleware::builder().max_elapsed(MS(20)).build();
+    let server_wait = paused(LlmRetryMiddleware::builder().max_elapsed(MS(20)));
     server.reset().await;
     always(&server, json(429, "{}").insert_header("retry-after-ms", "50")).await;
-    let resp = client(&server, server_wait).get(url(&server, OPENAI, "/")).send().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let resp = paused_client(&server, server_wait).get(url(&server, OPENAI, "/")).send().await.unwrap();
     assert_eq!(resp.llm_error().unwrap().attempts, 1, "a server wait past max_elapsed is not slept");
+    assert_eq!(started.elapsed(), Duration::ZERO, "slept");
 }
 
 #[tokio::test]

@@ -19,14 +19,14 @@ async fn fetch(host: &str, template: ResponseTemplate, middleware: LlmRetryMiddl
     let server = MockServer::start().await;
     Mock::given(any()).respond_with(template).mount(&server).await;
     let url = format!("http://{host}:{}/v1/x", server.address().port());
-    let response = client(host, *server.address(), middleware).get(url).send().await.unwrap();
+    let response = client_to(host, *server.address(), middleware).get(url).send().await.unwrap();
     (response, server.received_requests().await.unwrap().len())
 }
 
 /// The error and the whole body the caller reads.
 async fn fetch_error(host: &str, status: u16, body: &[u8], mime: &str) -> (LlmApiError, Vec<u8>, usize) {
     let template = ResponseTemplate::new(status).set_body_raw(body.to_vec(), mime);
-    let (response, requests) = fetch(host, template, fast().build()).await;
+    let (response, requests) = fetch(host, template, fast().max_retries(2).build()).await;
     let error = response.llm_error().expect("an LlmApiError on every error response").clone();
     assert_eq!(response.retry_stats().unwrap().attempts as usize, requests);
     let bytes = response.bytes().await.unwrap().to_vec();
@@ -265,7 +265,7 @@ async fn every_parse_limit_hands_over_the_same_bytes() {
     .await;
     for limit in [0, 1, 36, 37, 38, 74, 75, 1000, 2049, 64 * 1024] {
         let middleware = fast().max_retries(0).error_body_limit(limit).build();
-        let response = client("api.anthropic.com", server.addr, middleware)
+        let response = client_to("api.anthropic.com", server.addr, middleware)
             .get(server.url("api.anthropic.com", "/"))
             .send()
             .await
@@ -315,6 +315,8 @@ async fn a_stalled_body_ends_with_the_clients_timeout() {
         let builder = builder.resolve("api.openai.com", server.addr);
         let response = client_from(builder, fast().max_retries(1).build()).get(&url).send().await.unwrap();
         let took = started.elapsed();
+        // The wall clock: reqwest's timeouts run on a real socket, which tokio's paused clock
+        // would fire at once. The upper bound is a generous deadline against a hang.
         assert!(took >= ms(500) && took < ms(2_000), "{name}: two attempts of 250 ms, took {took:?}");
         assert_eq!(server.connections() - before, 2, "{name}: the 500 was retried");
         let error = response.llm_error().unwrap().clone();
@@ -334,12 +336,14 @@ async fn a_stalled_body_without_a_client_timeout_is_judged_after_error_body_time
     let server = stalled_500(prefix).await;
     let middleware = fast().max_retries(0).error_body_timeout(ms(150)).build();
     let started = Instant::now();
-    let mut response = client("api.openai.com", server.addr, middleware)
+    let mut response = client_to("api.openai.com", server.addr, middleware)
         .get(server.url("api.openai.com", "/v1/x"))
         .send()
         .await
         .unwrap();
     let took = started.elapsed();
+    // The wall clock, as above: the parse read waits on a real socket. The upper bound is a
+    // generous deadline: without `error_body_timeout` the read would wait for the server.
     assert!(took >= ms(150) && took < ms(2_000), "returned after the parse read's timeout, took {took:?}");
     let error = response.llm_error().unwrap().clone();
     assert_eq!((error.kind, error.message.as_str()), (ErrorKind::ServerError, "slow upstream"));
@@ -365,8 +369,11 @@ async fn a_slow_but_steady_body_is_read_whole() {
     })
     .await;
     let builder = reqwest::Client::builder().timeout(ms(2_000)).resolve("api.anthropic.com", server.addr);
-    let response =
-        client_from(builder, fast().build()).get(server.url("api.anthropic.com", "/v1/messages")).send().await.unwrap();
+    let response = client_from(builder, fast().max_retries(2).build())
+        .get(server.url("api.anthropic.com", "/v1/messages"))
+        .send()
+        .await
+        .unwrap();
     let error = response.llm_error().unwrap().clone();
     assert_eq!((error.kind, error.message.as_str(), error.retryable), (ErrorKind::Overloaded, "Overloaded", false));
     assert_eq!(response.bytes().await.unwrap(), &body[..]);

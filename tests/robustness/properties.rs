@@ -368,7 +368,9 @@ fn absurd_inputs_from_the_issue() {
 
 /// Absurd server waits and absurd settings through the middleware: Duration
 /// arithmetic saturates, nothing sleeps past `max_elapsed`, nothing panics.
-#[tokio::test]
+/// On tokio's paused clock, which only the middleware's sleeps move: a wait
+/// misread as days would show as days, at no cost in real time.
+#[tokio::test(start_paused = true)]
 async fn absurd_waits_and_settings_never_overflow_or_oversleep() {
     use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware};
     use wiremock::matchers::header;
@@ -398,10 +400,11 @@ async fn absurd_waits_and_settings_never_overflow_or_oversleep() {
         .max_delay(Duration::from_millis(20))
         .max_retry_after(Duration::MAX);
     for (i, wait) in waits.iter().enumerate() {
-        let client = crate::support::client("api.openai.com", *server.address(), willing.clone().build());
-        let started = std::time::Instant::now();
+        let client = crate::support::paused_client(&server, crate::support::paused(willing.clone()));
+        let started = tokio::time::Instant::now();
         let response = client.get(&url).header("x-case", i.to_string()).send().await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(2), "{wait}: {:?}", started.elapsed());
+        // Nothing but its backoff: 5 + 10 ms, plus at most 25 %.
+        assert!(started.elapsed() <= Duration::from_millis(19), "{wait}: slept {:?}", started.elapsed());
         let error = response.llm_error().unwrap();
         assert!(error.retry_after.is_none_or(|d| d <= MAX_WAIT), "{wait}");
         if error.retry_after.is_some_and(|d| d > Duration::from_secs(300)) {
@@ -418,10 +421,15 @@ async fn absurd_waits_and_settings_never_overflow_or_oversleep() {
         .base_delay(Duration::MAX)
         .max_delay(Duration::MAX)
         .max_retry_after(Duration::MAX)
-        .max_elapsed(Duration::from_millis(200))
-        .build();
-    let client = crate::support::client("api.openai.com", *server.address(), extreme);
-    let response = client.get(&url).header("x-case", "2").send().await.unwrap();
+        .max_elapsed(Duration::from_millis(200));
+    let started = tokio::time::Instant::now();
+    let response = crate::support::paused_client(&server, crate::support::paused(extreme))
+        .get(&url)
+        .header("x-case", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "slept");
     let error = response.llm_error().unwrap();
     assert_eq!((error.attempts, error.retryable), (1, true), "a Duration::MAX backoff cannot fit in 200 ms");
 }

@@ -282,7 +282,7 @@ async fn openrouter_200_with_an_error_passes_through_untouched() {
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
         .mount(&server)
         .await;
-    let response = client("openrouter.ai", *server.address(), fast().build())
+    let response = client_to("openrouter.ai", *server.address(), fast().max_retries(2).build())
         .get(format!("http://openrouter.ai:{}/api/v1/chat/completions", server.address().port()))
         .send()
         .await
@@ -297,7 +297,7 @@ async fn openrouter_200_with_an_error_passes_through_untouched() {
     assert!(!error.retryable, "a 200 is never retried");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn azure_daily_quota_returns_at_once_without_sleeping() {
     let server = MockServer::start().await;
     let body = r#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation have exceeded token rate limit. Please retry after 86400 seconds."}}"#;
@@ -308,14 +308,15 @@ async fn azure_daily_quota_returns_at_once_without_sleeping() {
         .mount(&server)
         .await;
     // Even a middleware willing to sleep for days gives up on a daily quota.
-    let middleware = fast().max_retry_after(Duration::MAX).max_elapsed(Duration::MAX).build();
-    let started = std::time::Instant::now();
-    let response = client(AZURE, *server.address(), middleware)
+    let middleware = paused(fast().max_retries(2).max_retry_after(Duration::MAX).max_elapsed(Duration::MAX));
+    let started = tokio::time::Instant::now();
+    let response = paused_client(&server, middleware)
         .get(format!("http://{AZURE}:{}/openai/deployments/gpt-4o/chat/completions", server.address().port()))
         .send()
         .await
         .unwrap();
-    assert!(started.elapsed() < ms(1000));
+    // tokio's paused clock moves only when the middleware sleeps: it did not.
+    assert_eq!(started.elapsed(), Duration::ZERO, "slept");
     let error = response.llm_error().unwrap();
     assert_eq!((error.kind, error.retryable, error.attempts), (QuotaExceeded, false, 1));
     assert_eq!(error.retry_after, Some(secs(86_400)));

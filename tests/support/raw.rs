@@ -1,45 +1,26 @@
-//! Shared helpers: fast middleware settings, clients that reach a local
-//! server under a provider's real host, and raw TCP servers for the faults
-//! wiremock cannot produce (resets, stalls, 100 MB streams).
+//! A raw TCP server on loopback, for the faults wiremock cannot play (resets,
+//! stalls, 100 MiB bodies), and the pieces of HTTP/1.1 such servers write.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use reqwest_llm_retry::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
-use reqwest_middleware::ClientWithMiddleware;
-use tokio::io::AsyncWriteExt;
-
-#[path = "../shared/counting_dns.rs"]
-mod counting_dns;
-#[path = "../shared/deadline.rs"]
-mod deadline;
-#[path = "../shared/raw_http.rs"]
-mod raw_http;
-pub use counting_dns::CountingDns;
-pub use raw_http::read_head;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Short real waits only: 5 ms backoff, 1 s largest server wait slept.
-pub fn fast() -> LlmRetryMiddlewareBuilder {
-    LlmRetryMiddleware::builder().max_retries(2).base_delay(ms(5)).max_delay(ms(20)).max_retry_after(ms(1000))
-}
-
-/// A client whose `host` resolves to `addr`, so provider detection runs on the real host name.
-pub fn client(host: &str, addr: SocketAddr, middleware: LlmRetryMiddleware) -> ClientWithMiddleware {
-    client_from(reqwest::Client::builder().resolve(host, addr), middleware)
-}
-
-/// Each request, its retries and waits included, is bounded by a deadline:
-/// a broken wait bound fails the test in seconds instead of hanging it.
-pub fn client_from(builder: reqwest::ClientBuilder, middleware: LlmRetryMiddleware) -> ClientWithMiddleware {
-    reqwest_middleware::ClientBuilder::new(builder.build().unwrap()).with(deadline::Deadline).with(middleware).build()
+/// Reads until the blank line that ends the request head; `false` when the
+/// client hung up (or the read failed) first.
+pub async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// A loopback TCP server that runs `handle` on every connection and counts them.
@@ -71,7 +52,7 @@ impl RawServer {
         self.connections.load(Ordering::SeqCst)
     }
 
-    /// `http://{host}:{port}{path}` for a client built with [`client`].
+    /// `http://{host}:{port}{path}` for a client that resolves `host` to this server.
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.addr.port())
     }

@@ -1,6 +1,6 @@
-//! Every `tracing` event of the test binary, captured as text. Install it
-//! before any event fires: tracing caches per-callsite interest, so such
-//! tests live in binaries of their own. Shared through `#[path]`.
+//! Every `tracing` event (and span) of the test binary, captured as text.
+//! Install it before any event fires: tracing caches per-callsite interest,
+//! so such tests live in binaries of their own.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -33,6 +33,7 @@ pub fn logs() -> &'static Captured {
         let writer = captured.clone();
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .init();
