@@ -104,6 +104,7 @@ pub(crate) fn diagnose(
         retryable: should_retry_header(headers).unwrap_or(class.retry),
         attempts: 1,
         fix: class.fix,
+        fallback: None,
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::fallback::ModelFallback;
 use crate::kind::ErrorKind;
 use crate::provider::Provider;
 
@@ -44,12 +45,35 @@ pub struct LlmApiError {
     /// by an outage and never sent.
     pub attempts: u32,
     pub(crate) fix: &'static str,
+    /// Set when the request went to a fallback model: boxed, as it is rare
+    /// and holds the requested model's own error.
+    pub(crate) fallback: Option<Box<ModelFallback>>,
 }
 
 impl LlmApiError {
     /// A one-line hint on what to do about this error.
     pub fn fix(&self) -> &'static str {
         self.fix
+    }
+
+    /// When this error came from a fallback model (see
+    /// [`fallback`](crate::LlmRetryMiddlewareBuilder::fallback)): the model
+    /// the request named, the one that failed last, and the requested
+    /// model's own last error. `None` when the request stayed on its model.
+    ///
+    /// The same [`ModelFallback`] is on the failed response
+    /// ([`LlmResponseExt::model_fallback`](crate::LlmResponseExt::model_fallback));
+    /// this one also travels with the error returned alone by
+    /// [`error_for_status`](crate::LlmRetryMiddlewareBuilder::error_for_status)
+    /// and [`error_for_llm_status`](crate::LlmResponseExt::error_for_llm_status).
+    pub fn fallback(&self) -> Option<&ModelFallback> {
+        self.fallback.as_deref()
+    }
+
+    /// Records that this error came from a fallback model.
+    #[allow(dead_code)] // called by the retry loop once it falls back
+    pub(crate) fn set_fallback(&mut self, fallback: ModelFallback) {
+        self.fallback = Some(Box::new(fallback));
     }
 
     /// The `LlmApiError` inside an error from any library that keeps the
@@ -116,6 +140,7 @@ impl LlmApiError {
             retryable: kind.is_transient(),
             attempts: 1,
             fix: kind.fix(),
+            fallback: None,
         }
     }
 }
@@ -132,6 +157,9 @@ impl fmt::Display for LlmApiError {
         write!(f, " after {} attempt{plural}", self.attempts)?;
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
+        }
+        if let Some(fallback) = &self.fallback {
+            write!(f, " ({fallback})")?;
         }
         Ok(())
     }

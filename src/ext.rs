@@ -3,6 +3,7 @@
 use reqwest::Response;
 
 use crate::error::{LlmApiError, RetryStats};
+use crate::fallback::ModelFallback;
 use crate::provider::Provider;
 use crate::rate_limits::RateLimits;
 
@@ -32,6 +33,13 @@ pub trait LlmResponseExt: sealed::Sealed + Sized {
     /// The provider's rate-limit headers, on every response that carries them.
     fn rate_limits(&self) -> Option<&RateLimits>;
 
+    /// Which model answered, on a response the middleware sent to a
+    /// fallback model (see
+    /// [`fallback`](crate::LlmRetryMiddlewareBuilder::fallback)), whether
+    /// the fallback succeeded or failed too; `None` when the model the
+    /// request named answered.
+    fn model_fallback(&self) -> Option<&ModelFallback>;
+
     /// `Ok(self)` unless the response failed: the error the middleware
     /// attached (a 4xx/5xx, or a stream that failed before its first output),
     /// else, for a 4xx/5xx the middleware did not see, one built from the
@@ -45,12 +53,13 @@ pub trait LlmResponseExt: sealed::Sealed + Sized {
 /// No type outside this crate can implement `LlmResponseExt`, even with every method:
 ///
 /// ```compile_fail,E0277
-/// use reqwest_llm_retry::{LlmApiError, LlmResponseExt, RateLimits, RetryStats};
+/// use reqwest_llm_retry::{LlmApiError, LlmResponseExt, ModelFallback, RateLimits, RetryStats};
 /// struct Mine;
 /// impl LlmResponseExt for Mine {
 ///     fn llm_error(&self) -> Option<&LlmApiError> { None }
 ///     fn retry_stats(&self) -> Option<&RetryStats> { None }
 ///     fn rate_limits(&self) -> Option<&RateLimits> { None }
+///     fn model_fallback(&self) -> Option<&ModelFallback> { None }
 ///     fn error_for_llm_status(self) -> Result<reqwest::Response, LlmApiError> { unimplemented!() }
 /// }
 /// ```
@@ -70,6 +79,10 @@ impl LlmResponseExt for Response {
     }
 
     fn rate_limits(&self) -> Option<&RateLimits> {
+        self.extensions().get()
+    }
+
+    fn model_fallback(&self) -> Option<&ModelFallback> {
         self.extensions().get()
     }
 

@@ -117,6 +117,8 @@
 //! | `provider outage, said by another process sharing the store: holding requests` | WARN | `host` |
 //! | `provider outage over: releasing the held requests` | INFO | `host`, `probes`, `lasted_ms` |
 //! | `waiting for the provider's outage to end` | DEBUG | `host` |
+//! | `falling back to another model` | WARN | `provider`, `from`, `to` (the models), `kind` (what ended the attempts on `from`) |
+//! | `not falling back: the request cannot name another model` | DEBUG | `provider`, `from`, `reason` (`signed`, `stream_body` or `no_model`) |
 //! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
 //!
 //! `provider` and `kind` are [`Provider::name`] and [`ErrorKind::name`] (snake_case);
@@ -140,6 +142,15 @@
 //! success anywhere releases everyone's requests. See
 //! [`outage`](LlmRetryMiddlewareBuilder::outage), which turns it off.
 //!
+//! # Model fallback
+//!
+//! [`fallback(from, to)`](LlmRetryMiddlewareBuilder::fallback) sends a request for model `from`
+//! that ended in an overload, a server error, a timeout or a rate limit to model `to` of the
+//! same provider, with only the model changed (the JSON `"model"`, spliced into the original
+//! bytes, or the URL for Gemini, Vertex AI, Bedrock and Azure deployments); pairs chain.
+//! [`LlmResponseExt::model_fallback`] says which model answered, and keeps the first model's
+//! error. Requests signed over their URL or body (AWS SigV4) are not rewritten.
+//!
 //! # Runtime requirements
 //!
 //! Tokio: waits are `tokio::time::sleep`, so requests must be sent from within a Tokio
@@ -158,6 +169,7 @@ pub mod defaults;
 mod diagnose;
 mod error;
 mod ext;
+mod fallback;
 mod health;
 mod kind;
 mod middleware;
@@ -181,6 +193,7 @@ mod upload;
 pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
+pub use fallback::ModelFallback;
 pub use health::{OutageQuery, OutageReport, OutageTurn};
 pub use kind::ErrorKind;
 pub use middleware::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};

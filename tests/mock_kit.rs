@@ -238,3 +238,97 @@ async fn the_client_reaches_the_mock_under_the_real_host() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].headers["host"], format!("my-resource.openai.azure.com:{}", server.address().port()));
 }
+
+#[tokio::test]
+async fn requests_are_matched_by_the_model_they_name_where_their_provider_puts_it() {
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-opus-4-v1:0";
+    let encoded_arn =
+        "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-opus-4-v1%3A0";
+    // Provider, path, body, the model the request names.
+    let cases: [(Provider, String, &str, &str); 6] = [
+        (
+            Provider::Anthropic,
+            "/v1/messages".into(),
+            r#"{"max_tokens":64,"model":"claude-opus-4-1"}"#,
+            "claude-opus-4-1",
+        ),
+        // A `"model"` quoted in a message, or nested, is not the model.
+        (
+            Provider::OpenAi,
+            "/v1/chat/completions".into(),
+            r#"{"messages":[{"role":"user","content":"{\"model\":\"gpt-4o-mini\"}"}],"metadata":{"model":"gpt-4o-mini"},"model":"gpt-4o"}"#,
+            "gpt-4o",
+        ),
+        (
+            Provider::Gemini,
+            "/v1beta/models/gemini-2.5-pro:generateContent".into(),
+            r#"{"contents":[]}"#,
+            "gemini-2.5-pro",
+        ),
+        (Provider::Bedrock, format!("/model/{encoded_arn}/converse"), r#"{"messages":[]}"#, arn),
+        // Azure routes by the deployment; the body's model is not read.
+        (
+            Provider::AzureOpenAi,
+            "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21".into(),
+            r#"{"model":"gpt-4o-mini-prod"}"#,
+            "gpt-4o-prod",
+        ),
+        (
+            Provider::AzureOpenAi,
+            "/openai/v1/chat/completions".into(),
+            r#"{"model":"gpt-4o-mini-prod"}"#,
+            "gpt-4o-mini-prod",
+        ),
+    ];
+    // Names close to the model's, mounted first: wiremock answers with the first match.
+    let decoys =
+        ["gpt-4o-mini", "gpt-4o-mini-prod", "gpt-4o", "gemini-2.5", "claude-opus-4", "us.anthropic.claude-opus-4-v1:0"];
+    for (provider, path, body, model) in cases {
+        let (server, client) = mock::start(provider).await;
+        for decoy in decoys.iter().filter(|decoy| **decoy != model) {
+            Mock::given(mock::model(*decoy)).respond_with(wiremock::ResponseTemplate::new(409)).mount(&server).await;
+        }
+        let named = Sequence::new().then(wiremock::ResponseTemplate::new(200));
+        Mock::given(mock::model(model)).respond_with(named.clone()).mount(&server).await;
+        let url = format!("{}{path}", mock::base_url(provider, &server));
+        let response = client.build().unwrap().post(url).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{provider} {path}: matched as {model}");
+        assert_eq!(named.hits(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_or_names_no_model_matches_no_model() {
+    let (server, client) = mock::start(Provider::OpenAi).await;
+    Mock::given(mock::model("gpt-4o")).respond_with(wiremock::ResponseTemplate::new(200)).mount(&server).await;
+    let url = format!("{}/v1/chat/completions", mock::base_url(Provider::OpenAi, &server));
+    let client = client.build().unwrap();
+    for body in
+        [r#"{"model":"gpt-4o""#, r#"{"model":"gpt-4o","model":"gpt-4o"}"#, r#"{"input":{"model":"gpt-4o"}}"#, ""]
+    {
+        let response = client.post(&url).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{body:?} must match nothing");
+    }
+    assert_eq!(format!("{:?}", mock::model("gpt-4o")), r#"model("gpt-4o")"#);
+    assert_eq!(mock::model("gpt-4o").name(), "gpt-4o");
+}
+
+#[tokio::test]
+async fn model_a_overloaded_and_model_b_answering_are_scripted_per_model() {
+    let (server, _) = mock::start(Provider::Anthropic).await;
+    let opus = Sequence::new().then(mock::anthropic::overloaded());
+    let sonnet = Sequence::new().then(mock::anthropic::ok("Paris."));
+    for (model, script) in [("claude-opus-4-1", &opus), ("claude-sonnet-4-5", &sonnet)] {
+        let mock = Mock::given(method("POST")).and(path("/v1/messages")).and(mock::model(model));
+        mock.respond_with(script.clone()).mount(&server).await;
+    }
+    let client = client(Provider::Anthropic, &server, 2);
+    let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
+    let ask = |model: &str| client.post(&url).body(format!(r#"{{"model":"{model}","max_tokens":64}}"#)).send();
+    let overloaded = ask("claude-opus-4-1").await.unwrap();
+    mock::anthropic::overloaded().assert_matches(overloaded.llm_error().unwrap());
+    assert_eq!(opus.hits(), 3, "the first model is overloaded on every attempt");
+    let answered = ask("claude-sonnet-4-5").await.unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(sonnet.hits(), 1);
+}

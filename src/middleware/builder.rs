@@ -294,6 +294,64 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
+    /// Sends a request for model `from` that failed on a transient error to
+    /// model `to`: the same request to the same provider and host, with only
+    /// the model changed, and a retry schedule of its own.
+    ///
+    /// ```
+    /// use reqwest_llm_retry::LlmRetryMiddleware;
+    /// let middleware = LlmRetryMiddleware::builder()
+    ///     .fallback("claude-opus-4-1", "claude-sonnet-4-5")
+    ///     .fallback("claude-sonnet-4-5", "claude-haiku-4-5") // opus → sonnet → haiku
+    ///     .build();
+    /// ```
+    ///
+    /// **Rules.**
+    /// - *When*: the request for `from` ended in an overload, a server
+    ///   error, a timeout or a rate limit, its retries spent or a server wait
+    ///   above [`max_retry_after`](Self::max_retry_after) returned at once;
+    ///   for a stream, an error event before its first output. Permanent
+    ///   errors (invalid request, authentication, billing, quota, context
+    ///   length, content filter), `x-should-retry: false`, connection
+    ///   failures and models without a fallback are returned as before.
+    /// - *Chains*: pairs chain, and a chain ends at a model this request
+    ///   already tried, so a cycle (`a → b → a`) sends each model once. A
+    ///   second pair for the same `from` replaces the first; a pair with an
+    ///   empty name is ignored. Names are compared exactly, as the request
+    ///   spells the model once decoded (`\u` escapes, `%3A`).
+    /// - *Where the model is*: the JSON body's top-level `"model"` (OpenAI,
+    ///   Anthropic, the OpenAI-compatible hosts, Azure's `/openai/v1/`), where
+    ///   the new name is spliced into the original bytes: key order, spacing
+    ///   and escapes are kept, and a `Content-Length` follows. In the URL for
+    ///   Gemini and Vertex AI (`models/{model}:`), Bedrock (`/model/{id}/`,
+    ///   percent-encoded as the AWS SDKs do) and Azure deployments
+    ///   (`/deployments/{name}/`).
+    /// - *Telling the caller*: the response, or the fallback's own error,
+    ///   carries a [`ModelFallback`](crate::ModelFallback)
+    ///   ([`LlmResponseExt::model_fallback`](crate::LlmResponseExt::model_fallback),
+    ///   [`LlmApiError::fallback`](crate::LlmApiError::fallback)) with the requested model's last error;
+    ///   [`RetryStats`](crate::RetryStats) counts the attempts on every model, and a `tracing`
+    ///   warning `falling back to another model` names both.
+    ///
+    /// **What it does not do.**
+    /// - Fall back to another provider: its request and response would need
+    ///   translating, not a new name.
+    /// - Rewrite a signed request: a signature over the URL or the body (AWS
+    ///   SigV4, `Authorization: AWS4-HMAC-SHA256 …`, or a presigned
+    ///   `X-Amz-Signature`) would no longer match, and only the caller can
+    ///   sign again. Such a request is returned as without a fallback
+    ///   (Bedrock API keys are bearer tokens, not signatures, and fall back).
+    /// - Rewrite a streamed request body, which cannot be copied (a body of
+    ///   known length within [`upload_buffer_limit`](Self::upload_buffer_limit)
+    ///   is read once, and falls back), or a stream after its first output.
+    ///
+    /// Default: none; a request stays on the model it names, and the table
+    /// costs nothing.
+    pub fn fallback(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.config.fallbacks.insert(from.into(), to.into());
+        self
+    }
+
     /// The middleware.
     pub fn build(self) -> LlmRetryMiddleware {
         let LlmRetryMiddlewareBuilder { mut config, cooldown, store, outage } = self;

@@ -10,6 +10,7 @@ use reqwest::{Request, Response};
 use crate::backoff::Timing;
 use crate::cooldown::Pacer;
 use crate::defaults;
+use crate::fallback::Fallbacks;
 use crate::health::Health;
 use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
@@ -32,6 +33,8 @@ pub(crate) struct Config {
     /// Whether the start of event streams is watched, and within what bounds.
     pub(crate) streams: bool,
     pub(crate) stream_hold: StreamHold,
+    /// The `fallback(from, to)` pairs; empty, and never looked at, by default.
+    pub(crate) fallbacks: Fallbacks,
 }
 
 /// How much of a stream's start may be held, and for how long.
@@ -60,6 +63,7 @@ impl Default for Config {
             stream_hold: StreamHold::DEFAULT,
             upload_buffer_limit: defaults::UPLOAD_BUFFER_LIMIT,
             error_for_status: defaults::ERROR_FOR_STATUS,
+            fallbacks: Fallbacks::default(),
         }
     }
 }

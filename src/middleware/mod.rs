@@ -53,6 +53,7 @@ use outcome::{Admission, Judged, Step};
 /// | [`stream_hold_timeout`](LlmRetryMiddlewareBuilder::stream_hold_timeout) | 3 s | [`STREAM_HOLD_TIMEOUT`](crate::defaults::STREAM_HOLD_TIMEOUT) |
 /// | [`upload_buffer_limit`](LlmRetryMiddlewareBuilder::upload_buffer_limit) | 32 MiB | [`UPLOAD_BUFFER_LIMIT`](crate::defaults::UPLOAD_BUFFER_LIMIT) |
 /// | [`error_for_status`](LlmRetryMiddlewareBuilder::error_for_status) | off (a final 4xx/5xx is an `Ok` response) | [`ERROR_FOR_STATUS`](crate::defaults::ERROR_FOR_STATUS) |
+/// | [`fallback`](LlmRetryMiddlewareBuilder::fallback) | none: a request stays on the model it names | |
 ///
 /// Cloning is cheap and clones share their configuration, their rate-limit state and their
 /// provider health.

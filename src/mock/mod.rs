@@ -89,6 +89,11 @@
 //! A failure the bot must not retry is checked the same way: script
 //! [`anthropic::credit_balance_too_low`] and assert that the bot's error is
 //! that template with [`MockFailure::assert_matches`].
+//!
+//! A model fallback is scripted per model: [`model`] matches the requests
+//! that name a model (in the JSON body or the URL, where the provider puts
+//! it), so one mock answers the first model with an overload and another
+//! answers its fallback.
 
 use std::time::{Duration, SystemTime};
 
@@ -103,11 +108,13 @@ pub mod azure;
 pub mod bedrock;
 pub mod compat;
 pub mod gemini;
+mod matcher;
 pub mod openai;
 mod sequence;
 mod server;
 pub mod vertex;
 
+pub use matcher::{ModelMatcher, model};
 pub use sequence::Sequence;
 pub use server::{base_url, client_builder, host, start};
 /// The `wiremock` crate (major version 0.6), whose types this kit takes and
