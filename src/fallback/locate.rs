@@ -25,6 +25,7 @@ pub(crate) enum Site {
 
 impl Site {
     /// Every site, for a request whose provider is not known (the mock kit's matcher).
+    #[cfg(feature = "mock")]
     pub(crate) const ANY: &'static [Site] = &[
         Site::Path(PathSite::GoogleModel),
         Site::Path(PathSite::BedrockModel),
@@ -118,6 +119,7 @@ pub(crate) fn peek_model(provider: Provider, request: &Request, limit: usize) ->
 /// The model a request's parts name at the first of `sites` that names
 /// one, its JSON body checked whole: for a request already received (the
 /// mock kit's matcher).
+#[cfg(feature = "mock")]
 pub(crate) fn model_in<'a>(sites: &[Site], url: &'a Url, body: Option<&'a [u8]>) -> Option<Cow<'a, str>> {
     find(sites, url, body, Scan::Whole).map(|(_, model)| model)
 }
@@ -141,6 +143,7 @@ fn find<'a>(sites: &[Site], url: &'a Url, body: Option<&'a [u8]>, scan: Scan) ->
 
 impl<'r> Located<'r> {
     /// The model the request names, decoded.
+    #[cfg(test)]
     pub(crate) fn model(&self) -> &str {
         &self.model
     }

@@ -21,7 +21,6 @@
 
 // The retry loop calls these once it is restructured; until then only the
 // tests and the mock kit do.
-#![allow(dead_code, unused_imports)]
 
 pub(crate) mod event;
 mod json;
@@ -32,7 +31,9 @@ mod signed;
 mod table;
 pub(crate) mod trigger;
 
-pub(crate) use locate::{Located, Refusal, Site, locate, model_in, peek_model};
+#[cfg(feature = "mock")]
+pub(crate) use locate::{Site, model_in};
+pub(crate) use locate::{locate, peek_model};
 pub use model_fallback::ModelFallback;
 pub(crate) use table::{Chain, Fallbacks};
 

@@ -47,6 +47,7 @@ const SEGMENT: &AsciiSet = &CONTROLS
 
 impl PathSite {
     /// Every site, in the order a request of unknown provider is searched.
+    #[cfg(test)]
     pub(crate) const ALL: [PathSite; 3] = [PathSite::GoogleModel, PathSite::BedrockModel, PathSite::AzureDeployment];
 
     /// The segment that comes before the model.

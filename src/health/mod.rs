@@ -71,11 +71,14 @@ impl Host {
 }
 
 /// The host of a URL with its port, hashed (one map entry per host and port).
-fn host_key(url: &Url) -> Option<(u64, &str, u16)> {
+/// Where health is kept: a host and port, and the model when the request's
+/// model is known (one with a fallback configured): one model's outage then
+/// holds only its own requests, and the others of the host go on.
+fn host_key<'a>(url: &'a Url, model: Option<&str>) -> Option<(u64, &'a str, u16)> {
     let host = url.host_str()?;
     let port = url.port_or_known_default().unwrap_or(0);
     let mut hasher = std::hash::DefaultHasher::new();
-    (host, port).hash(&mut hasher);
+    (host, port, model).hash(&mut hasher);
     Some((hasher.finish(), host, port))
 }
 
@@ -85,23 +88,23 @@ impl Health {
         Health { store, ..Health::default() }
     }
 
-    /// The ticket of a request to `url`, when its host has failed before.
-    pub(crate) fn ticket(&self, url: &Url) -> Option<Ticket> {
+    /// The ticket of a request to `url` (for `model`, when known), when its host has failed before.
+    pub(crate) fn ticket(&self, url: &Url, model: Option<&str>) -> Option<Ticket> {
         if !self.failed_once.load(Ordering::Relaxed) {
             return None;
         }
-        self.find(url, false)
+        self.find(url, model, false)
     }
 
     /// The ticket of a request whose attempt just failed, its host tracked from now on.
     #[cold]
-    pub(crate) fn ticket_after_failure(&self, url: &Url) -> Option<Ticket> {
+    pub(crate) fn ticket_after_failure(&self, url: &Url, model: Option<&str>) -> Option<Ticket> {
         self.failed_once.store(true, Ordering::Relaxed);
-        self.find(url, true)
+        self.find(url, model, true)
     }
 
-    fn find(&self, url: &Url, create: bool) -> Option<Ticket> {
-        let (key, name, port) = host_key(url)?;
+    fn find(&self, url: &Url, model: Option<&str>, create: bool) -> Option<Ticket> {
+        let (key, name, port) = host_key(url, model)?;
         let mut hosts = self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let host = match hosts.get(&key) {
             Some(host) => host.clone(),
@@ -113,7 +116,10 @@ impl Health {
                     return None;
                 }
                 let host = Arc::new(Host {
-                    name: format!("{name}:{port}"),
+                    name: match model {
+                        Some(model) => format!("{name}:{port}/{model}"),
+                        None => format!("{name}:{port}"),
+                    },
                     tracker: Mutex::default(),
                     wake: Notify::new(),
                     store: self.store.clone(),
@@ -165,7 +171,15 @@ impl Ticket {
     /// `Ok` to send (as the probe, maybe), or `Err` when held until its bound.
     /// A request that has not waited and has no time left goes, as it would
     /// have without this; one released after the outage goes by its bound at the latest.
-    pub(crate) async fn admit(&mut self, timing: &Timing, started: Instant, waited: &mut Duration) -> Result<(), Held> {
+    /// A request that can go elsewhere (a fallback model) is not `patient`: it
+    /// is never held, and gets `Err` at once where it would have waited.
+    pub(crate) async fn admit(
+        &mut self,
+        timing: &Timing,
+        started: Instant,
+        waited: &mut Duration,
+        patient: bool,
+    ) -> Result<(), Held> {
         let host = self.host.clone();
         let first = Instant::now();
         loop {
@@ -189,6 +203,10 @@ impl Ticket {
                     tokio::time::sleep_until(at.min(bound).max(now)).await;
                     *waited = waited.saturating_add(now.elapsed());
                     return self.go(false);
+                }
+                Decision::Wait(_) if !patient => {
+                    self.hold(false);
+                    return Err(Held { retry_after: server_wait });
                 }
                 Decision::Wait(until) => until.map_or(bound, |until| until.min(bound)),
             };
@@ -379,10 +397,8 @@ pub(crate) fn judge(status: StatusCode, kind: ErrorKind) -> Report {
     if status.is_server_error() || kind == ErrorKind::Overloaded { Report::Failed } else { Report::Answered }
 }
 
-/// The error of a request held until its bound without being sent:
-/// `Overloaded`, retryable, with the provider's wait when it gave one.
-#[cold]
-pub(crate) fn held_error(provider: Provider, held: Held, attempts: u32) -> reqwest_middleware::Error {
+/// The error of a request held by an outage and never sent (status 503, kind `Overloaded`).
+pub(crate) fn held_error(provider: Provider, held: Held, attempts: u32) -> LlmApiError {
     let mut error = LlmApiError::from_status(provider, StatusCode::SERVICE_UNAVAILABLE);
     error.kind = ErrorKind::Overloaded;
     error.fix = ErrorKind::Overloaded.fix();
@@ -390,7 +406,7 @@ pub(crate) fn held_error(provider: Provider, held: Held, attempts: u32) -> reqwe
     error.retryable = true;
     error.retry_after = held.retry_after;
     error.attempts = attempts;
-    reqwest_middleware::Error::middleware(error)
+    error
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::clock::Instant;
 use reqwest::Request;
 
 use super::config::Config;
+use super::fall_back::{Rerouting, rerouting};
 use super::outcome::{Admission, Failure};
 use crate::cooldown::{self, Key, Pacer};
 use crate::error::RetryStats;
@@ -30,6 +31,10 @@ pub(super) struct Call<'a> {
     pub(super) ticket: Option<Ticket>,
     /// The last failed response, kept while an outage may hold the call (boxed: rare).
     pub(super) last: Option<Box<Failure>>,
+    /// The model chain of a request whose model has a fallback (boxed: rare).
+    pub(super) rerouting: Option<Box<Rerouting<'a>>>,
+    /// `attempts` when the current model's retry schedule began.
+    pub(super) schedule_from: u32,
 }
 
 /// One attempt: its number, the copy to send next, and what it knows of itself.
@@ -48,6 +53,9 @@ pub(super) struct Attempt {
 impl<'a> Call<'a> {
     pub(super) fn start(config: &'a Config, provider: Provider, request: &Request) -> Self {
         let pacing = config.pacer.as_deref().map(|pacer| (pacer, Key::of(provider, request, pacer.has_store())));
+        let rerouting = rerouting(config, provider, request);
+        let model = rerouting.as_ref().map(|r| r.model());
+        let ticket = config.health.as_ref().and_then(|health| health.ticket(request.url(), model));
         Call {
             config,
             provider,
@@ -55,8 +63,10 @@ impl<'a> Call<'a> {
             attempts: 0,
             waited: Duration::ZERO,
             pacing,
-            ticket: config.health.as_ref().and_then(|health| health.ticket(request.url())),
+            ticket,
             last: None,
+            rerouting,
+            schedule_from: 0,
         }
     }
 
@@ -64,7 +74,7 @@ impl<'a> Call<'a> {
     /// consumed. A streaming body cannot be cloned and is sent once, unless it
     /// is an upload of known size (`upload`).
     pub(super) async fn prepare(&mut self, request: &mut Request) -> Attempt {
-        let retries_taken = self.attempts;
+        let retries_taken = self.attempts - self.schedule_from;
         let pending = if retries_taken >= self.config.timing.max_retries {
             None
         } else if let Some(copy) = request.try_clone() {
@@ -81,8 +91,9 @@ impl<'a> Call<'a> {
     /// and counts it as sent.
     pub(super) async fn admit(&mut self, attempt: &mut Attempt) -> Admission {
         let timing = &self.config.timing;
+        let patient = !self.can_fall_back();
         if let Some(ticket) = &mut self.ticket
-            && let Err(held) = Box::pin(ticket.admit(timing, self.started, &mut self.waited)).await
+            && let Err(held) = Box::pin(ticket.admit(timing, self.started, &mut self.waited, patient)).await
         {
             return Admission::Held(held);
         }

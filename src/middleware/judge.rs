@@ -98,9 +98,14 @@ impl<'a> Call<'a> {
     }
 
     /// Reports a judged attempt to its host's health.
-    pub(super) fn report(&mut self, judged: Judged) -> Judged {
-        match &judged {
-            Judged::Success(_) => self.answered(),
+    pub(super) fn report(&mut self, mut judged: Judged) -> Judged {
+        match &mut judged {
+            Judged::Success(response) => {
+                self.answered();
+                if self.rerouting.is_some() {
+                    self.mark_fallback(response);
+                }
+            }
             Judged::Failed(_, outcome) => self.failed(outcome),
         }
         judged
@@ -127,7 +132,7 @@ impl<'a> Call<'a> {
             Outcome::Transport(_) => return,
         };
         if self.ticket.is_none() && report == Report::Failed {
-            self.ticket = health.ticket_after_failure(url);
+            self.ticket = health.ticket_after_failure(url, self.model());
         }
         if let Some(ticket) = &mut self.ticket {
             ticket.report(report, server_wait, self.config.timing.base_delay);

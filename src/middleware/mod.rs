@@ -12,11 +12,13 @@
 mod builder;
 mod call;
 mod config;
+mod fall_back;
 mod judge;
 mod outcome;
 mod respond;
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -28,7 +30,7 @@ pub use builder::LlmRetryMiddlewareBuilder;
 use call::Call;
 use config::Config;
 use judge::Judging;
-use outcome::{Admission, Judged, Step};
+use outcome::{Admission, Judged};
 
 /// A `reqwest-middleware` layer that retries LLM API calls the way each
 /// provider asks, and attaches a parsed [`LlmApiError`](crate::LlmApiError) to failed responses.
@@ -101,24 +103,24 @@ impl Middleware for LlmRetryMiddleware {
             let mut call = Call::start(config, config.provider(&request, extensions), &request);
             loop {
                 let mut attempt = call.prepare(&mut request).await;
-                if let Admission::Held(held) = call.admit(&mut attempt).await {
-                    return call.held_at_bound(held);
-                }
-                let sent = next.clone().run(request, extensions).await;
-                let judged = match call.judge(sent, &mut attempt) {
-                    Judging::Now(judged) => judged,
-                    Judging::Later(reading) => reading.await,
-                };
-                let (verdict, outcome) = match call.report(judged) {
-                    Judged::Success(response) => return Ok(response),
-                    Judged::Failed(verdict, outcome) => (verdict, outcome),
-                };
-                let wait = match call.decide(verdict, outcome, attempt) {
-                    Step::Retry { wait, request: again } => {
-                        request = again;
-                        wait
+                let step = match call.admit(&mut attempt).await {
+                    Admission::Held(held) => call.held(held),
+                    Admission::Send => {
+                        let sent = next.clone().run(request, extensions).await;
+                        let judged = match call.judge(sent, &mut attempt) {
+                            Judging::Now(judged) => judged,
+                            Judging::Later(reading) => reading.await,
+                        };
+                        match call.report(judged) {
+                            Judged::Success(response) => return Ok(response),
+                            Judged::Failed(verdict, outcome) => call.decide(verdict, outcome, attempt),
+                        }
                     }
-                    Step::Return(result) => return result,
+                };
+                let wait;
+                (wait, request) = match step.resend() {
+                    ControlFlow::Continue(next) => next,
+                    ControlFlow::Break(result) => return result,
                 };
                 call.wait(wait).await;
             }

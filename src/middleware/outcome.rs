@@ -1,5 +1,6 @@
 //! What each step of the loop hands the next, named for what happened.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use reqwest::{Request, Response};
@@ -45,4 +46,17 @@ pub(super) enum Step {
     Retry { wait: Duration, request: Request },
     /// The call is over.
     Return(reqwest_middleware::Result<Response>),
+}
+
+impl Step {
+    /// The wait and the request to send next, or the call's result.
+    ///
+    /// Taking the step whole, so that the loop's future does not keep it (and
+    /// a request) across the wait.
+    pub(super) fn resend(self) -> ControlFlow<reqwest_middleware::Result<Response>, (Duration, Request)> {
+        match self {
+            Step::Retry { wait, request } => ControlFlow::Continue((wait, request)),
+            Step::Return(result) => ControlFlow::Break(result),
+        }
+    }
 }

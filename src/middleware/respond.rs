@@ -43,25 +43,39 @@ impl Call<'_> {
     /// overrides the error's own verdict when the loop gave up for want of
     /// time or attempts.
     #[cold]
-    fn give_up(&self, outcome: Outcome, retryable: Option<bool>) -> Step {
+    fn give_up(&mut self, outcome: Outcome, retryable: Option<bool>) -> Step {
+        if let Some(step) = self.fall_back_after(&outcome, retryable) {
+            return step;
+        }
         Step::Return(match outcome {
             Outcome::Answered(failure) => self.respond(*failure, retryable),
             Outcome::Transport(error) => Err(redact_error(error)),
         })
     }
 
-    /// A call held by an outage until its bound: its last error response, or
-    /// the typed error when it was never answered.
+    /// A call held by an outage: on to the next model when it has one;
+    /// otherwise, held until its bound, its last error response, or the typed
+    /// error when it was never answered.
     #[cold]
-    pub(super) fn held_at_bound(&mut self, held: Held) -> reqwest_middleware::Result<Response> {
-        match self.last.take() {
-            Some(failure) => self.respond(*failure, Some(true)),
-            None => Err(health::held_error(self.provider, held, self.attempts)),
+    pub(super) fn held(&mut self, held: Held) -> Step {
+        if let Some(step) = self.fall_back_when_held(held) {
+            return step;
         }
+        Step::Return(match self.last.take() {
+            Some(failure) => self.respond(*failure, Some(true)),
+            None => {
+                let mut error = health::held_error(self.provider, held, self.attempts);
+                if let Some(taken) = self.fallback_taken() {
+                    error.set_fallback(taken);
+                }
+                Err(reqwest_middleware::Error::middleware(error))
+            }
+        })
     }
 
     fn respond(&self, failure: Failure, retryable: Option<bool>) -> reqwest_middleware::Result<Response> {
-        let response = failed_response(failure, retryable, self.stats());
+        let mut response = failed_response(failure, retryable, self.stats());
+        self.mark_fallback(&mut response);
         if self.config.error_for_status { into_err(response) } else { Ok(response) }
     }
 }

@@ -16,6 +16,7 @@ mod cooldown;
 mod detection;
 mod error_for_status;
 mod errors;
+mod fallback;
 mod footprint;
 mod outage;
 mod policy;

@@ -228,6 +228,8 @@ proptest! {
         prop_assume!(!body.windows(3).any(|w| w.eq_ignore_ascii_case(b"\\ud")));
         let scanned = model_span(&body, Scan::Whole);
         let parsed = serde_json::from_slice::<serde_json::Value>(&body);
+        // serde_json also refuses numbers past f64's range (`1E400`), which JSON allows.
+        prop_assume!(!parsed.as_ref().is_err_and(|e| e.to_string().contains("number out of range")));
         let is_object = matches!(parsed, Ok(serde_json::Value::Object(_)));
         prop_assert_eq!(is_object, !matches!(scanned, Err(Miss::Malformed)), "{:?}", String::from_utf8_lossy(&body));
         for limit in [0, i, body.len()] {
