@@ -155,6 +155,7 @@ mod error;
 mod ext;
 mod health;
 mod kind;
+mod metrics;
 mod middleware;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]

@@ -20,6 +20,7 @@ use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
 use crate::health::{self, Health, Report, Ticket};
 use crate::kind::ErrorKind;
+use crate::metrics::{self, Cause};
 use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::rate_limits::RateLimits;
@@ -97,6 +98,7 @@ impl StreamHold {
 
 impl Default for Config {
     fn default() -> Self {
+        metrics::describe();
         Config {
             timing: Timing::default(),
             hosts: Vec::new(),
@@ -465,6 +467,7 @@ async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waite
         };
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
         tokio::time::sleep(wait).await;
+        metrics::waited(key.provider, Cause::RateLimit, wait);
         held += wait;
         *waited += wait;
     }
@@ -491,7 +494,7 @@ async fn admit(
 
 /// An attempt's outcome once judged: the failed response with its error and
 /// rate limits, or the transport error.
-type Outcome = Result<(HeldResponse, LlmApiError, Option<RateLimits>), reqwest_middleware::Error>;
+pub(crate) type Outcome = Result<(HeldResponse, LlmApiError, Option<RateLimits>), reqwest_middleware::Error>;
 
 /// Reading a response's body: the success, finished, or the judged failure.
 type Reading<'a> =
@@ -537,7 +540,7 @@ impl LlmRetryMiddleware {
     ) -> Result<reqwest_middleware::Result<Response>, (Verdict, Outcome)> {
         let hold = self.config.stream_hold;
         match stream::hold(response, format, hold.limit, hold.patience).await {
-            Start::Clean(response) => Ok(match succeeded(response, stats, at.pacing) {
+            Start::Clean(response) => Ok(match succeeded(at.provider, response, stats, at.pacing) {
                 (response, None) => Ok(response),
                 (response, Some(publish)) => publish.then_return(response).await,
             }),
@@ -575,6 +578,7 @@ impl LlmRetryMiddleware {
         };
         let verdict = decide(&config.timing, attempt, rand::random());
         let limits = RateLimits::from_headers(held.headers(), now);
+        metrics::rate_limits(at.provider, held.url(), limits.as_ref());
         if let Some((pacer, key, seq)) = at.pacing {
             // Only a rate limit is about this key; overload is everyone's.
             let cooled = (judged.kind == ErrorKind::RateLimited).then_some(judged.retry_after).flatten();
@@ -672,7 +676,7 @@ impl Middleware for LlmRetryMiddleware {
                                     ticket.report(Report::Answered, None, config.timing.base_delay);
                                 }
                                 let pacing = pacing.as_ref().map(|(pacer, key)| (*pacer, key, seq));
-                                return match succeeded(response, stats, pacing) {
+                                return match succeeded(provider, response, stats, pacing) {
                                     (response, None) => Ok(response),
                                     // Boxed, as the store's call is rare and its future large.
                                     (response, Some(publish)) => Box::pin(publish.then_return(response)).await,
@@ -701,11 +705,12 @@ impl Middleware for LlmRetryMiddleware {
                         Err(judged) => judged,
                     };
                     if let Some(health) = &config.health {
-                        report_failure(health, &mut ticket, &outcome, config.timing.base_delay);
+                        report_failure(health, &mut ticket, &outcome, provider, config.timing.base_delay);
                     }
                     match (verdict, outcome, pending) {
                         (Verdict::Retry(wait), outcome, Some(next_request)) => {
                             log_retry(provider, attempts, wait, &outcome);
+                            metrics::retried(provider, &outcome, wait);
                             // The failed response is dropped here, before the wait, so its
                             // connection and buffers are released at once; kept, when read
                             // to its end, while an outage may hold the request.
@@ -718,7 +723,10 @@ impl Middleware for LlmRetryMiddleware {
                             let response = failed_response(held, judged, limits, verdict, stats);
                             return if config.error_for_status { into_err(response) } else { Ok(response) };
                         }
-                        (_, Err(error), _) => return Err(redact_error(error)),
+                        (_, Err(error), _) => {
+                            metrics::failed_in_transport(provider, &error);
+                            return Err(redact_error(error));
+                        }
                     }
                 };
                 Box::pin(tokio::time::sleep(wait)).await;
@@ -733,14 +741,20 @@ type Failure = (HeldResponse, LlmApiError, Option<RateLimits>);
 
 /// Reports a failed attempt to its host's health, the host tracked from now on when it was not.
 #[cold]
-fn report_failure(health: &Health, ticket: &mut Option<Ticket>, outcome: &Outcome, base_delay: Duration) {
+fn report_failure(
+    health: &Health,
+    ticket: &mut Option<Ticket>,
+    outcome: &Outcome,
+    provider: Provider,
+    base_delay: Duration,
+) {
     let (report, server_wait, url) = match outcome {
         Ok((held, judged, _)) => (health::judge(judged.status, judged.kind), judged.retry_after, Some(held.url())),
         Err(error) if error.is_connect() || error.is_timeout() => (Report::Failed, None, error.url()),
         Err(_) => return,
     };
     if ticket.is_none() && report == Report::Failed {
-        *ticket = url.and_then(|url| health.ticket_after_failure(url));
+        *ticket = url.and_then(|url| health.ticket_after_failure(url, provider));
     }
     if let Some(ticket) = ticket {
         ticket.report(report, server_wait, base_delay);
@@ -767,7 +781,10 @@ fn held_at_bound(
     stats: RetryStats,
     config: &Config,
 ) -> reqwest_middleware::Result<Response> {
-    let Some(failure) = last else { return Err(health::held_error(provider, held, stats.attempts)) };
+    let Some(failure) = last else {
+        metrics::failed(provider, ErrorKind::Overloaded);
+        return Err(health::held_error(provider, held, stats.attempts));
+    };
     let (held, judged, limits) = *failure;
     let response = failed_response(held, judged, limits, Verdict::Return { retryable: true }, stats);
     if config.error_for_status { into_err(response) } else { Ok(response) }
@@ -790,11 +807,14 @@ impl Publish<'_> {
 /// Attaches the rate limits and the stats to a success, and feeds its
 /// rate-limit headers to the cooldown; returns what a store must hear of.
 fn succeeded<'a>(
+    provider: Provider,
     mut response: Response,
     stats: RetryStats,
     pacing: Option<(&'a Pacer, &'a Key, u64)>,
 ) -> (Response, Option<Publish<'a>>) {
     let limits = RateLimits::read(response.headers(), SystemTime::now);
+    metrics::succeeded(provider);
+    metrics::rate_limits(provider, response.url(), limits.as_ref());
     let mut publish = None;
     if let Some((pacer, key, seq)) = pacing
         && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
@@ -839,6 +859,7 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             status = judged.status.as_u16(),
             kind = judged.kind.name(),
             attempt,
+            http.request.resend_count = attempt,
             wait_ms = wait.as_millis() as u64,
             request_id = judged.request_id.as_deref().unwrap_or(""),
             "retrying LLM API request"
@@ -847,6 +868,7 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             provider = provider.name(),
             kind = if error.is_timeout() { "timeout" } else { "connect" },
             attempt,
+            http.request.resend_count = attempt,
             wait_ms = wait.as_millis() as u64,
             "retrying LLM API request after a transport error"
         ),
@@ -880,6 +902,7 @@ fn failed_response(
     let mut error = judged;
     error.retryable = retryable;
     error.attempts = stats.attempts;
+    metrics::failed(error.provider, error.kind);
     tracing::debug!(
         provider = error.provider.name(),
         status = error.status.as_u16(),

@@ -31,6 +31,7 @@ use crate::backoff::{Timing, retry_budget};
 use crate::cooldown::CooldownStore;
 use crate::error::LlmApiError;
 use crate::kind::ErrorKind;
+use crate::metrics::{self, Cause};
 use crate::provider::Provider;
 pub(crate) use shared::Board;
 #[cfg(feature = "redis")]
@@ -56,6 +57,8 @@ pub(crate) struct Health {
 struct Host {
     /// `host:port`, for the log lines and the store.
     name: String,
+    /// The provider of the request that first failed here, for the metrics.
+    provider: Provider,
     tracker: Mutex<Tracker>,
     /// Wakes the waiting requests when a probe returns or the outage ends.
     wake: Notify,
@@ -88,22 +91,23 @@ impl Health {
         if !self.failed_once.load(Ordering::Relaxed) {
             return None;
         }
-        self.find(url, false)
+        self.find(url, None)
     }
 
     /// The ticket of a request whose attempt just failed, its host tracked from now on.
     #[cold]
-    pub(crate) fn ticket_after_failure(&self, url: &Url) -> Option<Ticket> {
+    pub(crate) fn ticket_after_failure(&self, url: &Url, provider: Provider) -> Option<Ticket> {
         self.failed_once.store(true, Ordering::Relaxed);
-        self.find(url, true)
+        self.find(url, Some(provider))
     }
 
-    fn find(&self, url: &Url, create: bool) -> Option<Ticket> {
+    /// The ticket of a request to `url`; its host tracked from now on, for `create`'s provider, when it was not.
+    fn find(&self, url: &Url, create: Option<Provider>) -> Option<Ticket> {
         let (key, name, port) = host_key(url)?;
         let mut hosts = self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let host = match hosts.get(&key) {
-            Some(host) => host.clone(),
-            None if create => {
+        let host = match (hosts.get(&key), create) {
+            (Some(host), _) => host.clone(),
+            (None, Some(provider)) => {
                 if hosts.len() >= MAX_HOSTS {
                     hosts.retain(|_, host| !host.tracker().idle());
                 }
@@ -112,6 +116,7 @@ impl Health {
                 }
                 let host = Arc::new(Host {
                     name: format!("{name}:{port}"),
+                    provider,
                     tracker: Mutex::default(),
                     wake: Notify::new(),
                     store: self.store.clone(),
@@ -119,7 +124,7 @@ impl Health {
                 hosts.insert(key, host.clone());
                 host
             }
-            None => return None,
+            (None, None) => return None,
         };
         drop(hosts);
         host.tracker().join();
@@ -191,7 +196,7 @@ impl Ticket {
                 Decision::Go { probe } => return self.go(probe),
                 Decision::GoAt(at) => {
                     tokio::time::sleep_until(at.min(bound).max(now).into()).await;
-                    *waited += now.elapsed();
+                    host.held(now.elapsed(), waited);
                     return self.go(false);
                 }
                 Decision::Wait(until) => until.map_or(bound, |until| until.min(bound)),
@@ -208,7 +213,7 @@ impl Ticket {
                 tracing::debug!(host = host.name, "waiting for the provider's outage to end");
             }
             let _ = tokio::time::timeout_at(until.into(), notified).await;
-            *waited += now.elapsed();
+            host.held(now.elapsed(), waited);
         }
     }
 
@@ -306,7 +311,21 @@ fn news(report: Report, change: Option<Change>, leased: bool, next_probe: Option
 }
 
 impl Host {
+    /// A request was held `wait` by the outage.
+    fn held(&self, wait: Duration, waited: &mut Duration) {
+        *waited += wait;
+        metrics::waited(self.provider, Cause::Outage, wait);
+    }
+
+    /// The host's name without its port.
+    fn host(&self) -> &str {
+        self.name.rsplit_once(':').map_or(&self.name, |(host, _)| host)
+    }
+
     fn log(&self, change: Option<Change>) {
+        if let Some(change) = change {
+            metrics::outage(self.provider, self.host(), !matches!(change, Change::Left { .. }));
+        }
         match change {
             Some(Change::Entered { failures }) => tracing::warn!(
                 host = self.name,
