@@ -220,11 +220,7 @@ struct Outage(Arc<AtomicBool>);
 
 impl Respond for Outage {
     fn respond(&self, _: &Request) -> ResponseTemplate {
-        if self.0.load(Ordering::SeqCst) {
-            mock::anthropic::ok("back").into()
-        } else {
-            mock::anthropic::overloaded().into()
-        }
+        if self.0.load(Ordering::SeqCst) { mock::anthropic::ok("back") } else { mock::anthropic::overloaded().into() }
     }
 }
 

@@ -82,11 +82,13 @@ impl Figure {
                     y(v) + 4.0
                 );
             }
-            let mut t = 0.0;
+            let mut t: f64 = 0.0;
             while t <= t_max + 1e-9 {
+                // Sums of steps drift (0.6000000000000001): the label is rounded, not the position.
+                let label = (t * 1e9).round() / 1e9;
                 let _ = writeln!(
                     svg,
-                    r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{1:.1}" stroke="#e5e5e5"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{t}</text>"##,
+                    r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{1:.1}" stroke="#e5e5e5"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{label}</text>"##,
                     x(t),
                     top + self.panel_height,
                     top + self.panel_height + 16.0

@@ -311,7 +311,7 @@ fn news(report: Report, change: Option<Change>, leased: bool, next_probe: Option
 }
 
 impl Host {
-    /// A request was held `wait` by the outage.
+    /// A request slept `wait` for the outage (until its release, a probe's news or its bound).
     fn held(&self, wait: Duration, waited: &mut Duration) {
         *waited += wait;
         metrics::waited(self.provider, Cause::Outage, wait);

@@ -135,8 +135,11 @@ mod tests {
         assert_eq!(remaining(&RateLimits::default()).count(), 0);
     }
 
-    /// The series `record` leaves in a fresh recorder: name, labels (sorted) and value.
-    fn recorded(record: impl FnOnce()) -> Vec<(String, Vec<(String, String)>, DebugValue)> {
+    /// A series: name, labels (sorted) and value.
+    type Series = (String, Vec<(String, String)>, DebugValue);
+
+    /// The series `record` leaves in a fresh recorder.
+    fn recorded(record: impl FnOnce()) -> Vec<Series> {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         ::metrics::with_local_recorder(&recorder, record);

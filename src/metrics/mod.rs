@@ -118,11 +118,14 @@ pub(crate) fn retried(provider: Provider, outcome: &Outcome, wait: Duration) {
     let _ = (provider, outcome, wait);
 }
 
-/// A request waited `wait`, for `cause`.
+/// A request slept `wait`, for `cause`: before a retry, or held by the pacing or an outage
+/// (one record per sleep: a hold wakes to look again when a probe returns). No sleep, no record.
 #[cfg_attr(not(feature = "metrics"), inline(always))]
 pub(crate) fn waited(provider: Provider, cause: Cause, wait: Duration) {
     #[cfg(feature = "metrics")]
-    histogram!(WAITS, "provider" => provider.name(), "cause" => cause.label()).record(wait.as_secs_f64());
+    if !wait.is_zero() {
+        histogram!(WAITS, "provider" => provider.name(), "cause" => cause.label()).record(wait.as_secs_f64());
+    }
     #[cfg(not(feature = "metrics"))]
     let _ = (provider, cause, wait);
 }
