@@ -174,16 +174,22 @@ async fn a_429_then_a_200_counts_one_retry_one_wait_one_success_and_the_headroom
 async fn a_quota_error_is_one_failed_call_and_no_retry() {
     let _turn = turn().await;
     let (server, _) = mock::start(Provider::OpenAi).await;
-    Mock::given(any()).respond_with(mock::openai::insufficient_quota()).mount(&server).await;
+    // An error response's rate-limit headers count too.
+    let quota =
+        ResponseTemplate::from(mock::openai::insufficient_quota()).insert_header("x-ratelimit-remaining-requests", "3");
+    Mock::given(any()).respond_with(quota).mount(&server).await;
     let client = client(Provider::OpenAi, &server, fast().build());
     let url = format!("{}/v1/chat/completions", mock::base_url(Provider::OpenAi, &server));
     assert_eq!(post(&client, &url).await, 429);
 
     let seen = recorded();
-    assert_eq!(seen.counter("llm_retry_requests_total", &[("provider", "openai"), ("outcome", "quota_exceeded")]), 1);
+    let openai = ("provider", "openai");
+    assert_eq!(seen.counter("llm_retry_requests_total", &[openai, ("outcome", "quota_exceeded")]), 1);
     assert_eq!(seen.total("llm_retry_requests_total"), 1);
     assert_eq!(seen.total("llm_retry_retries_total"), 0);
     assert!(seen.series("llm_retry_wait_seconds").is_empty());
+    let requests = [openai, ("host", "api.openai.com"), ("limit", "requests")];
+    assert_eq!(seen.gauge("llm_retry_ratelimit_remaining", &requests), Some(3.0));
 }
 
 #[tokio::test]

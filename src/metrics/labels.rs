@@ -1,12 +1,10 @@
 //! Label values from what the loop has at hand: small pure functions, tested here.
 
-use std::sync::Arc;
-
-use ::metrics::{SharedString, gauge};
 use http::StatusCode;
 use url::Url;
 
-use super::{Cause, REMAINING};
+use super::Cause;
+use super::keys::set_headroom;
 use crate::kind::ErrorKind;
 use crate::provider::Provider;
 use crate::rate_limits::RateLimits;
@@ -52,26 +50,21 @@ pub(super) fn host(url: &Url) -> Option<&str> {
     url.host_str().map(|host| host.trim_end_matches('.')).filter(|host| !host.is_empty())
 }
 
-/// The `remaining` count of each limit a response stated, with its `limit` label.
-pub(super) fn remaining(limits: &RateLimits) -> impl Iterator<Item = (&'static str, u64)> {
-    [
-        ("requests", limits.requests),
-        ("tokens", limits.tokens),
-        ("input_tokens", limits.input_tokens),
-        ("output_tokens", limits.output_tokens),
-    ]
-    .into_iter()
-    .filter_map(|(label, limit)| Some((label, limit?.remaining?)))
+/// The `limit` label of each family of [`RateLimits`], in the order of [`remaining`].
+pub(super) const LIMITS: [&str; 4] = ["requests", "tokens", "input_tokens", "output_tokens"];
+
+/// The `remaining` count of each limit a response stated, with its index in [`LIMITS`].
+pub(super) fn remaining(limits: &RateLimits) -> impl Iterator<Item = (usize, u64)> {
+    [limits.requests, limits.tokens, limits.input_tokens, limits.output_tokens]
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, limit)| Some((index, limit?.remaining?)))
 }
 
-/// Sets the headroom gauges of a response to `url`. The host is copied once, then shared by
-/// each limit's labels.
+/// Sets the headroom gauges of a response to `url`.
 pub(super) fn record_remaining(provider: Provider, url: &Url, limits: &RateLimits) {
-    let Some(host) = host(url) else { return };
-    let mut shared: Option<SharedString> = None;
-    for (limit, remaining) in remaining(limits) {
-        let host = shared.get_or_insert_with(|| SharedString::from(Arc::<str>::from(host))).clone();
-        gauge!(REMAINING, "provider" => provider.name(), "host" => host, "limit" => limit).set(remaining as f64);
+    if let Some(host) = host(url) {
+        set_headroom(provider, host, remaining(limits));
     }
 }
 
@@ -130,7 +123,7 @@ mod tests {
             input_tokens: left(0),
             output_tokens: left(u64::MAX),
         };
-        let found: Vec<_> = remaining(&limits).collect();
+        let found: Vec<_> = remaining(&limits).map(|(index, left)| (LIMITS[index], left)).collect();
         assert_eq!(found, [("requests", 7), ("input_tokens", 0), ("output_tokens", u64::MAX)]);
         assert_eq!(remaining(&RateLimits::default()).count(), 0);
     }

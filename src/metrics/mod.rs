@@ -15,6 +15,8 @@
 //! inlined, so the loop's calls compile to nothing.
 
 #[cfg(feature = "metrics")]
+mod keys;
+#[cfg(feature = "metrics")]
 mod labels;
 
 use std::time::Duration;
@@ -79,7 +81,7 @@ pub(crate) fn describe() {
 #[cfg_attr(not(feature = "metrics"), inline(always))]
 pub(crate) fn succeeded(provider: Provider) {
     #[cfg(feature = "metrics")]
-    counter!(REQUESTS, "provider" => provider.name(), "outcome" => labels::SUCCESS).increment(1);
+    keys::count_success(provider);
     #[cfg(not(feature = "metrics"))]
     let _ = provider;
 }
