@@ -277,6 +277,34 @@ async fn an_outage_sets_its_gauge_while_it_lasts_and_records_the_held_waits() {
 }
 
 #[tokio::test]
+async fn a_call_held_by_an_outage_until_its_bound_ends_as_overloaded_even_never_sent() {
+    let _turn = turn().await;
+    let (server, _) = mock::start(Provider::Anthropic).await;
+    let down = ResponseTemplate::from(mock::anthropic::overloaded()).set_delay(Duration::from_millis(5));
+    Mock::given(any()).respond_with(down).mount(&server).await;
+    // Retries would take 10 + 20 ms: no request is held longer.
+    let client = client(Provider::Anthropic, &server, fast().max_retries(2).build());
+    let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
+    let calls = |n| {
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (client, url) = (client.clone(), url.clone());
+            requests.spawn(async move { client.post(url).body("{}").send().await.map(|r| r.status().as_u16()) });
+        }
+        tokio::time::timeout(DEADLINE, requests.join_all())
+    };
+    // The outage (each returns its 529), then requests held before ever being sent.
+    calls(12).await.expect("no hang");
+    let later = calls(8).await.expect("no hang");
+    assert!(later.iter().any(Result::is_err), "one was held until its bound, never sent: {later:?}");
+
+    let seen = recorded();
+    let anthropic = ("provider", "anthropic");
+    assert_eq!(seen.counter("llm_retry_requests_total", &[anthropic, ("outcome", "overloaded")]), 20);
+    assert_eq!(seen.total("llm_retry_requests_total"), 20);
+}
+
+#[tokio::test]
 async fn an_error_event_before_a_streams_output_is_a_stream_error_retry() {
     let _turn = turn().await;
     let (server, _) = mock::start(Provider::Anthropic).await;
