@@ -1,5 +1,5 @@
 //! Every retry is a `tracing` event carrying provider, status, kind, attempt,
-//! wait and the request id the provider sent. A binary of its own: tracing caches per-callsite interest, so the
+//! `http.request.resend_count`, wait and the request id the provider sent. A binary of its own: tracing caches per-callsite interest, so the
 //! subscriber must be installed before any event fires.
 
 use std::time::Duration;
@@ -39,9 +39,15 @@ async fn each_retry_is_an_event_with_its_reason_and_wait() {
         text.lines().filter(|l| l.contains("retrying LLM API request") && l.contains("anthropic")).collect();
     assert_eq!(retries.len(), 2, "{text}");
     for (i, line) in retries.iter().enumerate() {
-        for field in
-            ["provider=\"anthropic\"", "status=529", "kind=\"overloaded\"", &format!("attempt={}", i + 1), "wait_ms=7"]
-        {
+        for field in [
+            "provider=\"anthropic\"",
+            "status=529",
+            "kind=\"overloaded\"",
+            &format!("attempt={}", i + 1),
+            // OpenTelemetry's name for the number of this resend.
+            &format!("http.request.resend_count={}", i + 1),
+            "wait_ms=7",
+        ] {
             assert!(line.contains(field), "{field} missing in {line}");
         }
         assert!(line.contains("WARN"), "{line}");

@@ -24,6 +24,7 @@ mod parsing;
 mod server;
 mod stats;
 mod storm;
+mod storm_chart;
 mod success;
 mod svg;
 
@@ -161,7 +162,7 @@ fn main() {
                 );
                 std::fs::create_dir_all(std::path::Path::new(SVG_PATH).parent().expect("docs dir"))
                     .expect("mkdir docs");
-                std::fs::write(SVG_PATH, svg::storm_chart(&runs, &title)).expect("write the SVG");
+                std::fs::write(SVG_PATH, storm_chart::storm_chart(&runs, &title)).expect("write the SVG");
             }
             let reference = runs.iter().find(|r| r.kind == Kind::Reference).map(storm::StormRun::wasted_per_success);
             for run in &runs {

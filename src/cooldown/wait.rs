@@ -6,6 +6,7 @@ use crate::clock::Instant;
 
 use super::{Gate, Key, Pacer, hold};
 use crate::backoff::Timing;
+use crate::metrics::{self, Cause};
 
 /// Waits for the shared cooldown of `key`, within the time bounds, and
 /// returns the send's sequence number.
@@ -30,6 +31,7 @@ async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waite
         };
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
         tokio::time::sleep(wait).await;
+        metrics::waited(key.provider, Cause::RateLimit, wait);
         held = held.saturating_add(wait);
         *waited = waited.saturating_add(wait);
     }

@@ -33,6 +33,7 @@ use crate::backoff::{Timing, repeated_within, retry_budget};
 use crate::cooldown::CooldownStore;
 use crate::error::LlmApiError;
 use crate::kind::ErrorKind;
+use crate::metrics::{self, Cause};
 use crate::provider::Provider;
 pub(crate) use shared::Board;
 #[cfg(feature = "redis")]
@@ -58,6 +59,8 @@ pub(crate) struct Health {
 struct Host {
     /// `host:port`, for the log lines and the store.
     name: String,
+    /// The provider of the request that first failed here, for the metrics.
+    provider: Provider,
     tracker: Mutex<Tracker>,
     /// Wakes the waiting requests when a probe returns or the outage ends.
     wake: Notify,
@@ -93,22 +96,24 @@ impl Health {
         if !self.failed_once.load(Ordering::Relaxed) {
             return None;
         }
-        self.find(url, model, false)
+        self.find(url, model, None)
     }
 
     /// The ticket of a request whose attempt just failed, its host tracked from now on.
     #[cold]
-    pub(crate) fn ticket_after_failure(&self, url: &Url, model: Option<&str>) -> Option<Ticket> {
+    pub(crate) fn ticket_after_failure(&self, url: &Url, model: Option<&str>, provider: Provider) -> Option<Ticket> {
         self.failed_once.store(true, Ordering::Relaxed);
-        self.find(url, model, true)
+        self.find(url, model, Some(provider))
     }
 
-    fn find(&self, url: &Url, model: Option<&str>, create: bool) -> Option<Ticket> {
+    /// The ticket of a request to `url` (for `model`, when known); its host tracked from now on,
+    /// for `create`'s provider, when it was not.
+    fn find(&self, url: &Url, model: Option<&str>, create: Option<Provider>) -> Option<Ticket> {
         let (key, name, port) = host_key(url, model)?;
         let mut hosts = self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let host = match hosts.get(&key) {
-            Some(host) => host.clone(),
-            None if create => {
+        let host = match (hosts.get(&key), create) {
+            (Some(host), _) => host.clone(),
+            (None, Some(provider)) => {
                 if hosts.len() >= MAX_HOSTS {
                     hosts.retain(|_, host| !host.tracker().idle());
                 }
@@ -120,6 +125,7 @@ impl Health {
                         Some(model) => format!("{name}:{port}/{model}"),
                         None => format!("{name}:{port}"),
                     },
+                    provider,
                     tracker: Mutex::default(),
                     wake: Notify::new(),
                     store: self.store.clone(),
@@ -127,7 +133,7 @@ impl Health {
                 hosts.insert(key, host.clone());
                 host
             }
-            None => return None,
+            (None, None) => return None,
         };
         drop(hosts);
         host.tracker().join();
@@ -201,7 +207,7 @@ impl Ticket {
                 Decision::Go { probe } => return self.go(probe),
                 Decision::GoAt(at) => {
                     tokio::time::sleep_until(at.min(bound).max(now)).await;
-                    *waited = waited.saturating_add(now.elapsed());
+                    host.held(now.elapsed(), waited);
                     return self.go(false);
                 }
                 Decision::Wait(_) if !patient => {
@@ -222,7 +228,7 @@ impl Ticket {
                 tracing::debug!(host = host.name, "waiting for the provider's outage to end");
             }
             let _ = tokio::time::timeout_at(until, notified).await;
-            *waited = waited.saturating_add(now.elapsed());
+            host.held(now.elapsed(), waited);
         }
     }
 
@@ -320,7 +326,21 @@ fn news(report: Report, change: Option<Change>, leased: bool, next_probe: Option
 }
 
 impl Host {
+    /// A request slept `wait` for the outage (until its release, a probe's news or its bound).
+    fn held(&self, wait: Duration, waited: &mut Duration) {
+        *waited += wait;
+        metrics::waited(self.provider, Cause::Outage, wait);
+    }
+
+    /// The host's name without its port.
+    fn host(&self) -> &str {
+        self.name.rsplit_once(':').map_or(&self.name, |(host, _)| host)
+    }
+
     fn log(&self, change: Option<Change>) {
+        if let Some(change) = change {
+            metrics::outage(self.provider, self.host(), !matches!(change, Change::Left { .. }));
+        }
         match change {
             Some(Change::Entered { failures }) => tracing::warn!(
                 host = self.name,

@@ -51,6 +51,7 @@ impl StreamHold {
 
 impl Default for Config {
     fn default() -> Self {
+        crate::metrics::describe();
         Config {
             timing: Timing::default(),
             hosts: Vec::new(),

@@ -112,6 +112,7 @@ impl Call<'_> {
             rerouting.primary_error = primary;
         }
         event::falling_back(provider, from, to, kind);
+        crate::metrics::fell_back(provider, from, to);
         // The next model's own retry schedule, and its own health.
         self.started = Instant::now();
         self.schedule_from = self.attempts;

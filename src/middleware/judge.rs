@@ -22,6 +22,7 @@ use crate::diagnose::diagnose;
 use crate::error::RetryStats;
 use crate::health::{self, Report};
 use crate::kind::ErrorKind;
+use crate::metrics;
 use crate::provider::Provider;
 use crate::rate_limits::RateLimits;
 use crate::redact::Secrets;
@@ -67,7 +68,7 @@ impl<'a> Call<'a> {
             Ok(response) if !is_error(response.status()) => {
                 let stats = self.stats();
                 let Some(format) = self.config.stream_format(self.provider, &response) else {
-                    return match succeeded(response, stats, self.pacing_of(attempt)) {
+                    return match succeeded(self.provider, response, stats, self.pacing_of(attempt)) {
                         (response, None) => Judging::Now(Judged::Success(response)),
                         (response, Some(publish)) => {
                             Judging::Later(Box::pin(
@@ -132,7 +133,7 @@ impl<'a> Call<'a> {
             Outcome::Transport(_) => return,
         };
         if self.ticket.is_none() && report == Report::Failed {
-            self.ticket = health.ticket_after_failure(url, self.model());
+            self.ticket = health.ticket_after_failure(url, self.model(), self.provider);
         }
         if let Some(ticket) = &mut self.ticket {
             ticket.report(report, server_wait, self.config.timing.base_delay);
@@ -173,7 +174,7 @@ async fn read_error(response: Response, at: Context<'_>) -> Judged {
 async fn screen(response: Response, format: &StreamFormat, at: Context<'_>, stats: RetryStats) -> Judged {
     let hold = at.config.stream_hold;
     match stream::hold(response, format, hold.limit, hold.patience).await {
-        Start::Clean(response) => Judged::Success(match succeeded(response, stats, at.pacing) {
+        Start::Clean(response) => Judged::Success(match succeeded(at.provider, response, stats, at.pacing) {
             (response, None) => response,
             (response, Some(publish)) => publish.then_return(response).await,
         }),
@@ -205,6 +206,7 @@ async fn conclude(held: HeldResponse, status: StatusCode, body: &[u8], mut at: C
     };
     let verdict = decide(&config.timing, facts, rand::random());
     let limits = RateLimits::from_headers(held.headers(), now);
+    metrics::rate_limits(at.provider, held.url(), limits.as_ref());
     if let Some((pacer, key, seq)) = at.pacing {
         // Only a rate limit is about this key; overload is everyone's.
         let cooled = (error.kind == ErrorKind::RateLimited).then_some(error.retry_after).flatten();

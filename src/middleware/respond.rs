@@ -12,6 +12,8 @@ use crate::backoff::Verdict;
 use crate::cooldown::{Key, Pacer};
 use crate::error::{LlmApiError, RetryStats};
 use crate::health::{self, Held};
+use crate::kind::ErrorKind;
+use crate::metrics;
 use crate::provider::Provider;
 use crate::rate_limits::RateLimits;
 use crate::redact::redact_error;
@@ -23,6 +25,12 @@ impl Call<'_> {
         match (verdict, attempt.pending) {
             (Verdict::Retry(wait), Some(request)) => {
                 log_retry(self.provider, self.attempts, wait, &outcome);
+                match &outcome {
+                    Outcome::Answered(failure) => {
+                        metrics::retried(self.provider, failure.held.status(), failure.error.kind, wait)
+                    }
+                    Outcome::Transport(error) => metrics::retried_after_transport(self.provider, error, wait),
+                }
                 // The failed response is dropped here, before the wait, so its
                 // connection and buffers are released at once; kept, when read
                 // to its end, while an outage may hold the request.
@@ -49,7 +57,10 @@ impl Call<'_> {
         }
         Step::Return(match outcome {
             Outcome::Answered(failure) => self.respond(*failure, retryable),
-            Outcome::Transport(error) => Err(redact_error(error)),
+            Outcome::Transport(error) => {
+                metrics::failed_in_transport(self.provider, &error);
+                Err(redact_error(error))
+            }
         })
     }
 
@@ -64,6 +75,7 @@ impl Call<'_> {
         Step::Return(match self.last.take() {
             Some(failure) => self.respond(*failure, Some(true)),
             None => {
+                metrics::failed(self.provider, ErrorKind::Overloaded);
                 let mut error = health::held_error(self.provider, held, self.attempts);
                 if let Some(taken) = self.fallback_taken() {
                     error.set_fallback(taken);
@@ -97,11 +109,14 @@ impl Publish<'_> {
 /// Attaches the rate limits and the stats to a success, and feeds its
 /// rate-limit headers to the pacer; returns what a store must hear of.
 pub(super) fn succeeded<'a>(
+    provider: Provider,
     mut response: Response,
     stats: RetryStats,
     pacing: Option<(&'a Pacer, &'a Key, u64)>,
 ) -> (Response, Option<Publish<'a>>) {
     let limits = RateLimits::read(response.headers(), SystemTime::now);
+    metrics::succeeded(provider);
+    metrics::rate_limits(provider, response.url(), limits.as_ref());
     let mut publish = None;
     if let Some((pacer, key, seq)) = pacing
         && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
@@ -126,6 +141,7 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             status = failure.error.status.as_u16(),
             kind = failure.error.kind.name(),
             attempt,
+            http.request.resend_count = attempt,
             wait_ms = wait.as_millis() as u64,
             // `None` records no field, rather than an empty one.
             request_id = failure.error.request_id.as_deref(),
@@ -135,6 +151,7 @@ fn log_retry(provider: Provider, attempt: u32, wait: Duration, outcome: &Outcome
             provider = provider.name(),
             kind = if error.is_timeout() { "timeout" } else { "connect" },
             attempt,
+            http.request.resend_count = attempt,
             wait_ms = wait.as_millis() as u64,
             "retrying LLM API request after a transport error"
         ),
@@ -157,6 +174,7 @@ fn failed_response(failure: Failure, retryable: Option<bool>, stats: RetryStats)
     let Failure { held, mut error, limits } = failure;
     error.retryable = retryable.unwrap_or(error.retryable);
     error.attempts = stats.attempts;
+    metrics::failed(error.provider, error.kind);
     tracing::debug!(
         provider = error.provider.name(),
         status = error.status.as_u16(),
