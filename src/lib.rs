@@ -164,26 +164,24 @@ mod policy;
 mod provider;
 mod rate_limits;
 mod redact;
-#[cfg(feature = "redis")]
-mod redis_store;
 #[doc(hidden)]
 pub mod retry_after;
 #[doc(hidden)]
 pub use stream::read_events as __read_stream_events;
+pub mod store;
 mod stream;
 mod upload;
 
-pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
-pub use health::{OutageQuery, OutageReport, OutageTurn};
 pub use kind::ErrorKind;
 pub use middleware::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 pub use policy::RetryRule;
 pub use provider::{ParseProviderError, Provider};
 pub use rate_limits::{RateLimit, RateLimits};
 /// The `redis` crate (major version 1), whose types appear in
-/// [`RedisCooldownStore`]'s signatures (`RedisResult`, `aio::ConnectionManager`):
+/// [`RedisStore`]'s signatures (`RedisResult`, `IntoConnectionInfo`,
+/// `aio::ConnectionManager`, `cluster_async::ClusterConnection`):
 /// re-exported so that a program builds them with the very version this crate
 /// links. A new major version of `redis` is a new major version of this crate.
 #[cfg(feature = "redis")]
@@ -191,7 +189,8 @@ pub use rate_limits::{RateLimit, RateLimits};
 pub use redis;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_store::RedisCooldownStore;
+pub use store::RedisStore;
+pub use store::{MemoryStore, SharedStore};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

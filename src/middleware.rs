@@ -14,7 +14,8 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::cooldown::{CooldownStore, Gate, Key, Pacer, hold, limit_in_message};
+use crate::cooldown::{Gate, Key, Pacer, hold, limit_in_message};
+use crate::store::SharedStore;
 use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
@@ -43,7 +44,7 @@ use crate::upload::{PATIENCE, resendable};
 /// | [`error_body_limit`](LlmRetryMiddlewareBuilder::error_body_limit) | 64 KiB | [`ERROR_BODY_LIMIT`](defaults::ERROR_BODY_LIMIT) |
 /// | [`error_body_timeout`](LlmRetryMiddlewareBuilder::error_body_timeout) | 10 s | [`ERROR_BODY_TIMEOUT`](defaults::ERROR_BODY_TIMEOUT) |
 /// | [`cooldown`](LlmRetryMiddlewareBuilder::cooldown) | on, in memory | [`COOLDOWN`](defaults::COOLDOWN) |
-/// | [`cooldown_store`](LlmRetryMiddlewareBuilder::cooldown_store) | none (the middleware's own memory) | |
+/// | [`shared_store`](LlmRetryMiddlewareBuilder::shared_store) | none (the middleware's own memory) | |
 /// | [`outage`](LlmRetryMiddlewareBuilder::outage) | on: in a provider outage, one request probes while the others wait | [`OUTAGE`](defaults::OUTAGE) |
 /// | [`streams`](LlmRetryMiddlewareBuilder::streams) | on: an error event before a stream's first output is retried | [`STREAMS`](defaults::STREAMS) |
 /// | [`stream_hold_limit`](LlmRetryMiddlewareBuilder::stream_hold_limit) | 16 KiB | [`STREAM_HOLD_LIMIT`](defaults::STREAM_HOLD_LIMIT) |
@@ -163,10 +164,10 @@ impl LlmRetryMiddleware {
 #[derive(Debug, Clone)]
 pub struct LlmRetryMiddlewareBuilder {
     config: Config,
-    /// The `cooldown` switch and the `cooldown_store`, kept apart until `build`, so that
+    /// The `cooldown` switch and the `shared_store`, kept apart until `build`, so that
     /// neither setter undoes the other.
     cooldown: bool,
-    store: Option<Arc<dyn CooldownStore>>,
+    store: Option<Arc<dyn SharedStore>>,
     /// The `outage` switch, applied at `build`, so that clones of a builder do not share health.
     outage: bool,
 }
@@ -320,7 +321,7 @@ impl LlmRetryMiddlewareBuilder {
     /// and credential: after a 429, or once the rate-limit headers say the
     /// window is used up, requests wait for the reset instead of each
     /// collecting its own 429. `false` turns it off, whether or not a
-    /// [`cooldown_store`](Self::cooldown_store) is set. See [`CooldownStore`].
+    /// [`shared_store`](Self::shared_store) is set. See [`SharedStore`].
     ///
     /// Default: on ([`defaults::COOLDOWN`]), in the middleware's own memory, shared by its clones.
     pub fn cooldown(mut self, enabled: bool) -> Self {
@@ -328,8 +329,8 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
-    /// Also keeps cooldowns in `store`, e.g. a `RedisCooldownStore` shared by
-    /// a fleet, or an `Arc<MemoryCooldownStore>` shared by several
+    /// Shares pacing and provider health through `store` too: a `RedisStore`
+    /// shared by a fleet, or an `Arc<MemoryStore>` shared by several
     /// middlewares. The store is asked before each send and told of each
     /// cooldown. It is used while the [`cooldown`](Self::cooldown) is on,
     /// whichever of the two setters comes first. While the
@@ -337,7 +338,7 @@ impl LlmRetryMiddlewareBuilder {
     /// through it too (one probe for the fleet).
     ///
     /// Default: none; the cooldown lives in the middleware's own memory.
-    pub fn cooldown_store(mut self, store: impl CooldownStore) -> Self {
+    pub fn shared_store(mut self, store: impl SharedStore) -> Self {
         self.store = Some(Arc::new(store));
         self
     }
@@ -365,12 +366,12 @@ impl LlmRetryMiddlewareBuilder {
     /// true`, `attempts: 0`, `retry_after` when the provider gave a wait),
     /// which [`LlmApiError::find_in`] finds.
     ///
-    /// With a [`cooldown_store`](Self::cooldown_store), the outage is the
+    /// With a [`shared_store`](Self::shared_store), the outage is the
     /// fleet's: one probe at a time for every process sharing the store
     /// (a lease in the store), a process that sees a failure joins an
     /// outage another has recorded at once, and when any process's request
     /// succeeds, the others hear of it within 100 ms and release theirs.
-    /// See [`CooldownStore::outage`].
+    /// See [`SharedStore::outage`].
     ///
     /// Entering an outage is a `tracing` warning, leaving it an info event
     /// with the probe count and how long it lasted.

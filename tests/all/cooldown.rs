@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{ErrorKind, LlmResponseExt, MemoryCooldownStore, RateLimit};
+use reqwest_llm_retry::{ErrorKind, LlmResponseExt, MemoryStore, RateLimit};
 use wiremock::matchers::header;
 use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
@@ -49,10 +49,10 @@ async fn separately_built_middlewares_share_cooldowns_through_one_store() {
     let server = MockServer::start().await;
     first(&server, 1, json(429, "{}").insert_header("retry-after-ms", "300")).await;
     always(&server, ok()).await;
-    let store = Arc::new(MemoryCooldownStore::new());
+    let store = Arc::new(MemoryStore::new());
     // Different settings, one store; `a` returns its 429 at once, without waiting.
-    let a = client(&server, fast().max_retries(0).cooldown_store(store.clone()).build());
-    let b = client(&server, fast().cooldown_store(store).build());
+    let a = client(&server, fast().max_retries(0).shared_store(store.clone()).build());
+    let b = client(&server, fast().shared_store(store).build());
     let alone = client(&server, fast().build());
     let target = url(&server, OPENAI, "/v1/chat/completions");
 
@@ -102,9 +102,9 @@ async fn a_used_up_window_on_a_success_reaches_the_store() {
     let server = MockServer::start().await;
     first(&server, 1, used_up("300ms")).await;
     always(&server, ok()).await;
-    let store = Arc::new(MemoryCooldownStore::new());
-    let a = client(&server, fast().cooldown_store(store.clone()).build());
-    let b = client(&server, fast().cooldown_store(store).build());
+    let store = Arc::new(MemoryStore::new());
+    let a = client(&server, fast().shared_store(store.clone()).build());
+    let b = client(&server, fast().shared_store(store).build());
     let target = url(&server, OPENAI, "/v1/models");
     let sent = Instant::now();
     assert_eq!(a.get(&target).bearer_auth("sk-k").send().await.unwrap().status(), 200);
@@ -176,10 +176,10 @@ async fn cooldown_holds_add_up_to_at_most_max_retry_after() {
         .mount(&server)
         .await;
     always(&server, ok()).await;
-    let store = Arc::new(MemoryCooldownStore::new());
+    let store = Arc::new(MemoryStore::new());
     // It never waits itself (every wait is above its 1 ms), and publishes every cooldown.
-    let neighbour = client(&server, fast().max_retries(0).max_retry_after(MS(1)).cooldown_store(store.clone()).build());
-    let patient = client(&server, fast().max_retry_after(MS(250)).cooldown_store(store).build());
+    let neighbour = client(&server, fast().max_retries(0).max_retry_after(MS(1)).shared_store(store.clone()).build());
+    let patient = client(&server, fast().max_retry_after(MS(250)).shared_store(store).build());
     let target = url(&server, OPENAI, "/v1/chat/completions");
     let poke = move || neighbour.post(&target).bearer_auth("sk-k").header("x-neighbour", "1").send();
     assert_eq!(poke().await.unwrap().status(), 429);
