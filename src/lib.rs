@@ -74,8 +74,10 @@
 //! hash, never the key): after a 429, or once the rate-limit headers say a window is used up,
 //! requests with the same key wait for the reset instead of each collecting its own 429, and
 //! the `remaining` budget is spent as requests go out. Waits stay within `max_retry_after` and
-//! `max_elapsed`. A [`CooldownStore`] shares the state further ([`MemoryCooldownStore`]
-//! between middlewares, `RedisCooldownStore` across processes);
+//! `max_elapsed`. A [`SharedStore`] set with
+//! [`shared_store`](LlmRetryMiddlewareBuilder::shared_store) shares the state further
+//! ([`MemoryStore`] between middlewares, `RedisStore` across the processes of a fleet, on one
+//! node or a Redis Cluster; see [`store`]);
 //! [`cooldown(false)`](LlmRetryMiddlewareBuilder::cooldown) turns it off. Every response
 //! carrying rate-limit headers gets a [`RateLimits`] snapshot.
 //!
@@ -91,7 +93,7 @@
 //! | Cargo feature | What it adds |
 //! |---|---|
 //! | `mock` | the `mock` test kit: realistic provider failures as wiremock templates, scripted sequences, clients that reach a mock under the real host name |
-//! | `redis` | `RedisCooldownStore`: cooldowns shared by a fleet of processes through Redis |
+//! | `redis` | `RedisStore`: pacing and outages shared by a fleet of processes through Redis (a single node or a Redis Cluster) |
 //!
 //! Both are off by default. The kit's signatures use wiremock 0.6 types and the store's use
 //! redis 1 types: each crate is re-exported (`mock::wiremock`, `redis`), and a new major
@@ -114,7 +116,8 @@
 //! | `provider outage, said by another process sharing the store: holding requests` | WARN | `host` |
 //! | `provider outage over: releasing the held requests` | INFO | `host`, `probes`, `lasted_ms` |
 //! | `waiting for the provider's outage to end` | DEBUG | `host` |
-//! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
+//! | `Redis store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`spend`, `extend`, `outage` or `report_outage`) |
+//! | `Redis store call` | TRACE | `action`, `elapsed_us`, `ok` |
 //!
 //! `provider` and `kind` are [`Provider::name`] and [`ErrorKind::name`] (snake_case);
 //! [`RetryStats`] on the response gives the same counts to code. There is no per-retry
@@ -131,8 +134,8 @@
 //! held until then returns its last error response, or, never sent, an
 //! `Err(reqwest_middleware::Error::Middleware(..))` holding an [`LlmApiError`] of kind
 //! [`Overloaded`](ErrorKind::Overloaded) with `attempts: 0` ([`LlmApiError::find_in`] reaches
-//! it). With a [`CooldownStore`] that shares outages ([`MemoryCooldownStore`],
-//! `RedisCooldownStore`), the probe is the fleet's: one at a time for every process, and a
+//! it). With a [`SharedStore`] ([`MemoryStore`], `RedisStore`), the probe is the fleet's: one
+//! at a time for every process, and a
 //! success anywhere releases everyone's requests. See
 //! [`outage`](LlmRetryMiddlewareBuilder::outage), which turns it off.
 //!

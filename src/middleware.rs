@@ -15,7 +15,6 @@ use reqwest_middleware::{Middleware, Next};
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
 use crate::cooldown::{Gate, Key, Pacer, hold, limit_in_message};
-use crate::store::SharedStore;
 use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
@@ -25,6 +24,7 @@ use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider, normalize_host};
 use crate::rate_limits::RateLimits;
 use crate::redact::{Secrets, redact_error};
+use crate::store::SharedStore;
 use crate::stream::{self, Start, StreamFormat};
 use crate::upload::{PATIENCE, resendable};
 

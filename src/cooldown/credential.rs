@@ -17,6 +17,8 @@
 //! date is left out, so that a cooldown does not end at midnight UTC. A SigV4
 //! signature and a short-term key of one access key are one credential.
 
+use std::borrow::Cow;
+
 /// The start of a SigV4 `Authorization` value (`AWS4-HMAC-SHA256`, `AWS4-ECDSA-P256-SHA256`).
 const SIGV4: &[u8] = b"AWS4-";
 /// The start of a short-term Bedrock API key, as a bearer token.
@@ -30,16 +32,17 @@ const MAX_TOKEN: usize = 16 * 1024;
 /// the whole value, or the parts of an AWS identity. The common case costs two
 /// prefix compares.
 pub(super) fn identity(value: &[u8], mut part: impl FnMut(&[u8])) {
-    if value.starts_with(SIGV4) {
-        if let Some(credential) = sigv4_credential(value) {
-            return aws_identity(credential, part);
-        }
+    let aws = if value.starts_with(SIGV4) {
+        sigv4_credential(value).map(Cow::Borrowed)
     } else if let Some(token) = value.strip_prefix(BEDROCK_SHORT_TERM) {
-        if let Some(credential) = short_term_credential(token) {
-            return aws_identity(&credential, part);
-        }
+        short_term_credential(token).map(Cow::Owned)
+    } else {
+        None
+    };
+    match aws {
+        Some(credential) => aws_identity(&credential, part),
+        None => part(value),
     }
-    part(value);
 }
 
 /// `AKID/date/region/service/aws4_request` as (access key, region, service):
@@ -159,7 +162,10 @@ mod tests {
         let aws = |akid: &str, region: &str| vec!["aws4-identity".to_owned(), akid.to_owned(), region.to_owned()];
         let rows: &[(&str, Vec<String>)] = &[
             ("Bearer sk-proj-AAAA", vec!["Bearer sk-proj-AAAA".to_owned()]),
-            ("Bearer ABSKQmVkcm9ja0FQSUtleS1sb25nLXRlcm0=", vec!["Bearer ABSKQmVkcm9ja0FQSUtleS1sb25nLXRlcm0=".to_owned()]),
+            (
+                "Bearer ABSKQmVkcm9ja0FQSUtleS1sb25nLXRlcm0=",
+                vec!["Bearer ABSKQmVkcm9ja0FQSUtleS1sb25nLXRlcm0=".to_owned()],
+            ),
             (
                 "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/bedrock/aws4_request, \
                  SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
@@ -174,8 +180,14 @@ mod tests {
                 aws("AKIDEXAMPLE", "bedrock/aws4_request"),
             ),
             // Not SigV4 after all: the whole value.
-            ("AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00", vec!["AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00".to_owned()]),
-            ("AWS4-HMAC-SHA256 Credential=, Signature=00", vec!["AWS4-HMAC-SHA256 Credential=, Signature=00".to_owned()]),
+            (
+                "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00",
+                vec!["AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00".to_owned()],
+            ),
+            (
+                "AWS4-HMAC-SHA256 Credential=, Signature=00",
+                vec!["AWS4-HMAC-SHA256 Credential=, Signature=00".to_owned()],
+            ),
             ("Bearer bedrock-api-key-!!!", vec!["Bearer bedrock-api-key-!!!".to_owned()]),
         ];
         for (value, expected) in rows {
@@ -187,7 +199,7 @@ mod tests {
         assert_ne!(token, other, "a new signature");
         assert_eq!(parts(&other), parts(&token), "the same identity");
         let no_credential = format!("Bearer bedrock-api-key-{}", encode(b"bedrock.amazonaws.com/?Action=x&Version=1"));
-        assert_eq!(parts(&no_credential), [no_credential.clone()]);
+        assert_eq!(parts(&no_credential), [no_credential.as_str()]);
     }
 
     #[test]
@@ -200,6 +212,6 @@ mod tests {
         assert_eq!(base64(b"YW Jj"), None);
         assert_eq!(percent_decode(b"A%2FB%2f%zz%4"), b"A/B/%zz%4");
         let huge = format!("Bearer bedrock-api-key-{}", "A".repeat(MAX_TOKEN + 1));
-        assert_eq!(parts(&huge), [huge.clone()], "too long to decode: hashed whole");
+        assert_eq!(parts(&huge), [huge.as_str()], "too long to decode: hashed whole");
     }
 }

@@ -31,13 +31,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::rate_limits::{RateLimit, RateLimits};
+use crate::store::{SharedStore, Window};
 use budget::Budget;
 pub(crate) use hold::hold;
 pub(crate) use key::Key;
 use key::KeyMap;
 pub(crate) use learner::limit_in_message;
 use learner::{Admit, Learner};
-use crate::store::{SharedStore, Window};
 
 /// Entries kept before expired ones are swept, bounding memory.
 const SWEEP_AT: usize = 1024;
@@ -410,7 +410,8 @@ mod tests {
     async fn a_store_answer_that_passed_in_transit_is_asked_again_not_taken_as_leave() {
         // Every answer has passed by the time it arrives. Going at once would send
         // uncounted, just as the fleet's window opens.
-        let late = TestStore { spend: Some(|| Some(SystemTime::now() - Duration::from_millis(3))), ..TestStore::default() };
+        let late =
+            TestStore { spend: Some(|| Some(SystemTime::now() - Duration::from_millis(3))), ..TestStore::default() };
         let pacer = Pacer::new(Some(Arc::new(late) as Arc<dyn SharedStore>));
         assert_eq!(pacer.shared_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
     }

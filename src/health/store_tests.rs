@@ -50,7 +50,8 @@ async fn a_wait_that_has_already_passed_is_not_asked_again_in_a_loop() {
     // Every answer is "wait until" a time long past, as a slow round trip or a skewed clock can make it.
     let server = MockServer::start().await;
     Mock::given(any()).respond_with(overloaded().set_delay(MS(2))).mount(&server).await;
-    let store = Arc::new(TestStore { outage: Some(|| OutageTurn::Wait(SystemTime::UNIX_EPOCH)), ..TestStore::default() });
+    let store =
+        Arc::new(TestStore { outage: Some(|| OutageTurn::Wait(SystemTime::UNIX_EPOCH)), ..TestStore::default() });
     let middleware = crate::LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).shared_store(store.clone());
     assert_eq!(concurrent(&server, middleware.build(), 4).await, [529; 4], "held to its bound");
     // Held for about 60 ms, asking at most every 2 ms.

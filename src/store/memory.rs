@@ -25,8 +25,7 @@ const SWEEP_AT: usize = 1024;
 /// let batch = LlmRetryMiddleware::builder().max_retries(8).shared_store(store).build();
 /// ```
 ///
-/// A [`RedisStore`](crate::RedisStore) keeps one too, to answer from while
-/// Redis is down.
+/// A `RedisStore` keeps one too, to answer from while Redis is down.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     cooldowns: Mutex<HashMap<String, SystemTime>>,

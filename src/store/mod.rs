@@ -2,8 +2,8 @@
 //! its pacing and its view of provider health through, beyond its own clones.
 //!
 //! [`MemoryStore`] shares them between middlewares of one process,
-//! [`RedisStore`](crate::RedisStore) (feature `redis`, a single node or a
-//! Redis Cluster) between the processes of a fleet. Set one with
+//! `RedisStore` (feature `redis`, a single node or a Redis Cluster) between
+//! the processes of a fleet. Set one with
 //! [`shared_store`](crate::LlmRetryMiddlewareBuilder::shared_store).
 //!
 //! A store keeps three things, each for everyone who shares it:
@@ -34,8 +34,8 @@
 //! or field a breaking change. Sealed, the protocol can change in a minor
 //! release, as with the sealed extension traits of tokio or reqwest. What is
 //! promised to a fleet instead is the key format of each store (see
-//! [`RedisStore`](crate::RedisStore)): processes of two releases read each
-//! other's keys while a deploy rolls.
+//! `RedisStore`): processes of two releases read each other's keys while a
+//! deploy rolls.
 //!
 //! The methods stay public so that a program can check its store directly
 //! (for instance a Redis deployment, before taking traffic); the types they
@@ -53,11 +53,11 @@ pub(crate) mod outage;
 mod redis;
 pub(crate) mod window;
 
-pub use memory::MemoryStore;
-pub use outage::{OutageQuery, OutageReport, OutageTurn};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
+pub use memory::MemoryStore;
+pub use outage::{OutageQuery, OutageReport, OutageTurn};
 pub use window::Window;
 
 /// The future a [`SharedStore`] method returns: boxed and `Send`, borrowing the
@@ -78,7 +78,7 @@ mod sealed {
 
 /// What a fleet shares: cooldowns, windows and outages (see the [module docs](self)).
 ///
-/// Implemented by [`MemoryStore`] and [`RedisStore`](crate::RedisStore), and
+/// Implemented by [`MemoryStore`] and `RedisStore`, and
 /// by `Arc<S>` of either, so that one store serves several middlewares.
 /// Sealed: it cannot be implemented outside this crate (see
 /// [why](self#why-the-trait-is-sealed)).

@@ -33,7 +33,7 @@ pub(crate) const LEASE: Duration = Duration::from_secs(10);
 pub(crate) const RECORD_TTL: Duration = Duration::from_secs(60);
 
 /// What a process asks a store before it sends during an outage, or after a
-/// failure: see [`SharedStore::outage`].
+/// failure: see [`SharedStore::outage`](super::SharedStore::outage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutageQuery {
@@ -54,7 +54,7 @@ impl OutageQuery {
     }
 }
 
-/// A store's answer to [`SharedStore::outage`].
+/// A store's answer to [`SharedStore::outage`](super::SharedStore::outage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OutageTurn {
@@ -70,7 +70,7 @@ pub enum OutageTurn {
 }
 
 /// What a process tells a store about a host's outage:
-/// [`SharedStore::report_outage`].
+/// [`SharedStore::report_outage`](super::SharedStore::report_outage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OutageReport {

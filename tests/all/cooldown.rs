@@ -44,6 +44,49 @@ async fn one_429_makes_every_clone_wait_for_the_same_key_only() {
     assert_eq!(hits(&server).await, 4, "one 429, then three successes");
 }
 
+/// An AWS SigV4 `Authorization` for `access_key`, with a signature of its own, as each request has.
+fn signed(access_key: &str, signature: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={access_key}/20260101/us-east-1/bedrock/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date, Signature={signature}"
+    )
+}
+
+#[tokio::test]
+async fn requests_signed_with_one_access_key_share_a_cooldown_whatever_their_signatures() {
+    let server = MockServer::start().await;
+    let throttled = json(429, r#"{"message":"Too many requests, please wait before trying again."}"#)
+        .insert_header("x-amzn-ErrorType", "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/")
+        .insert_header("retry-after-ms", "300");
+    first(&server, 1, throttled).await;
+    always(&server, ok()).await;
+    // `b` is built apart, sharing a store: the key a store sees is the same too.
+    let store = Arc::new(MemoryStore::new());
+    let a = client(&server, fast().max_retries(0).shared_store(store.clone()).build());
+    let b = client(&server, fast().max_retries(0).shared_store(store).build());
+    let target = url(&server, "bedrock-runtime.us-east-1.amazonaws.com", "/model/anthropic.claude-sonnet-4/converse");
+    let send = |client: &reqwest_middleware::ClientWithMiddleware, auth: String| {
+        client.post(&target).header("authorization", auth).header("x-amz-date", "20260101T000000Z").body("{}").send()
+    };
+
+    let sent = Instant::now();
+    let limited = send(&a, signed("AKIDAAAAEXAMPLE", "9f86d081884c7d65")).await.unwrap();
+    assert_eq!(limited.llm_error().unwrap().kind, ErrorKind::RateLimited);
+    let (same_here, same_there, other_key) = tokio::join!(
+        send(&a, signed("AKIDAAAAEXAMPLE", "60303ae22b998861")),
+        send(&b, signed("AKIDAAAAEXAMPLE", "fd61a03af4f77d87")),
+        send(&a, signed("AKIDBBBBEXAMPLE", "9f86d081884c7d65")),
+    );
+    let done = sent.elapsed();
+    for held in [same_here.unwrap(), same_there.unwrap()] {
+        assert_eq!(held.status(), 200, "waited for the access key's cooldown instead of collecting a 429");
+        assert!(held.retry_stats().unwrap().waited > Duration::ZERO);
+    }
+    assert!(done >= MS(300), "nothing signed with the key was sent before the cooldown ended: {done:?}");
+    assert_eq!(other_key.unwrap().retry_stats().unwrap().waited, Duration::ZERO, "another access key never waits");
+    assert_eq!(hits(&server).await, 4, "one 429, then three successes");
+}
+
 #[tokio::test]
 async fn separately_built_middlewares_share_cooldowns_through_one_store() {
     let server = MockServer::start().await;

@@ -51,9 +51,7 @@ pub async fn two_instances_split_one_windows_budget(on: Deployment) {
     assert_eq!(server.received_requests().await.unwrap().len(), 9);
 }
 
-pub async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries(
-    on: Deployment,
-) {
+pub async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries(on: Deployment) {
     let prefix = unique_prefix("windows");
     let Some((a, b)) = on.two_stores(&prefix).await else { return };
     let test = async {

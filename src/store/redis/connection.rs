@@ -118,10 +118,8 @@ impl RedisStoreBuilder {
         self,
         nodes: impl IntoIterator<Item = T>,
     ) -> RedisResult<RedisStore> {
-        let client = ClusterClientBuilder::new(nodes)
-            .connection_timeout(self.timeout)
-            .response_timeout(self.timeout)
-            .build()?;
+        let client =
+            ClusterClientBuilder::new(nodes).connection_timeout(self.timeout).response_timeout(self.timeout).build()?;
         let connection = client.get_async_connection().await?;
         Ok(self.with_cluster_connection(connection))
     }

@@ -160,12 +160,16 @@ impl RedisStore {
         if self.health().down_until.is_some_and(|until| Instant::now() < until) {
             return None;
         }
-        let error = match tokio::time::timeout(self.timeout, call).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, call).await;
+        let now = Instant::now();
+        let elapsed_us = u64::try_from((now - started).as_micros()).unwrap_or(u64::MAX);
+        tracing::trace!(action, elapsed_us, ok = matches!(outcome, Ok(Ok(_))), "Redis store call");
+        let error = match outcome {
             Ok(Ok(value)) => return Some(value),
             Ok(Err(error)) => error.to_string(),
             Err(_) => format!("no answer within {:?}", self.timeout),
         };
-        let now = Instant::now();
         let mut health = self.health();
         health.down_until = Some(now + BACK_OFF);
         if health.last_warning.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
