@@ -138,15 +138,12 @@ impl Learner {
     /// burst into the old one); a told end is late by a response's latency
     /// already.
     pub(super) fn end_at(&self, now: Instant) -> Option<(Instant, bool)> {
+        if let Some(anchor) = self.anchor.filter(|anchor| *anchor > now) {
+            return Some((anchor, true));
+        }
         // Until two ends are known, the longest wait or reset read is the window's floor.
         let window = self.window.map_or(self.longest, |w| w.max(self.longest));
         let late = window / 32 + Duration::from_millis(2);
-        // A told end is still told a little after it passes: a 429 late in a window tells an
-        // end a millisecond ahead, which only its retry, sent once it passed, carries to the
-        // store (where it corrects a fleet's grid that runs early).
-        if let Some(anchor) = self.anchor.filter(|anchor| *anchor + late > now) {
-            return Some((anchor, true));
-        }
         if let Some(end) = self.end.filter(|end| *end > now) {
             return Some((end + late, false));
         }
@@ -390,11 +387,9 @@ mod tests {
         // The next window's end, 201 ms later (a slower response): the window is at most that.
         learner.saw_end(now + MS(399), now + MS(210));
         assert_eq!(learner.length(), Some(MS(198)));
-        // Before it passes, and for a guard after, the told end; then predicted, a little late.
+        // Before it passes, the told end; then predicted, a little late.
         assert_eq!(learner.end_at(now + MS(390)), Some((now + MS(399), true)));
-        assert_eq!(learner.end_at(now + MS(407)), Some((now + MS(399), true)));
-        let late = MS(198) / 32 + MS(2);
-        assert_eq!(learner.end_at(now + MS(408)), Some((now + MS(399) + MS(198) + late, false)));
+        assert_eq!(learner.end_at(now + MS(400)), Some((now + MS(399) + MS(198) + MS(198) / 32 + MS(2), false)));
     }
 
     #[test]

@@ -147,21 +147,6 @@ pub(crate) fn spend(shared: &mut Option<Shared>, view: Option<View>, now: u64) -
         if !roll(&mut state, None, now) {
             return Ok(0);
         }
-    } else if let Some(told) = view.filter(|v| v.told && runs_early(&state, v.end)).map(|v| v.end) {
-        // The server's window ended past the store's last boundary, by more than a guard:
-        // the store's grid runs early (rolled by a length measured short). The boundary moves
-        // to the told end, which measures the length again.
-        state.end = told;
-        state.told = true;
-        measure(&mut state);
-        state.end += state.length;
-        state.told = false;
-        if now < told + guard(state.length) {
-            // What was counted since the early boundary went in the server's old window.
-            state.spent = 0;
-            *shared = Some(state);
-            return Err(told + guard(state.length));
-        }
     }
     let guard = guard(state.length);
     let answer = if now + guard >= state.end || state.spent >= state.limit {
@@ -186,13 +171,6 @@ fn measure(state: &mut Shared) {
         let windows = (state.end - state.origin + state.length / 2) / state.length;
         state.length = (state.end - state.origin + windows / 2) / windows.max(1);
     }
-}
-
-/// Whether a told end falls past the start of the store's current window by
-/// more than a guard, and less than a quarter window: the store's boundary came early.
-fn runs_early(state: &Shared, told: u64) -> bool {
-    let start = state.end.saturating_sub(state.length);
-    state.length > 0 && told > start + guard(state.length) && told < start + same_window(state.length)
 }
 
 /// Two ends this close are the same window's.
@@ -321,25 +299,5 @@ mod tests {
         // Learned later: the length and the limit of the latest asker.
         assert_eq!(spend(&mut shared, view(1_400, 200, 2, false), 1_300), Ok(2));
         assert_eq!(spend(&mut shared, None, 1_500), Ok(1), "rolled by the store");
-    }
-
-    #[test]
-    fn a_told_end_past_the_stores_boundary_moves_a_grid_that_runs_early() {
-        // Rolled by 196 ms from a told end at 1 200 (the server's windows last 200): three
-        // windows on, the store's boundary is 12 ms early, and its window spent.
-        let early = Shared { end: 1_984, length: 196, limit: 20, spent: 20, told: false, origin: 1_200 };
-        // Within a guard of the boundary: a response's latency, nothing to move.
-        let mut shared = Some(early);
-        assert_eq!(spend(&mut shared, view(1_792, 0, 20, true), 1_795), Err(1_984 + 8));
-        assert_eq!(shared, Some(early));
-        // A 429 at the end of the server's window tells 1 800; its retry carries it just after.
-        let mut shared = Some(early);
-        assert_eq!(spend(&mut shared, view(1_800, 0, 20, true), 1_801), Err(1_800 + 8), "the server's guard");
-        assert_eq!(shared.unwrap(), Shared { end: 2_000, length: 200, limit: 20, spent: 0, told: false, origin: 1_200 });
-        assert_eq!(spend(&mut shared, None, 1_808), Ok(1), "the server's next window, measured again");
-        // Heard once the new window is under way: moved, and what was counted kept.
-        let mut shared = Some(Shared { spent: 3, ..early });
-        assert_eq!(spend(&mut shared, view(1_800, 0, 20, true), 1_830), Ok(4));
-        assert_eq!(shared.unwrap().end, 2_000);
     }
 }

@@ -44,7 +44,6 @@ on_both! {
     cooldowns::the_later_end_time_wins_whoever_writes_last,
     windows::two_instances_split_one_windows_budget,
     windows::the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries,
-    windows::a_told_end_past_the_stores_boundary_moves_a_grid_that_runs_early,
     outages::memory_and_redis_stores_speak_the_same_outage_protocol,
     outages::two_instances_share_one_outage_probe,
 }

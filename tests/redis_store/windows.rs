@@ -86,30 +86,3 @@ pub async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_gua
     let keys = on.inspect().await.keys_that_expire(&prefix).await;
     assert_eq!(keys, [format!("{prefix}v2:{{k}}:budget"), format!("{prefix}v2:{{n}}:budget")]);
 }
-
-pub async fn a_told_end_past_the_stores_boundary_moves_a_grid_that_runs_early(on: Deployment) {
-    let prefix = unique_prefix("early");
-    let Some(store) = on.store(&prefix).await else { return };
-    let mut redis = on.inspect().await;
-    // A window the store rolled by 196 ms from a told end (the server's windows last 200):
-    // its boundary came 12 ms before the server's, and it is spent. Written as the key
-    // format says, so that the script's twin of `store::window`'s rule is what is tested.
-    let told = epoch_ms(SystemTime::now()) + 100;
-    let (start, origin) = (told - 12, told - 600);
-    let budget = format!("{prefix}v2:{{k}}:budget");
-    let fields = [("end", start + 196), ("length", 196), ("limit", 20), ("spent", 20), ("told", 0), ("origin", origin)];
-    let mut write = redis::cmd("HSET");
-    write.arg(&budget);
-    for (field, value) in fields {
-        write.arg(field).arg(value);
-    }
-    let _: i64 = redis.query(&mut write).await;
-    let _: i64 = redis.query(redis::cmd("PEXPIRE").arg(&budget).arg(60_000)).await;
-    // A server tells its window's end: the store waits for it and its guard, then opens a
-    // fresh window, its length measured again from the first told end.
-    let view = Window::new(at_ms(told), 20).as_told();
-    let answer = tokio::time::timeout(DEADLINE, store.spend("k", Some(view))).await.expect("bounded");
-    assert_eq!(answer, Some(at_ms(told + 8)));
-    let state: Vec<u64> = redis.query(redis::cmd("HMGET").arg(&budget).arg(&["end", "length", "spent", "told"][..])).await;
-    assert_eq!(state, [told + 200, 200, 0, 0]);
-}

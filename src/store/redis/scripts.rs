@@ -66,38 +66,23 @@ local function roll(with_view)
   told = with_view and vtold and vend == e
   return true
 end
-local function measure()
+if not roll(viewed) then redis.call('DEL', KEYS[2]) return 0 end
+if viewed and vtold and math.abs(vend - e) < same() then
+  if told then e = math.min(e, vend) else e = vend end
+  told = true
   if origin == 0 or math.abs(origin - e) < same() or len == 0 then
     if math.abs(origin - e) < same() then origin = math.min(origin, e) else origin = e end
   elseif e > origin then
     local windows = math.floor((e - origin + math.floor(len / 2)) / len)
     len = math.floor((e - origin + math.floor(windows / 2)) / math.max(windows, 1))
   end
-end
-local function save(answer)
-  redis.call('HSET', KEYS[2], 'end', e, 'length', len, 'limit', limit, 'spent', spent, 'told', told and 1 or 0, 'origin', origin)
-  redis.call('PEXPIRE', KEYS[2], e - now + math.max(len * 8, 60000))
-  return answer
-end
-if not roll(viewed) then redis.call('DEL', KEYS[2]) return 0 end
-local start = e - len
-if viewed and vtold and math.abs(vend - e) < same() then
-  if told then e = math.min(e, vend) else e = vend end
-  told = true
-  measure()
   if not roll(false) then redis.call('DEL', KEYS[2]) return 0 end
-elseif viewed and vtold and len > 0 and vend > start + guard() and vend < start + same() then
-  e, told = vend, true
-  measure()
-  e, told = e + len, false
-  if now < vend + guard() then
-    spent = 0
-    return save(vend + guard())
-  end
 end
 local answer = 0
 if now + guard() >= e or spent >= limit then answer = e + guard() else spent = spent + 1 end
-return save(answer)";
+redis.call('HSET', KEYS[2], 'end', e, 'length', len, 'limit', limit, 'spent', spent, 'told', told and 1 or 0, 'origin', origin)
+redis.call('PEXPIRE', KEYS[2], e - now + math.max(len * 8, 60000))
+return answer";
 
 /// A provider host's outage for the fleet (`store::outage::turn`, line by
 /// line): KEYS[1] the host's record (a hash: `next`, the next probe's time,
