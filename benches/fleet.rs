@@ -1,18 +1,22 @@
 //! Fleet benchmark (issue: shared rate-limit state): 4 processes × 8 tasks
 //! share one OpenAI-style limit (20 requests per 200 ms) on a loopback mock,
-//! first with each process's in-memory cooldown store, then with the cooldowns
-//! in Redis. Reports requests the server saw, wasted calls per success and
-//! makespan against the theoretical minimum.
+//! first with each process's own memory, then with a `RedisStore` on one node,
+//! on one node cut off halfway, and on a Redis Cluster. Reports requests the
+//! server saw, wasted calls per success and makespan against the theoretical
+//! minimum.
 //!
 //! Run: `cargo bench --bench fleet --features redis` (needs `redis-server`
-//! on 127.0.0.1:6379, or `REDIS_URL`; the Redis row is skipped without one).
-//! `-- --only redis` (or `memory`, `redis-cut`) runs one store's rows,
-//! `--bare` only those without headers on successes, `--headers` the others.
+//! on 127.0.0.1:6379, or `REDIS_URL`, and for the cluster row a Redis Cluster
+//! through `REDIS_CLUSTER_URLS`, default 127.0.0.1:7000-7002; a row whose
+//! Redis is missing is skipped). `-- --only redis` (or `memory`, `redis-cut`,
+//! `cluster`) runs one store's rows, `--bare` only those without headers on
+//! successes, `--headers` the others.
 //!
-//! Each child wraps its store in [`Timed`], which measures every store call:
-//! the longest one, how many took over 250 ms, and the most store time one
-//! request spent (what a Redis outage can add to a request's wait). The
-//! server counts its 429s per window, and where in the window they fell.
+//! Each child times every Redis call from the store's `Redis store call`
+//! trace event ([`StoreCalls`]): the longest one, how many took over 250 ms,
+//! and the most store time one request spent (what a Redis outage can add to
+//! a request's wait). The server counts its 429s per window, and where in the
+//! window they fell.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::cell::Cell;
 use std::sync::atomic::AtomicU64;
 
-use reqwest_llm_retry::{CooldownStore, LlmResponseExt, LlmRetryMiddleware, RedisCooldownStore, StoreFuture, Window};
+use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, RedisStore};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -94,52 +98,72 @@ tokio::task_local! {
     static SPENT_IN_STORE: Cell<Duration>;
 }
 
-/// A store that times each call of the store it wraps.
-#[derive(Debug)]
-struct Timed<S> {
-    inner: S,
-    /// The longest call, in microseconds.
-    longest_us: AtomicU64,
-    /// Calls that took over 250 ms.
-    slow: AtomicUsize,
-}
+/// The longest store call, in microseconds.
+static LONGEST_US: AtomicU64 = AtomicU64::new(0);
+/// Store calls that took over 250 ms.
+static SLOW: AtomicUsize = AtomicUsize::new(0);
 
-impl<S: CooldownStore> Timed<S> {
-    fn new(inner: S) -> Self {
-        Timed { inner, longest_us: AtomicU64::new(0), slow: AtomicUsize::new(0) }
+/// A `tracing` subscriber that only reads the store's `Redis store call`
+/// events (their `elapsed_us`): a child's store calls, timed where they are made.
+struct StoreCalls;
+
+impl tracing::Subscriber for StoreCalls {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.fields().field("elapsed_us").is_some()
     }
 
-    fn time<'a, T: Send + 'a>(&'a self, call: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let value = call.await;
-            let took = started.elapsed();
-            self.longest_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
-            if took > Duration::from_millis(250) {
-                self.slow.fetch_add(1, Ordering::Relaxed);
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Elapsed(Option<u64>);
+        impl tracing::field::Visit for Elapsed {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "elapsed_us" {
+                    self.0 = Some(value);
+                }
             }
-            let _ = SPENT_IN_STORE.try_with(|spent| spent.set(spent.get() + took));
-            value
-        })
-    }
-}
 
-impl<S: CooldownStore> CooldownStore for Timed<S> {
-    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
-        self.time(self.inner.get(key))
-    }
-
-    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
-        self.time(self.inner.extend(key, until))
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut elapsed = Elapsed(None);
+        event.record(&mut elapsed);
+        let Some(us) = elapsed.0 else { return };
+        LONGEST_US.fetch_max(us, Ordering::Relaxed);
+        if us > 250_000 {
+            SLOW.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = SPENT_IN_STORE.try_with(|spent| spent.set(spent.get() + Duration::from_micros(us)));
     }
 
-    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
-        self.time(self.inner.spend(key, window))
-    }
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// The nodes of the Redis Cluster the `cluster` rows use.
+fn cluster_urls() -> Vec<String> {
+    let urls = std::env::var("REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| "redis://127.0.0.1:7000/,redis://127.0.0.1:7001/,redis://127.0.0.1:7002/".to_owned());
+    urls.split(',').map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()
+}
+
+/// The store a child uses: none (its own memory), one node, or the cluster.
+async fn connect(store: &str) -> Option<RedisStore> {
+    match store {
+        "redis" | "redis-cut" => Some(RedisStore::connect(&redis_url()).await.expect("redis")),
+        "cluster" => Some(RedisStore::connect_cluster(cluster_urls()).await.expect("redis cluster")),
+        _ => None,
+    }
 }
 
 /// One process of the fleet: waits for the common start, runs its tasks,
@@ -153,14 +177,10 @@ async fn child(store: &str, port: u16, start_ms: u128) {
         .build()
         .unwrap();
     let builder = LlmRetryMiddleware::builder().max_retries(8);
-    let timed = match store {
-        "redis" | "redis-cut" => {
-            Some(Arc::new(Timed::new(RedisCooldownStore::connect(&redis_url()).await.expect("redis"))))
-        }
-        _ => None,
-    };
-    let middleware = match &timed {
-        Some(timed) => builder.cooldown_store(timed.clone()).build(),
+    let shared = connect(store).await;
+    let timed = shared.is_some();
+    let middleware = match shared {
+        Some(shared) => builder.shared_store(shared).build(),
         None => builder.build(),
     };
     let most_store_time = Arc::new(AtomicU64::new(0));
@@ -202,7 +222,7 @@ async fn child(store: &str, port: u16, start_ms: u128) {
     }
     let ok = successes.load(Ordering::Relaxed);
     let (longest, slow) =
-        timed.map_or((0, 0), |t| (t.longest_us.load(Ordering::Relaxed), t.slow.load(Ordering::Relaxed)));
+        if timed { (LONGEST_US.load(Ordering::Relaxed), SLOW.load(Ordering::Relaxed)) } else { (0, 0) };
     println!(
         "{ok} {} {} {longest} {slow} {}",
         REQUESTS_PER_PROCESS - ok,
@@ -340,6 +360,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     if let Some(i) = args.iter().position(|a| a == "--fleet-child") {
         let (store, port, start) = (&args[i + 1], args[i + 2].parse().unwrap(), args[i + 3].parse().unwrap());
+        tracing::subscriber::set_global_default(StoreCalls).expect("the only subscriber");
         runtime.block_on(child(store, port, start));
         return;
     }
@@ -350,7 +371,8 @@ fn main() {
     let total = PROCESSES * REQUESTS_PER_PROCESS;
     let windows = total.div_ceil(LIMIT as usize) as u32;
     let minimum = WINDOW * (windows - 1);
-    let redis_up = runtime.block_on(async { RedisCooldownStore::connect(&redis_url()).await.is_ok() });
+    let redis_up = runtime.block_on(async { RedisStore::connect(&redis_url()).await.is_ok() });
+    let cluster_up = runtime.block_on(async { RedisStore::connect_cluster(cluster_urls()).await.is_ok() });
     // `--only redis-cut` runs the rows whose store is named so; `--bare` or `--headers` one half.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
     let halves: &[bool] = match (args.iter().any(|a| a == "--bare"), args.iter().any(|a| a == "--headers")) {
@@ -360,21 +382,29 @@ fn main() {
     };
     let mut rows = Vec::new();
     for &bare in halves {
-        for store in ["memory", "redis", "redis-cut"] {
-            if (store == "memory" || redis_up) && only.is_none_or(|only| only == store) {
+        for store in ["memory", "redis", "redis-cut", "cluster"] {
+            let up = match store {
+                "memory" => true,
+                "cluster" => cluster_up,
+                _ => redis_up,
+            };
+            if up && only.is_none_or(|only| only == store) {
                 rows.push(runtime.block_on(fleet(store, bare)));
             }
         }
     }
     if !redis_up {
-        eprintln!("SKIPPED the Redis row: no Redis at {}", redis_url());
+        eprintln!("SKIPPED the Redis rows: no Redis at {}", redis_url());
+    }
+    if !cluster_up {
+        eprintln!("SKIPPED the cluster rows: no Redis Cluster at {:?}", cluster_urls());
     }
     println!(
-        "\nFleet: {PROCESSES} processes x {TASKS} tasks, {total} requests, one key, {LIMIT} requests per {} ms window (OpenAI-style 429s; `redis-cut`: Redis cut off 1.5 s into the run)\n",
+        "\nFleet: {PROCESSES} processes x {TASKS} tasks, {total} requests, one key, {LIMIT} requests per {} ms window (OpenAI-style 429s; `redis-cut`: Redis cut off 1.5 s into the run; `cluster`: a 3-node Redis Cluster)\n",
         WINDOW.as_millis()
     );
     println!(
-        "| cooldown store | successes | give-ups | requests seen | wasted calls / success | makespan | vs minimum ({:.1} s) | slowest request | longest store call | store calls > 250 ms | most store time in one request |",
+        "| shared store | successes | give-ups | requests seen | wasted calls / success | makespan | vs minimum ({:.1} s) | slowest request | longest store call | store calls > 250 ms | most store time in one request |",
         minimum.as_secs_f64()
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");

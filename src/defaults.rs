@@ -19,7 +19,7 @@
 //! - **outage detection and probing**: 10 failures in a row, probes every 0.25 s then 0.5 s,
 //!   release spread over 250 ms (see [`outage`](crate::LlmRetryMiddlewareBuilder::outage)).
 //!
-//! A `RedisCooldownStore`'s own defaults (key prefix, call
+//! A `RedisStore`'s own defaults (key prefix, call
 //! timeout) are constants of that type.
 
 use std::time::Duration;

@@ -77,8 +77,10 @@
 //! hash, never the key): after a 429, or once the rate-limit headers say a window is used up,
 //! requests with the same key wait for the reset instead of each collecting its own 429, and
 //! the `remaining` budget is spent as requests go out. Waits stay within `max_retry_after` and
-//! `max_elapsed`. A [`CooldownStore`] shares the state further ([`MemoryCooldownStore`]
-//! between middlewares, `RedisCooldownStore` across processes);
+//! `max_elapsed`. A [`SharedStore`] set with
+//! [`shared_store`](LlmRetryMiddlewareBuilder::shared_store) shares the state further
+//! ([`MemoryStore`] between middlewares, `RedisStore` across the processes of a fleet, on one
+//! node or a Redis Cluster; see [`store`]);
 //! [`cooldown(false)`](LlmRetryMiddlewareBuilder::cooldown) turns it off. Every response
 //! carrying rate-limit headers gets a [`RateLimits`] snapshot.
 //!
@@ -94,7 +96,7 @@
 //! | Cargo feature | What it adds |
 //! |---|---|
 //! | `mock` | the `mock` test kit: realistic provider failures as wiremock templates, scripted sequences, clients that reach a mock under the real host name |
-//! | `redis` | `RedisCooldownStore`: cooldowns shared by a fleet of processes through Redis |
+//! | `redis` | `RedisStore`: pacing and outages shared by a fleet of processes through Redis (a single node or a Redis Cluster) |
 //! | `metrics` | counters, a histogram and gauges of calls, retries, waits, rate-limit headroom and outages, through the [`metrics`](https://docs.rs/metrics) facade (see [Metrics](#metrics)) |
 //!
 //! All are off by default. The kit's signatures use wiremock 0.6 types and the store's use
@@ -120,7 +122,8 @@
 //! | `waiting for the provider's outage to end` | DEBUG | `host` |
 //! | `falling back to another model` | WARN | `provider`, `from`, `to` (the models), `kind` (what ended the attempts on `from`) |
 //! | `not falling back: the request cannot name another model` | DEBUG | `provider`, `from`, `reason` (`signed`, `stream_body` or `no_model`) |
-//! | `Redis cooldown store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`get` or `extend`) |
+//! | `Redis store unavailable; using the in-memory store` | WARN, at most every 30 s | `error`, `action` (`spend`, `extend`, `outage` or `report_outage`) |
+//! | `Redis store call` | TRACE | `action`, `elapsed_us`, `ok` |
 //!
 //! `provider` and `kind` are [`Provider::name`] and [`ErrorKind::name`] (snake_case);
 //! `http.request.resend_count` is OpenTelemetry's name for the number of the resend about to
@@ -166,8 +169,8 @@
 //! returns its last error response, or, never sent, an
 //! `Err(reqwest_middleware::Error::Middleware(..))` holding an [`LlmApiError`] of kind
 //! [`Overloaded`](ErrorKind::Overloaded) with `attempts: 0` ([`LlmApiError::find_in`] reaches
-//! it). With a [`CooldownStore`] that shares outages ([`MemoryCooldownStore`],
-//! `RedisCooldownStore`), the probe is the fleet's: one at a time for every process, and a
+//! it). With a [`SharedStore`] ([`MemoryStore`], `RedisStore`), the probe is the fleet's: one
+//! at a time for every process, and a
 //! success anywhere releases everyone's requests. See
 //! [`outage`](LlmRetryMiddlewareBuilder::outage), which turns it off.
 //!
@@ -211,27 +214,25 @@ mod policy;
 mod provider;
 mod rate_limits;
 mod redact;
-#[cfg(feature = "redis")]
-mod redis_store;
 #[doc(hidden)]
 pub mod retry_after;
 #[doc(hidden)]
 pub use stream::read_events as __read_stream_events;
+pub mod store;
 mod stream;
 mod upload;
 
-pub use cooldown::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 pub use error::{LlmApiError, RetryStats};
 pub use ext::LlmResponseExt;
 pub use fallback::ModelFallback;
-pub use health::{OutageQuery, OutageReport, OutageTurn};
 pub use kind::ErrorKind;
 pub use middleware::{LlmRetryMiddleware, LlmRetryMiddlewareBuilder};
 pub use policy::RetryRule;
 pub use provider::{ParseProviderError, Provider};
 pub use rate_limits::{RateLimit, RateLimits};
 /// The `redis` crate (major version 1), whose types appear in
-/// [`RedisCooldownStore`]'s signatures (`RedisResult`, `aio::ConnectionManager`):
+/// [`RedisStore`]'s signatures (`RedisResult`, `IntoConnectionInfo`,
+/// `aio::ConnectionManager`, `cluster_async::ClusterConnection`):
 /// re-exported so that a program builds them with the very version this crate
 /// links. A new major version of `redis` is a new major version of this crate.
 #[cfg(feature = "redis")]
@@ -239,7 +240,8 @@ pub use rate_limits::{RateLimit, RateLimits};
 pub use redis;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_store::RedisCooldownStore;
+pub use store::RedisStore;
+pub use store::{MemoryStore, SharedStore};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use reqwest_llm_retry::{LlmRetryMiddleware, MemoryCooldownStore};
+use reqwest_llm_retry::{LlmRetryMiddleware, MemoryStore};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -85,11 +85,11 @@ async fn entering_and_leaving_an_outage_are_logged_with_the_probes_and_duration(
 #[tokio::test]
 async fn joining_an_outage_another_middleware_recorded_is_logged() {
     let server = server(|_| true).await;
-    let store = Arc::new(MemoryCooldownStore::new());
+    let store = Arc::new(MemoryStore::new());
     let fast = || LlmRetryMiddleware::builder().base_delay(Duration::from_millis(8)).max_retries(2);
     // `a` enters the outage and records it in the store as it probes; `b` fails once, and joins it.
-    rounds_through(&server, fast().cooldown_store(store.clone()).build(), 1, 12).await;
-    rounds_through(&server, fast().cooldown_store(store).build(), 1, 4).await;
+    rounds_through(&server, fast().shared_store(store.clone()).build(), 1, 12).await;
+    rounds_through(&server, fast().shared_store(store).build(), 1, 4).await;
     let logs = logs_of(server.address().port());
     let entered = logs.iter().filter(|l| l.contains("WARN") && l.contains("provider outage: holding")).count();
     let joined = logs.iter().filter(|l| l.contains("WARN") && l.contains("said by another process")).count();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest_llm_retry::{LlmRetryMiddleware, MemoryCooldownStore};
+use reqwest_llm_retry::{LlmRetryMiddleware, MemoryStore};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
@@ -38,7 +38,7 @@ pub enum Kind {
     /// Four `LlmRetryMiddleware::default()`, requests dealt round-robin: a fleet
     /// of four processes, each on its own.
     FleetApart,
-    /// The same four sharing one `MemoryCooldownStore`: a fleet sharing Redis, in one process.
+    /// The same four sharing one `MemoryStore`: a fleet sharing Redis, in one process.
     FleetShared,
 }
 
@@ -127,11 +127,11 @@ impl Clients {
         let bare = loopback_client();
         let backoff = ExponentialBackoff::builder().build_with_max_retries(RETRIES);
         let no_cooldown = LlmRetryMiddleware::builder().cooldown(false).build();
-        let store = Arc::new(MemoryCooldownStore::new());
+        let store = Arc::new(MemoryStore::new());
         let with = |middleware: LlmRetryMiddleware| ClientBuilder::new(bare.clone()).with(middleware).build();
         let fleet_apart = std::array::from_fn(|_| with(LlmRetryMiddleware::default()));
         let fleet_shared =
-            std::array::from_fn(|_| with(LlmRetryMiddleware::builder().cooldown_store(store.clone()).build()));
+            std::array::from_fn(|_| with(LlmRetryMiddleware::builder().shared_store(store.clone()).build()));
         Clients {
             fleet_apart: Arc::new(fleet_apart),
             fleet_shared: Arc::new(fleet_shared),

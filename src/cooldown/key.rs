@@ -9,6 +9,7 @@ use reqwest::Request;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use url::Position;
 
+use super::credential::identity;
 use crate::provider::Provider;
 
 /// Headers whose values identify the credential; `HeaderName`s, so that a
@@ -52,7 +53,7 @@ impl Key {
                 // Summed, so the order the headers were added in does not matter.
                 let mut pair = FoldHash::new(0);
                 pair.write(name.as_str().as_bytes());
-                pair.write(value.as_bytes());
+                identity(value.as_bytes(), |part| pair.write(part));
                 id = id.wrapping_add(pair.finish());
             }
         }
@@ -94,11 +95,12 @@ fn query_keys_hash(url: &reqwest::Url) -> u64 {
 }
 
 /// Every value of each [`CREDENTIAL_HEADERS`] name in that order, then
-/// `key=` query values, as (name, value): what a store's fingerprint hashes.
+/// `key=` query values, as (name, value), each value as the parts that name
+/// the credential ([`identity`]): what a store's fingerprint hashes.
 fn for_each_credential(request: &Request, mut f: impl FnMut(&[u8], &[u8])) {
     for name in &CREDENTIAL_HEADERS {
         for value in request.headers().get_all(name) {
-            f(name.as_str().as_bytes(), value.as_bytes());
+            identity(value.as_bytes(), |part| f(name.as_str().as_bytes(), part));
         }
     }
     if request.url().query().is_some() {
@@ -230,5 +232,26 @@ mod tests {
         assert_eq!(key, "openai:api.openai.com:8080:813f88be1d7d9385dc89f7235a444860");
         let key = cooldown_key(Provider::Gemini, &request("", "https://x.example/v1?key=AIza1"));
         assert_eq!(key, "gemini:x.example:443:cbe99358c5a5b5938c5afc2ce7eecc0e");
+    }
+
+    #[test]
+    fn signed_requests_share_a_key_per_access_key_not_per_signature() {
+        let url = "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse";
+        let signed = |akid: &str, date: &str, signature: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential={akid}/{date}/us-east-1/bedrock/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date, Signature={signature}"
+            )
+        };
+        let keys = |auth: &str| {
+            let request = request(auth, url);
+            (Key::of(Provider::Bedrock, &request, false).id, cooldown_key(Provider::Bedrock, &request))
+        };
+        let first = keys(&signed("AKIDAAAA", "20260101", "9f86d081884c7d65"));
+        assert_eq!(keys(&signed("AKIDAAAA", "20260101", "60303ae22b998861")), first, "another signature");
+        assert_eq!(keys(&signed("AKIDAAAA", "20260102", "fd61a03af4f77d87")), first, "past midnight UTC");
+        let other = keys(&signed("AKIDBBBB", "20260101", "9f86d081884c7d65"));
+        assert!(other.0 != first.0 && other.1 != first.1, "another access key");
+        assert!(!first.1.contains("AKID"), "{}", first.1);
     }
 }

@@ -11,7 +11,7 @@
 //! - a 429 with a wait, or a response whose rate-limit headers say a family
 //!   is used up (`remaining: 0`), sets a cooldown: requests with that key
 //!   wait until then before they are sent. The cooldown lives in the
-//!   middleware's own memory, and also in a [`CooldownStore`] when one is
+//!   middleware's own memory, and also in a [`SharedStore`] when one is
 //!   set: Redis to share it across a fleet (feature `redis`);
 //! - in the process, the `remaining` count of the request limit is also
 //!   spent locally as requests are sent, so the request that would be the
@@ -23,11 +23,10 @@
 //! the server decides (see [`hold`]).
 
 mod budget;
+mod credential;
 mod hold;
 mod key;
 mod learner;
-pub(crate) mod shared_window;
-mod store;
 mod wait;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,15 +35,13 @@ use std::time::{Duration, SystemTime};
 use crate::clock::Instant;
 
 use crate::rate_limits::{RateLimit, RateLimits};
+use crate::store::{SharedStore, Window};
 use budget::Budget;
 pub(crate) use hold::hold;
 pub(crate) use key::Key;
 use key::KeyMap;
 pub(crate) use learner::limit_in_message;
 use learner::{Admit, Learner};
-#[cfg(feature = "redis")]
-pub(crate) use shared_window::View;
-pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
 pub(crate) use wait::admit;
 
 /// Entries kept before expired ones are swept, bounding memory.
@@ -104,14 +101,14 @@ type Entries = KeyMap<Entry>;
 /// The shared state behind one middleware and its clones.
 #[derive(Debug)]
 pub(crate) struct Pacer {
-    /// A store shared beyond this middleware (`cooldown_store`); without
+    /// A store shared beyond this middleware (`shared_store`); without
     /// one, cooldowns live in `entries` only.
-    store: Option<Arc<dyn CooldownStore>>,
+    store: Option<Arc<dyn SharedStore>>,
     entries: Mutex<Entries>,
 }
 
 impl Pacer {
-    pub(crate) fn new(store: Option<Arc<dyn CooldownStore>>) -> Self {
+    pub(crate) fn new(store: Option<Arc<dyn SharedStore>>) -> Self {
         Pacer { store, entries: Mutex::new(Entries::default()) }
     }
 
@@ -286,6 +283,7 @@ fn learn(
 mod tests {
     use super::*;
     use crate::provider::Provider;
+    use crate::store::{MemoryStore, TestStore};
     use reqwest::Request;
 
     fn request(auth: &str, url: &str) -> Request {
@@ -401,40 +399,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_hears_of_cooldowns_and_is_asked_before_sending() {
-        let store = Arc::new(MemoryCooldownStore::new());
-        let pacer = Pacer::new(Some(store.clone() as Arc<dyn CooldownStore>));
+        let store = Arc::new(MemoryStore::new());
+        let pacer = Pacer::new(Some(store.clone() as Arc<dyn SharedStore>));
         let k = Key::of(Provider::OpenAi, &request("Bearer sk-1", "https://api.openai.com/v1/x"), true);
         assert_eq!(pacer.shared_wait(&k).await, None);
         pacer.publish(&k, Duration::from_secs(5)).await;
-        assert!(store.get_now(k.text().unwrap()).is_some());
+        assert!(store.cooldown_at(k.text().unwrap(), SystemTime::now()).is_some());
         let wait = pacer.shared_wait(&k).await.expect("the store's cooldown");
         assert!(wait > Duration::from_secs(4) && wait <= Duration::from_secs(5));
         // Without a store there is nothing to ask.
         assert_eq!(Pacer::new(None).shared_wait(&k).await, None);
     }
 
-    /// A store whose every answer has passed by the time it arrives.
-    #[derive(Debug)]
-    struct LateStore;
-
-    impl CooldownStore for LateStore {
-        fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
-            Box::pin(std::future::ready(None))
-        }
-
-        fn extend<'a>(&'a self, _: &'a str, _: SystemTime) -> StoreFuture<'a, ()> {
-            Box::pin(std::future::ready(()))
-        }
-
-        fn spend<'a>(&'a self, _: &'a str, _: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
-            Box::pin(std::future::ready(Some(SystemTime::now() - Duration::from_millis(3))))
-        }
-    }
-
     #[tokio::test]
     async fn a_store_answer_that_passed_in_transit_is_asked_again_not_taken_as_leave() {
-        // Going at once would send uncounted, just as the fleet's window opens.
-        let pacer = Pacer::new(Some(Arc::new(LateStore) as Arc<dyn CooldownStore>));
+        // Every answer has passed by the time it arrives. Going at once would send
+        // uncounted, just as the fleet's window opens.
+        let late =
+            TestStore { spend: Some(|| Some(SystemTime::now() - Duration::from_millis(3))), ..TestStore::default() };
+        let pacer = Pacer::new(Some(Arc::new(late) as Arc<dyn SharedStore>));
         assert_eq!(pacer.shared_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
     }
 

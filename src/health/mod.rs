@@ -6,15 +6,16 @@
 //! per host and does the waiting. The middleware asks a [`Ticket`] "may I
 //! send now?" before each attempt and reports each attempt's outcome.
 //!
-//! With a [`CooldownStore`] set, the turn to probe is the fleet's: see
-//! [`shared`]. A request alone never asks the store, so that it retries
-//! exactly as it would without one.
+//! With a [`SharedStore`] set, the turn to probe is the fleet's: see
+//! [`store::outage`](crate::store::outage). A request alone never asks the
+//! store, so that it retries exactly as it would without one.
 //!
 //! Cost when nothing fails: a request to a host that has never failed gets no
 //! ticket, after one atomic load while no host has failed, one lock and map
 //! lookup after that. Memory: at most [`MAX_HOSTS`] hosts, idle ones dropped first.
 
-mod shared;
+#[cfg(test)]
+mod store_tests;
 mod tracker;
 
 use std::collections::HashMap;
@@ -30,20 +31,25 @@ use tokio::sync::Notify;
 use url::Url;
 
 use crate::backoff::{Timing, repeated_within, retry_budget};
-use crate::cooldown::CooldownStore;
 use crate::error::LlmApiError;
 use crate::kind::ErrorKind;
 use crate::metrics::{self, Cause};
 use crate::provider::Provider;
-pub(crate) use shared::Board;
-#[cfg(feature = "redis")]
-pub(crate) use shared::RECORD_TTL;
-pub use shared::{OutageQuery, OutageReport, OutageTurn};
+use crate::store::outage::LEASE;
+use crate::store::{OutageQuery, OutageReport, OutageTurn, SharedStore};
 pub(crate) use tracker::Report;
 use tracker::{Change, Decision, Tracker};
 
 /// Hosts tracked at most; past it, a new host's failures are not tracked.
 const MAX_HOSTS: usize = 256;
+
+/// How often a process waiting on another's probe asks the store again: how
+/// late, at most, it hears that the provider is back.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The least wait before asking again: a time that passed during the round trip
+/// (or on another machine's clock) must not make a process ask in a loop.
+const MIN_POLL: Duration = Duration::from_millis(2);
 
 /// The health of every host one middleware (and its clones) talks to.
 #[derive(Debug, Default)]
@@ -52,7 +58,7 @@ pub(crate) struct Health {
     failed_once: AtomicBool,
     hosts: Mutex<HashMap<u64, Arc<Host>>>,
     /// Where the fleet's turn to probe is kept, when a store is set.
-    store: Option<Arc<dyn CooldownStore>>,
+    store: Option<Arc<dyn SharedStore>>,
 }
 
 #[derive(Debug)]
@@ -64,7 +70,7 @@ struct Host {
     tracker: Mutex<Tracker>,
     /// Wakes the waiting requests when a probe returns or the outage ends.
     wake: Notify,
-    store: Option<Arc<dyn CooldownStore>>,
+    store: Option<Arc<dyn SharedStore>>,
 }
 
 impl Host {
@@ -87,7 +93,7 @@ fn host_key<'a>(url: &'a Url, model: Option<&str>) -> Option<(u64, &'a str, u16)
 
 impl Health {
     /// Health shared through `store` too, when there is one.
-    pub(crate) fn new(store: Option<Arc<dyn CooldownStore>>) -> Self {
+    pub(crate) fn new(store: Option<Arc<dyn SharedStore>>) -> Self {
         Health { store, ..Health::default() }
     }
 
@@ -240,8 +246,7 @@ impl Ticket {
         let Some(store) = &host.store else { return decision };
         let wall = SystemTime::now();
         let since = since.map(|since| wall_time(since, asked, wall));
-        let query = OutageQuery { since, lease: shared::LEASE };
-        let Some(turn) = store.outage(&host.name, query).await else { return decision };
+        let turn = store.outage(&host.name, OutageQuery::new(since, LEASE)).await;
         let now = Instant::now();
         let in_outage = since.is_some();
         let (decision, change) = {
@@ -255,11 +260,7 @@ impl Ticket {
                 OutageTurn::Up if in_outage => (Decision::Go { probe: false }, tracker.recovered(now)),
                 OutageTurn::Up => (Decision::Go { probe: false }, None),
                 OutageTurn::Wait(at) => {
-                    // Asked again soon even when the next probe is far: how late the provider's return is
-                    // heard; and not at once when the time has passed in the round trip (or by clock skew).
-                    let wait =
-                        at.duration_since(SystemTime::now()).unwrap_or_default().clamp(shared::MIN_POLL, shared::POLL);
-                    let until = now + wait;
+                    let until = now + poll_wait(at, SystemTime::now());
                     let change = if in_outage {
                         tracker.defer(until);
                         None
@@ -384,6 +385,14 @@ fn fleet_question(host: &Host, tracker: &Tracker, decision: Decision) -> Option<
         Decision::Go { probe: false } if tracker.failing() => Some(None),
         _ => None,
     }
+}
+
+/// How long to wait before asking the store again, told to wait until `at`:
+/// soon even when the next probe is far (how late the provider's return is
+/// heard), and not at once when `at` has passed in the round trip or by
+/// clock skew (that would ask in a loop).
+fn poll_wait(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or_default().clamp(MIN_POLL, POLL)
 }
 
 /// The wall-clock time of `at`, given that `now` is `wall`.

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use super::LlmRetryMiddleware;
 use super::config::Config;
-use crate::cooldown::{CooldownStore, Pacer};
+use crate::cooldown::Pacer;
 use crate::defaults;
 use crate::health::Health;
 use crate::policy::RetryRule;
 use crate::provider::{HostMapping, Provider};
+use crate::store::SharedStore;
 
 /// Builds an [`LlmRetryMiddleware`]. Every setter says its default, a constant of
 /// [`defaults`](crate::defaults); setters are independent and may come in any order.
@@ -28,10 +29,10 @@ use crate::provider::{HostMapping, Provider};
 #[derive(Debug, Clone)]
 pub struct LlmRetryMiddlewareBuilder {
     config: Config,
-    /// The `cooldown` switch and the `cooldown_store`, kept apart until `build`, so that
+    /// The `cooldown` switch and the `shared_store`, kept apart until `build`, so that
     /// neither setter undoes the other.
     cooldown: bool,
-    store: Option<Arc<dyn CooldownStore>>,
+    store: Option<Arc<dyn SharedStore>>,
     /// The `outage` switch, applied at `build`, so that clones of a builder do not share health.
     outage: bool,
 }
@@ -196,7 +197,7 @@ impl LlmRetryMiddlewareBuilder {
     /// and credential: after a 429, or once the rate-limit headers say the
     /// window is used up, requests wait for the reset instead of each
     /// collecting its own 429. `false` turns it off, whether or not a
-    /// [`cooldown_store`](Self::cooldown_store) is set. See [`CooldownStore`].
+    /// [`shared_store`](Self::shared_store) is set. See [`SharedStore`](crate::SharedStore).
     ///
     /// Default: on ([`defaults::COOLDOWN`]), in the middleware's own memory, shared by its clones.
     pub fn cooldown(mut self, enabled: bool) -> Self {
@@ -204,8 +205,8 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
-    /// Also keeps cooldowns in `store`, e.g. a `RedisCooldownStore` shared by
-    /// a fleet, or an `Arc<MemoryCooldownStore>` shared by several
+    /// Shares pacing and provider health through `store` too: a `RedisStore`
+    /// shared by a fleet, or an `Arc<MemoryStore>` shared by several
     /// middlewares. The store is asked before each send and told of each
     /// cooldown. It is used while the [`cooldown`](Self::cooldown) is on,
     /// whichever of the two setters comes first. While the
@@ -213,7 +214,7 @@ impl LlmRetryMiddlewareBuilder {
     /// through it too (one probe for the fleet).
     ///
     /// Default: none; the cooldown lives in the middleware's own memory.
-    pub fn cooldown_store(mut self, store: impl CooldownStore) -> Self {
+    pub fn shared_store(mut self, store: impl SharedStore) -> Self {
         self.store = Some(Arc::new(store));
         self
     }
@@ -241,12 +242,12 @@ impl LlmRetryMiddlewareBuilder {
     /// true`, `attempts: 0`, `retry_after` when the provider gave a wait),
     /// which [`LlmApiError::find_in`](crate::LlmApiError::find_in) finds.
     ///
-    /// With a [`cooldown_store`](Self::cooldown_store), the outage is the
+    /// With a [`shared_store`](Self::shared_store), the outage is the
     /// fleet's: one probe at a time for every process sharing the store
     /// (a lease in the store), a process that sees a failure joins an
     /// outage another has recorded at once, and when any process's request
     /// succeeds, the others hear of it within 100 ms and release theirs.
-    /// See [`CooldownStore::outage`].
+    /// See [`SharedStore::outage`](crate::SharedStore::outage).
     ///
     /// Entering an outage is a `tracing` warning, leaving it an info event
     /// with the probe count and how long it lasted.

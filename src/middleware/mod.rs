@@ -48,7 +48,7 @@ use outcome::{Admission, Judged};
 /// | [`error_body_limit`](LlmRetryMiddlewareBuilder::error_body_limit) | 64 KiB | [`ERROR_BODY_LIMIT`](crate::defaults::ERROR_BODY_LIMIT) |
 /// | [`error_body_timeout`](LlmRetryMiddlewareBuilder::error_body_timeout) | 10 s | [`ERROR_BODY_TIMEOUT`](crate::defaults::ERROR_BODY_TIMEOUT) |
 /// | [`cooldown`](LlmRetryMiddlewareBuilder::cooldown) | on, in memory | [`COOLDOWN`](crate::defaults::COOLDOWN) |
-/// | [`cooldown_store`](LlmRetryMiddlewareBuilder::cooldown_store) | none (the middleware's own memory) | |
+/// | [`shared_store`](LlmRetryMiddlewareBuilder::shared_store) | none (the middleware's own memory) | |
 /// | [`outage`](LlmRetryMiddlewareBuilder::outage) | on: in a provider outage, one request probes while the others wait | [`OUTAGE`](crate::defaults::OUTAGE) |
 /// | [`streams`](LlmRetryMiddlewareBuilder::streams) | on: an error event before a stream's first output is retried | [`STREAMS`](crate::defaults::STREAMS) |
 /// | [`stream_hold_limit`](LlmRetryMiddlewareBuilder::stream_hold_limit) | 16 KiB | [`STREAM_HOLD_LIMIT`](crate::defaults::STREAM_HOLD_LIMIT) |

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{ErrorKind, LlmResponseExt, MemoryCooldownStore, RateLimit};
+use reqwest_llm_retry::{ErrorKind, LlmResponseExt, MemoryStore, RateLimit};
 use wiremock::matchers::header;
 use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
@@ -49,15 +49,58 @@ async fn one_429_makes_every_clone_wait_for_the_same_key_only() {
     assert_eq!(hits(&server).await, 4, "one 429, then three successes");
 }
 
+/// An AWS SigV4 `Authorization` for `access_key`, with a signature of its own, as each request has.
+fn signed(access_key: &str, signature: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={access_key}/20260101/us-east-1/bedrock/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date, Signature={signature}"
+    )
+}
+
+#[tokio::test]
+async fn requests_signed_with_one_access_key_share_a_cooldown_whatever_their_signatures() {
+    let server = MockServer::start().await;
+    let throttled = json(429, r#"{"message":"Too many requests, please wait before trying again."}"#)
+        .insert_header("x-amzn-ErrorType", "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/")
+        .insert_header("retry-after-ms", "300");
+    first(&server, 1, throttled).await;
+    always(&server, ok()).await;
+    // `b` is built apart, sharing a store: the key a store sees is the same too.
+    let store = Arc::new(MemoryStore::new());
+    let a = client(&server, fast().max_retries(0).shared_store(store.clone()).build());
+    let b = client(&server, fast().max_retries(0).shared_store(store).build());
+    let target = url(&server, "bedrock-runtime.us-east-1.amazonaws.com", "/model/anthropic.claude-sonnet-4/converse");
+    let send = |client: &reqwest_middleware::ClientWithMiddleware, auth: String| {
+        client.post(&target).header("authorization", auth).header("x-amz-date", "20260101T000000Z").body("{}").send()
+    };
+
+    let sent = Instant::now();
+    let limited = send(&a, signed("AKIDAAAAEXAMPLE", "9f86d081884c7d65")).await.unwrap();
+    assert_eq!(limited.llm_error().unwrap().kind, ErrorKind::RateLimited);
+    let (same_here, same_there, other_key) = tokio::join!(
+        send(&a, signed("AKIDAAAAEXAMPLE", "60303ae22b998861")),
+        send(&b, signed("AKIDAAAAEXAMPLE", "fd61a03af4f77d87")),
+        send(&a, signed("AKIDBBBBEXAMPLE", "9f86d081884c7d65")),
+    );
+    let done = sent.elapsed();
+    for held in [same_here.unwrap(), same_there.unwrap()] {
+        assert_eq!(held.status(), 200, "waited for the access key's cooldown instead of collecting a 429");
+        assert!(held.retry_stats().unwrap().waited > Duration::ZERO);
+    }
+    assert!(done >= MS(300), "nothing signed with the key was sent before the cooldown ended: {done:?}");
+    assert_eq!(other_key.unwrap().retry_stats().unwrap().waited, Duration::ZERO, "another access key never waits");
+    assert_eq!(hits(&server).await, 4, "one 429, then three successes");
+}
+
 #[tokio::test]
 async fn separately_built_middlewares_share_cooldowns_through_one_store() {
     let server = MockServer::start().await;
     first(&server, 1, json(429, "{}").insert_header("retry-after-ms", "300")).await;
     always(&server, ok()).await;
-    let store = Arc::new(MemoryCooldownStore::new());
+    let store = Arc::new(MemoryStore::new());
     // Different settings, one store; `a` returns its 429 at once, without waiting.
-    let a = client(&server, fast().max_retries(0).cooldown_store(store.clone()).build());
-    let b = client(&server, fast().cooldown_store(store).build());
+    let a = client(&server, fast().max_retries(0).shared_store(store.clone()).build());
+    let b = client(&server, fast().shared_store(store).build());
     let alone = client(&server, fast().build());
     let target = url(&server, OPENAI, "/v1/chat/completions");
 
@@ -107,9 +150,9 @@ async fn a_used_up_window_on_a_success_reaches_the_store() {
     let server = MockServer::start().await;
     first(&server, 1, used_up("300ms")).await;
     always(&server, ok()).await;
-    let store = Arc::new(MemoryCooldownStore::new());
-    let a = client(&server, fast().cooldown_store(store.clone()).build());
-    let b = client(&server, fast().cooldown_store(store).build());
+    let store = Arc::new(MemoryStore::new());
+    let a = client(&server, fast().shared_store(store.clone()).build());
+    let b = client(&server, fast().shared_store(store).build());
     let target = url(&server, OPENAI, "/v1/models");
     let sent = Instant::now();
     assert_eq!(a.get(&target).bearer_auth("sk-k").send().await.unwrap().status(), 200);
@@ -181,10 +224,10 @@ async fn cooldown_holds_add_up_to_at_most_max_retry_after() {
         .mount(&server)
         .await;
     always(&server, ok()).await;
-    let store = Arc::new(MemoryCooldownStore::new());
+    let store = Arc::new(MemoryStore::new());
     // It never waits itself (every wait is above its 1 ms), and publishes every cooldown.
-    let neighbour = client(&server, fast().max_retries(0).max_retry_after(MS(1)).cooldown_store(store.clone()).build());
-    let patient = client(&server, fast().max_retry_after(MS(250)).cooldown_store(store).build());
+    let neighbour = client(&server, fast().max_retries(0).max_retry_after(MS(1)).shared_store(store.clone()).build());
+    let patient = client(&server, fast().max_retry_after(MS(250)).shared_store(store).build());
     let target = url(&server, OPENAI, "/v1/chat/completions");
     let poke = move || neighbour.post(&target).bearer_auth("sk-k").header("x-neighbour", "1").send();
     assert_eq!(poke().await.unwrap().status(), 429);

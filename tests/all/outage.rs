@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use reqwest_llm_retry::{
-    CooldownStore, ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware, MemoryCooldownStore, OutageQuery,
-    OutageTurn, StoreFuture,
-};
+use reqwest_llm_retry::store::{OutageQuery, OutageTurn};
+use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, LlmRetryMiddleware, MemoryStore, SharedStore};
 use reqwest_middleware::ClientWithMiddleware;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -160,8 +158,8 @@ async fn outage_false_leaves_every_request_to_its_own_retries() {
 
 /// Two middlewares sharing one store, as two processes of a fleet sharing Redis would.
 fn fleet_of_two(builder: impl Fn() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder) -> [LlmRetryMiddleware; 2] {
-    let store = Arc::new(MemoryCooldownStore::new());
-    [builder().cooldown_store(store.clone()).build(), builder().cooldown_store(store).build()]
+    let store = Arc::new(MemoryStore::new());
+    [builder().shared_store(store.clone()).build(), builder().shared_store(store).build()]
 }
 
 #[tokio::test]
@@ -218,11 +216,11 @@ async fn down(
 async fn a_middleware_joins_the_outage_another_recorded_after_one_failure() {
     let (server, seen, mut counted) = down(|_| MS(5)).await;
     let url = url(&server, ANTHROPIC, "/v1/messages");
-    let store = Arc::new(MemoryCooldownStore::new());
+    let store = Arc::new(MemoryStore::new());
     let a = LlmRetryMiddleware::builder().base_delay(MS(40)).max_delay(MS(80)).max_retries(8);
-    let a = client(&server, a.cooldown_store(store.clone()).build());
+    let a = client(&server, a.shared_store(store.clone()).build());
     // `b` alone would need 10 failures in a row before holding anything: 3 rounds of its 4 requests.
-    let b = LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).cooldown_store(store).build();
+    let b = LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).shared_store(store).build();
     let b = client(&server, b);
 
     let from_a = tokio::spawn({
@@ -246,41 +244,6 @@ async fn a_middleware_joins_the_outage_another_recorded_after_one_failure() {
     // every 25 ms at most, within its 60 ms of retries); alone: 12.
     assert!(sent_by_b <= 7, "b sent {sent_by_b} requests into the fleet's outage");
     from_a.await.unwrap();
-}
-
-/// A store whose outage answers are always "wait until" a time long past, as
-/// a slow round trip or a skewed clock can make them; it counts the questions.
-#[derive(Debug, Default)]
-struct PastWaits(AtomicUsize);
-
-impl CooldownStore for PastWaits {
-    fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
-        Box::pin(std::future::ready(None))
-    }
-
-    fn extend<'a>(&'a self, _: &'a str, _: SystemTime) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(()))
-    }
-
-    fn outage<'a>(&'a self, _: &'a str, _: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
-        // A loop would never yield to the test's deadline: stop it here.
-        assert!(self.0.fetch_add(1, Ordering::Relaxed) < 10_000, "the store is asked in a loop");
-        Box::pin(std::future::ready(Some(OutageTurn::Wait(SystemTime::UNIX_EPOCH))))
-    }
-}
-
-#[tokio::test]
-async fn a_wait_that_has_already_passed_is_not_asked_again_in_a_loop() {
-    let (server, _) = provider(usize::MAX, MS(2)).await;
-    let store = Arc::new(PastWaits::default());
-    let middleware =
-        LlmRetryMiddleware::builder().base_delay(MS(40)).max_retries(2).cooldown_store(store.clone()).build();
-    for (result, _) in concurrent(&client(&server, middleware), &url(&server, ANTHROPIC, "/v1/messages"), 4).await {
-        assert_eq!(result.unwrap().status(), 529, "held to its bound");
-    }
-    // Held for about 60 ms, asking at most every 2 ms.
-    let asked = store.0.load(Ordering::Relaxed);
-    assert!((1..=200).contains(&asked), "asked {asked} times");
 }
 
 /// By arrival: 529 at once, except the 13th, which never comes in time; 200 from the 18th.
@@ -321,8 +284,8 @@ async fn a_request_alone_retries_exactly_as_before_while_another_middleware_prob
     // The 13th request, `a`'s first probe, never returns.
     let (server, _, mut counted) = down(|n| if n == 13 { Duration::from_secs(30) } else { Duration::ZERO }).await;
     let url = url(&server, ANTHROPIC, "/v1/messages");
-    let store = Arc::new(MemoryCooldownStore::new());
-    let builder = || LlmRetryMiddleware::builder().base_delay(MS(20)).max_retries(2).cooldown_store(store.clone());
+    let store = Arc::new(MemoryStore::new());
+    let builder = || LlmRetryMiddleware::builder().base_delay(MS(20)).max_retries(2).shared_store(store.clone());
     let (a, b) = (client(&server, builder().build()), client(&server, builder().build()));
     // `a` enters the outage and holds the fleet's probe lease: its probe hangs.
     let from_a = tokio::spawn({
@@ -345,49 +308,6 @@ async fn a_request_alone_retries_exactly_as_before_while_another_middleware_prob
     let host = format!("{ANTHROPIC}:{}", server.address().port());
     let turn = store.outage(&host, OutageQuery::new(None, Duration::from_secs(10))).await;
     let soon = SystemTime::now() + Duration::from_secs(5);
-    assert!(matches!(turn, Some(OutageTurn::Wait(until)) if until > soon), "{turn:?}");
+    assert!(matches!(turn, OutageTurn::Wait(until) if until > soon), "{turn:?}");
     from_a.abort();
-}
-
-/// A memory store that counts the outage questions it is asked.
-#[derive(Debug, Default)]
-struct Counting(MemoryCooldownStore, AtomicUsize);
-
-impl CooldownStore for Counting {
-    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
-        self.0.get(key)
-    }
-
-    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
-        self.0.extend(key, until)
-    }
-
-    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        self.0.outage(host, query)
-    }
-}
-
-#[tokio::test]
-async fn a_host_that_answers_again_costs_no_store_question() {
-    let server = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(anthropic_error(529, "overloaded_error", "Overloaded"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(wiremock::matchers::any()).respond_with(ok()).mount(&server).await;
-    let store = Arc::new(Counting::default());
-    let middleware = LlmRetryMiddleware::builder().base_delay(MS(10)).cooldown_store(store.clone()).build();
-    let (client, url) = (client(&server, middleware), url(&server, ANTHROPIC, "/v1/messages"));
-    // One failure, then successes: the host is tracked, and no longer failing.
-    for (result, _) in concurrent(&client, &url, 4).await {
-        assert_eq!(result.unwrap().status(), 200);
-    }
-    let asked = store.1.load(Ordering::Relaxed);
-    for (result, _) in concurrent(&client, &url, 8).await {
-        assert_eq!(result.unwrap().status(), 200);
-    }
-    assert_eq!(store.1.load(Ordering::Relaxed), asked, "the store was asked about a host that answers");
 }

@@ -1,6 +1,6 @@
 //! A fleet's window, as a store keeps it: the rules of
-//! [`CooldownStore::spend`](super::CooldownStore::spend), in milliseconds
-//! since the epoch, mirrored line for line by the Redis store's Lua script.
+//! [`SharedStore::spend`](super::SharedStore::spend), in milliseconds since
+//! the epoch, mirrored line for line by the Redis store's Lua script.
 //!
 //! Why the store, not each process, decides where windows end: a process
 //! learns a window's end from its own responses, a few milliseconds late (a
@@ -13,11 +13,47 @@
 //! least delayed), and sends nothing within a guard of each boundary, so an
 //! end a few milliseconds off costs nothing.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::Window;
+/// A rate-limit window as a middleware knows it: when it ends, how many
+/// requests it admits in all, and, when known, how long it lasts and whether
+/// a server told its end. Passed to [`SharedStore::spend`](super::SharedStore::spend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Window {
+    /// When the window ends (and the next one opens).
+    pub end: SystemTime,
+    /// The requests the window admits, for everyone sharing the key.
+    pub limit: u64,
+    /// How long a window lasts, when known: a store rolls windows by it.
+    pub length: Option<Duration>,
+    /// Whether a server told `end` (a reset header, or a 429's wait), rather
+    /// than the middleware predicting it. A told end is late by the
+    /// response's latency, never early by more than its rounding: a store
+    /// keeps the earliest told end of each window.
+    pub told: bool,
+}
 
-/// What the asker knows of the window (a [`Window`](super::Window) in ms).
+impl Window {
+    /// A window of `limit` requests ending at `end`, by prediction, of unknown length.
+    pub fn new(end: SystemTime, limit: u64) -> Self {
+        Window { end, limit, length: None, told: false }
+    }
+
+    /// The same window, known to last `length`.
+    pub fn with_length(mut self, length: Duration) -> Self {
+        self.length = Some(length).filter(|l| !l.is_zero());
+        self
+    }
+
+    /// The same window, its end told by a server.
+    pub fn as_told(mut self) -> Self {
+        self.told = true;
+        self
+    }
+}
+
+/// What the asker knows of the window (a [`Window`] in ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct View {
     pub(crate) end: u64,

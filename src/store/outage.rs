@@ -1,22 +1,23 @@
-//! An outage shared across a fleet: the protocol a [`CooldownStore`] speaks
-//! for it, and the in-memory record behind [`MemoryCooldownStore`].
+//! An outage shared across a fleet: the protocol a [`SharedStore`] speaks
+//! for it, and the in-memory record behind [`MemoryStore`].
 //!
-//! Each process keeps its own [`tracker`](super::tracker); the store adds
-//! what one process cannot know alone. When a process's turn to probe comes,
-//! it asks the store ([`CooldownStore::outage`]) instead of sending at once:
-//! the store grants one probe lease at a time for the host across every
-//! process, records that the host is down when the asker is the first to say
-//! so, and answers [`OutageTurn::Up`] once any process has seen the host
-//! recover since the asker's outage began. A process whose requests have
-//! only just started failing asks too, and so joins an outage the fleet
-//! already knows after one failure rather than ten.
+//! Each process keeps its own view of a host's health; the store adds what
+//! one process cannot know alone. When a process's turn to probe comes, it
+//! asks the store ([`SharedStore::outage`]) instead of sending at once: the
+//! store grants one probe lease at a time for the host across every process,
+//! records that the host is down when the asker is the first to say so, and
+//! answers [`OutageTurn::Up`] once any process has seen the host recover
+//! since the asker's outage began. A process whose requests have only just
+//! started failing asks too, and so joins an outage the fleet already knows
+//! after one failure rather than ten.
 //!
 //! Times are wall-clock times, compared across machines: clock skew between
 //! the processes of a fleet shifts the probe schedule by as much, no more.
 //!
-//! [`CooldownStore`]: crate::CooldownStore
-//! [`CooldownStore::outage`]: crate::CooldownStore::outage
-//! [`MemoryCooldownStore`]: crate::MemoryCooldownStore
+//! [`MemoryStore`]: super::MemoryStore
+//! [`SharedStore`]: super::SharedStore
+//! [`SharedStore::outage`]: super::SharedStore::outage
+//! [`SharedStore::report_outage`]: super::SharedStore::report_outage
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,16 +32,8 @@ pub(crate) const LEASE: Duration = Duration::from_secs(10);
 /// news: the fleet forgets an outage nobody probes any more (every process stopped).
 pub(crate) const RECORD_TTL: Duration = Duration::from_secs(60);
 
-/// How often a process waiting on another's probe asks the store again: how
-/// late, at most, it hears that the provider is back.
-pub(crate) const POLL: Duration = Duration::from_millis(100);
-
-/// The least wait before asking again: a time that passed during the round trip
-/// (or on another machine's clock) must not make a process ask in a loop.
-pub(crate) const MIN_POLL: Duration = Duration::from_millis(2);
-
 /// What a process asks a store before it sends during an outage, or after a
-/// failure: see [`CooldownStore::outage`](crate::CooldownStore::outage).
+/// failure: see [`SharedStore::outage`](super::SharedStore::outage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OutageQuery {
@@ -61,7 +54,7 @@ impl OutageQuery {
     }
 }
 
-/// A store's answer to [`CooldownStore::outage`](crate::CooldownStore::outage).
+/// A store's answer to [`SharedStore::outage`](super::SharedStore::outage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OutageTurn {
@@ -77,7 +70,7 @@ pub enum OutageTurn {
 }
 
 /// What a process tells a store about a host's outage:
-/// [`CooldownStore::report_outage`](crate::CooldownStore::report_outage).
+/// [`SharedStore::report_outage`](super::SharedStore::report_outage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OutageReport {
@@ -151,7 +144,7 @@ fn apply(record: &mut Option<Record>, report: OutageReport, now: SystemTime, ttl
     };
 }
 
-/// Every host's outage record, in memory: [`MemoryCooldownStore`](crate::MemoryCooldownStore)'s.
+/// Every host's outage record, in memory: [`MemoryStore`](super::MemoryStore)'s.
 #[derive(Debug, Default)]
 pub(crate) struct Board {
     records: Mutex<HashMap<String, Record>>,
@@ -175,12 +168,12 @@ impl Board {
         answer
     }
 
-    /// [`CooldownStore::outage`](crate::CooldownStore::outage) at `now`.
+    /// [`SharedStore::outage`] at `now`.
     pub(crate) fn turn(&self, host: &str, query: OutageQuery, now: SystemTime) -> OutageTurn {
         self.with(host, now, |record| turn(record, query, now, RECORD_TTL))
     }
 
-    /// [`CooldownStore::report_outage`](crate::CooldownStore::report_outage) at `now`.
+    /// [`SharedStore::report_outage`] at `now`.
     pub(crate) fn report(&self, host: &str, report: OutageReport, now: SystemTime) {
         self.with(host, now, |record| apply(record, report, now, RECORD_TTL));
     }

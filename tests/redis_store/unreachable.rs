@@ -1,0 +1,124 @@
+//! A Redis that is cut off, or that never answers: requests go on, from the
+//! store's memory, delayed at most by the store's bound on each call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, RedisStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::cooldowns::limited_once;
+use crate::deployment::*;
+use crate::support::deadline::DEADLINE;
+
+/// A TCP proxy to `upstream` that can be cut, to simulate an outage.
+async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut links = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            links.spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
+    if Deployment::Single.store("").await.is_none() {
+        return;
+    }
+    let upstream: SocketAddr = {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned());
+        let info = redis::Client::open(url).unwrap().get_connection_info().addr().to_string();
+        let host_port = info.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        tokio::net::lookup_host(host_port).await.unwrap().next().unwrap()
+    };
+    let (addr, cut) = proxy(upstream).await;
+    let builder = RedisStore::builder().prefix(unique_prefix("outage")).timeout(MS(100));
+    let store = builder.connect(&format!("redis://{addr}/")).await.unwrap();
+    // Two middlewares share the store (say, chat and batch settings of one process).
+    let store = Arc::new(store);
+    let server = limited_once("300").await;
+    let chat = client(&server, fast().shared_store(store.clone()).build());
+    let batch = client(&server, fast().max_retries(2).shared_store(store).build());
+    let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
+
+    cut.abort();
+    let _ = cut.await;
+    let started = Instant::now();
+    let limited = chat.post(&target).bearer_auth("sk-k").send().await.expect("Redis being down never fails a request");
+    assert_eq!(limited.status(), 429);
+    // `batch` never saw the 429 and Redis never heard of it: only the store's memory can hold it.
+    let held = batch.post(&target).bearer_auth("sk-k").send().await.unwrap();
+    assert_eq!(held.status(), 200);
+    assert!(held.retry_stats().unwrap().waited > Duration::ZERO, "{:?}", held.retry_stats());
+    assert!(started.elapsed() >= MS(300), "{:?}", started.elapsed());
+
+    // Through the outage, requests cost at most one timeout a second.
+    let started = Instant::now();
+    for i in 0..5 {
+        let resp = chat.post(&target).bearer_auth(format!("sk-other-{i}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(started.elapsed() < MS(1000), "an outage costs at most one timeout a second: {:?}", started.elapsed());
+}
+
+/// A Redis that accepts connections and answers the client's greeting
+/// (`CLIENT SETINFO`, whose answers the client waits for), then never
+/// answers anything again: a hung server.
+async fn silent_redis() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut seen, mut answered, mut buffer) = (Vec::new(), 0, [0u8; 4096]);
+                while let Ok(read @ 1..) = connection.read(&mut buffer).await {
+                    seen.extend_from_slice(&buffer[..read]);
+                    let greetings = seen.windows(7).filter(|w| w == b"SETINFO").count();
+                    for _ in answered..greetings {
+                        let _ = connection.write_all(b"+OK\r\n").await;
+                    }
+                    answered = greetings;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_delays_a_request_by_the_stores_bound_at_most() {
+    let (silent, server) = (silent_redis().await, MockServer::start().await);
+    Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
+    // Below and above the 250 ms default: the bound is the one set, neither cut nor stretched.
+    for bound in [MS(50), MS(400)] {
+        let store = RedisStore::builder().timeout(bound).connect(&format!("redis://{silent}/")).await.unwrap();
+        let client = client(&server, LlmRetryMiddleware::builder().shared_store(store).build());
+        let started = Instant::now();
+        let send = client.post(&target).bearer_auth("sk-k").send();
+        let response = tokio::time::timeout(DEADLINE, send).await.expect("the store's call is bounded").unwrap();
+        let took = started.elapsed();
+        assert_eq!(response.status(), 200, "memory answered");
+        // The request went once the store's call gave up: not sooner (a bound cut short,
+        // as a connection's own shorter timeout would), and not much later.
+        assert!(took >= bound, "{bound:?}: sent after {took:?}");
+        assert!(took < bound + Duration::from_secs(2), "{bound:?}: sent after {took:?}");
+        // Redis is then left alone for a second: the next request does not wait for it.
+        let started = Instant::now();
+        let next = client.post(&target).bearer_auth("sk-k").send().await.unwrap();
+        assert_eq!((next.status(), next.retry_stats().unwrap().attempts), (reqwest::StatusCode::OK, 1));
+        assert!(started.elapsed() < bound.max(MS(400)), "{bound:?}: {:?}", started.elapsed());
+    }
+}
