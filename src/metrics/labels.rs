@@ -4,9 +4,7 @@ use http::StatusCode;
 use url::Url;
 
 use super::Cause;
-use super::keys::set_headroom;
 use crate::kind::ErrorKind;
-use crate::provider::Provider;
 use crate::rate_limits::RateLimits;
 
 /// The `outcome` of a call that succeeded.
@@ -62,17 +60,12 @@ pub(super) fn remaining(limits: &RateLimits) -> impl Iterator<Item = (usize, u64
 }
 
 /// Sets the headroom gauges of a response to `url`.
-pub(super) fn record_remaining(provider: Provider, url: &Url, limits: &RateLimits) {
-    if let Some(host) = host(url) {
-        set_headroom(provider, host, remaining(limits));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     use super::*;
+    use crate::provider::Provider;
     use crate::rate_limits::RateLimit;
 
     #[test]

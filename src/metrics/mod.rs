@@ -145,8 +145,10 @@ pub(crate) fn waited(provider: Provider, cause: Cause, wait: Duration) {
 #[cfg_attr(not(feature = "metrics"), inline(always))]
 pub(crate) fn rate_limits(provider: Provider, url: &Url, limits: Option<&RateLimits>) {
     #[cfg(feature = "metrics")]
-    if let Some(limits) = limits {
-        labels::record_remaining(provider, url, limits);
+    if let Some(limits) = limits
+        && let Some(host) = labels::host(url)
+    {
+        keys::set_headroom(provider, host, labels::remaining(limits));
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (provider, url, limits);

@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::clock::Instant;
 use reqwest::Request;
 
+use super::chain::{Rerouting, rerouting};
 use super::config::Config;
-use super::fall_back::{Rerouting, rerouting};
 use super::outcome::{Admission, Failure};
 use crate::cooldown::{self, Key, Pacer};
 use crate::error::RetryStats;

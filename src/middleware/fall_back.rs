@@ -3,50 +3,15 @@
 
 use std::time::Duration;
 
-use reqwest::{Request, Response};
+use reqwest::Response;
 
 use super::call::Call;
-use super::config::Config;
 use super::outcome::{Outcome, Step};
 use crate::clock::Instant;
 use crate::error::LlmApiError;
-use crate::fallback::{self, Chain, ModelFallback, event, trigger};
+use crate::fallback::{self, ModelFallback, event, trigger};
 use crate::health::Held;
 use crate::kind::ErrorKind;
-use crate::provider::Provider;
-
-/// A request on a model chain: the request as the caller built it, to rewrite
-/// for the next model, and where the chain stands.
-pub(super) struct Rerouting<'a> {
-    source: Request,
-    chain: Chain<'a>,
-    /// The requested model's last error, once the request has left it.
-    primary_error: Option<LlmApiError>,
-}
-
-impl Rerouting<'_> {
-    /// The model the request now names.
-    pub(super) fn model(&self) -> &str {
-        self.chain.current()
-    }
-}
-
-/// The chain of a request whose model has a fallback; `None` (and no body
-/// read) when no fallback is configured.
-pub(super) fn rerouting<'a>(config: &'a Config, provider: Provider, request: &Request) -> Option<Box<Rerouting<'a>>> {
-    if config.fallbacks.is_empty() {
-        return None;
-    }
-    rerouting_cold(config, provider, request)
-}
-
-#[cold]
-fn rerouting_cold<'a>(config: &'a Config, provider: Provider, request: &Request) -> Option<Box<Rerouting<'a>>> {
-    let model = fallback::peek_model(provider, request, fallback::PEEK_LIMIT)?;
-    let chain = Chain::start(&config.fallbacks, &model)?;
-    let source = request.try_clone()?;
-    Some(Box::new(Rerouting { source, chain, primary_error: None }))
-}
 
 impl Call<'_> {
     /// The model the request now names, when it is on a chain: the key of its health.

@@ -11,6 +11,7 @@
 
 mod builder;
 mod call;
+mod chain;
 mod config;
 mod fall_back;
 mod judge;
