@@ -40,6 +40,8 @@ pub enum Kind {
     FleetApart,
     /// The same four sharing one `MemoryStore`: a fleet sharing Redis, in one process.
     FleetShared,
+    /// `LlmRetryMiddleware` with `fallback(PRIMARY_MODEL, FALLBACK_MODEL)`, defaults otherwise.
+    OursFallback,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Reference => "reference loop",
             Kind::FleetApart => "4 × LlmRetryMiddleware, no store",
             Kind::FleetShared => "**4 × LlmRetryMiddleware, one store**",
+            Kind::OursFallback => "**LlmRetryMiddleware, fallback(opus, sonnet)**",
         }
     }
 
@@ -103,6 +106,17 @@ pub fn url(style: Style, port: u16) -> Url {
     Url::parse(&format!("http://{}:{port}{}", style.host(), style.path())).expect("url")
 }
 
+/// The model the fallback section's requests name, and the one it falls back to.
+pub const PRIMARY_MODEL: &str = "claude-opus-4-1";
+pub const FALLBACK_MODEL: &str = "claude-sonnet-4-5";
+
+/// A small Anthropic Messages request for [`PRIMARY_MODEL`].
+pub fn primary_model_body() -> Bytes {
+    Bytes::from_static(
+        br#"{"model":"claude-opus-4-1","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}"#,
+    )
+}
+
 /// A small chat request body.
 pub fn request_body() -> Bytes {
     Bytes::from_static(
@@ -120,6 +134,7 @@ pub struct Clients {
     ours_no_cooldown: ClientWithMiddleware,
     fleet_apart: Arc<[ClientWithMiddleware; 4]>,
     fleet_shared: Arc<[ClientWithMiddleware; 4]>,
+    ours_fallback: ClientWithMiddleware,
 }
 
 impl Clients {
@@ -135,6 +150,7 @@ impl Clients {
         Clients {
             fleet_apart: Arc::new(fleet_apart),
             fleet_shared: Arc::new(fleet_shared),
+            ours_fallback: with(LlmRetryMiddleware::builder().fallback(PRIMARY_MODEL, FALLBACK_MODEL).build()),
             empty: ClientBuilder::new(bare.clone()).with(PassThrough).build(),
             retry: ClientBuilder::new(bare.clone()).with(RetryTransientMiddleware::new_with_policy(backoff)).build(),
             ours: ClientBuilder::new(bare.clone()).with(LlmRetryMiddleware::default()).build(),
@@ -169,6 +185,7 @@ impl Clients {
             Kind::OursNoCooldown => Some(&self.ours_no_cooldown),
             Kind::FleetApart => Some(&self.fleet_apart[id.unwrap_or(0) as usize % 4]),
             Kind::FleetShared => Some(&self.fleet_shared[id.unwrap_or(0) as usize % 4]),
+            Kind::OursFallback => Some(&self.ours_fallback),
         };
         let result = match stack {
             None => self.bare.execute(request).await.map_err(|e| e.to_string()),

@@ -7,11 +7,12 @@
 //! host names, which every client here resolves to 127.0.0.1.
 //!
 //! Sections: 1. success-path overhead, 2. rate-limit storms, 3. overload,
-//! 4. parsing cost and peak memory, 5. provider outage (`--only outage`). Prints a markdown report on stdout
+//! 4. parsing cost and peak memory, 5. provider outage (`--only outage`), 6. model fallback
+//! (`--only fallback`). Prints a markdown report on stdout
 //! (progress on stderr) and writes `docs/storm-openai.svg`.
 //!
 //! Arguments after `--`: `--quick` (small sizes, for development),
-//! `--only success|storm|overload|parse|rss|outage` (repeatable), `--no-pin` (leave
+//! `--only success|storm|overload|parse|rss|outage|fallback` (repeatable), `--no-pin` (leave
 //! the threads free to run on any CPU; see `pin_to_one_cpu`).
 //! Without `--bench` (as under `cargo test --benches`) it does nothing.
 //! For finding where a client's time goes, `--profile bare|empty|retry|ours N`
@@ -19,6 +20,7 @@
 //! `valgrind --tool=callgrind` (instruction counts do not care how noisy the machine is).
 
 mod clients;
+mod fallback;
 mod outage;
 mod parsing;
 mod server;
@@ -415,6 +417,18 @@ fn main() {
             table.render(),
             fault_table.render()
         );
+    }
+
+    if wanted("fallback") {
+        // Quick: a 4 s outage in a 6 s run; otherwise the 10 s outage in 15 s.
+        let (down, length) = if quick {
+            (Duration::from_secs(4), Duration::from_secs(6))
+        } else {
+            (Duration::from_secs(10), Duration::from_secs(15))
+        };
+        progress(started, "model fallback (open loop, the primary model 529 then 200, the fallback 200)");
+        let runs = runtime.block_on(fallback::fallback(&fallback::KINDS, 50, down, length));
+        report += &fallback::report(&runs, 50, down, length, &mut verdicts);
     }
 
     if !verdicts.is_empty() {

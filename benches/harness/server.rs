@@ -90,6 +90,9 @@ pub enum Scenario {
     BigError { bytes: usize },
     /// The provider's overload error to every request until `until`, then 200.
     Outage { style: Style, until: Instant },
+    /// One model's outage: the overload error to the requests whose body names
+    /// `model` until `until`, then 200; 200 to every other model throughout.
+    ModelOutage { style: Style, model: &'static str, until: Instant },
 }
 
 /// One request as the server saw it.
@@ -97,6 +100,10 @@ pub enum Scenario {
 pub struct Seen {
     pub at: Instant,
     pub status: u16,
+    /// It named the model of a [`Scenario::ModelOutage`].
+    pub primary: bool,
+    /// Its `x-bench-id`, when it had one.
+    pub id: Option<u64>,
 }
 
 struct State {
@@ -182,7 +189,8 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
     let at = Instant::now();
     let id = request.headers().get("x-bench-id").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     // Read the request body, as a real server does, so the connection stays reusable.
-    let _ = request.into_body().collect().await;
+    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let primary = matches!(&state.scenario, Scenario::ModelOutage { model, .. } if names_model(&body, model));
     let response = match &state.scenario {
         Scenario::Ok => {
             // What api.openai.com sends with every answer.
@@ -238,9 +246,18 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             *state.attempts.lock().unwrap().entry(id.unwrap_or(u64::MAX)).or_insert(0) += 1;
             if at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }
         }
+        Scenario::ModelOutage { style, until, .. } => {
+            if primary && at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }
+        }
     };
-    state.log.lock().unwrap().push(Seen { at, status: response.status().as_u16() });
+    state.log.lock().unwrap().push(Seen { at, status: response.status().as_u16(), primary, id });
     Ok(response)
+}
+
+/// Whether a JSON body's `model` field is `model` (the harness's bodies are compact).
+fn names_model(body: &[u8], model: &str) -> bool {
+    let needle = format!(r#""model":"{model}""#);
+    body.windows(needle.len()).any(|window| window == needle.as_bytes())
 }
 
 /// A uniform number in `[0, 1)` from (seed, id, attempt): SplitMix64.

@@ -291,6 +291,11 @@ impl Ticket {
         }
     }
 
+    /// Whether its host (its host and model, for a model on a chain) is in an outage here.
+    pub(crate) fn in_outage(&self) -> bool {
+        self.host.tracker().since().is_some()
+    }
+
     /// What the attempt just made said about the host.
     pub(crate) fn report(&mut self, report: Report, server_wait: Option<Duration>, base_delay: Duration) {
         let probe = std::mem::take(&mut self.probing);

@@ -10,7 +10,7 @@ use super::outcome::{Outcome, Step};
 use crate::clock::Instant;
 use crate::error::LlmApiError;
 use crate::fallback::{self, ModelFallback, event, trigger};
-use crate::health::Held;
+use crate::health::{Held, Ticket};
 use crate::kind::ErrorKind;
 
 impl Call<'_> {
@@ -45,6 +45,18 @@ impl Call<'_> {
             None => (ErrorKind::Timeout, None),
         };
         self.fall_back(kind, primary)
+    }
+
+    /// After a failure that would be retried, on a model in an outage: the
+    /// next model at once. The retry would only be held and sent on, after a
+    /// backoff for nothing, or be the outage's probe again, the caller's
+    /// latency spent on probing a model that is down.
+    pub(super) fn fall_back_in_outage(&mut self, outcome: &Outcome) -> Option<Step> {
+        self.rerouting.as_ref()?;
+        if !self.ticket.as_ref().is_some_and(Ticket::in_outage) || !self.can_fall_back() {
+            return None;
+        }
+        self.fall_back_after(outcome, None)
     }
 
     /// Held by the outage of its model: the next model at once, when there is one.

@@ -24,6 +24,9 @@ impl Call<'_> {
     pub(super) fn decide(&mut self, verdict: Verdict, outcome: Outcome, attempt: Attempt) -> Step {
         match (verdict, attempt.pending) {
             (Verdict::Retry(wait), Some(request)) => {
+                if let Some(step) = self.fall_back_in_outage(&outcome) {
+                    return step;
+                }
                 log_retry(self.provider, self.attempts, wait, &outcome);
                 match &outcome {
                     Outcome::Answered(failure) => {

@@ -264,3 +264,35 @@ async fn in_a_models_outage_one_request_probes_it_the_others_go_to_the_fallback_
     assert!(back, "a probe finds opus answering again");
     assert_eq!(wave(4).await, ["opus"; 4], "traffic is back on opus");
 }
+
+/// `n` concurrent requests for opus; the model that answered each.
+async fn wave_for_opus(client: &reqwest_middleware::ClientWithMiddleware, url: &str, n: usize) -> Vec<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.spawn(async move { client.post(url).body(r#"{"model":"opus"}"#).send().await.unwrap() });
+    }
+    let responses = tokio::time::timeout(DEADLINE, tasks.join_all()).await.expect("every request ends");
+    responses.iter().map(|r| r.model_fallback().map_or("opus".to_owned(), |f| f.answered.clone())).collect()
+}
+
+#[tokio::test]
+async fn a_request_that_fails_on_a_model_in_its_outage_falls_back_at_once_instead_of_retrying_it() {
+    let server = MockServer::start().await;
+    model_answers(&server, "opus", overloaded()).await;
+    model_answers(&server, "sonnet", ok()).await;
+    let client = client(&server, fast().fallback("opus", "sonnet").build());
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    // Twelve failures of opus in a row: its outage.
+    assert!(wave_for_opus(&client, &url, 12).await.iter().all(|model| model == "sonnet"));
+    let before = bodies_for(&server, "opus").await.len();
+
+    // Alone, a request is the outage's probe: it asks opus once, and only once.
+    let response = client.post(&url).body(r#"{"model":"opus"}"#).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let taken = response.model_fallback().expect("answered by the fallback");
+    assert_eq!(taken.primary_error.as_ref().map(|e| (e.status.as_u16(), e.attempts)), Some((529, 1)));
+    assert_eq!(bodies_for(&server, "opus").await.len(), before + 1, "the failed probe is not retried on opus");
+    let stats = response.retry_stats().unwrap();
+    assert_eq!((stats.attempts, stats.waited), (2, Duration::ZERO), "no backoff before the fallback");
+}
