@@ -38,7 +38,7 @@ use crate::provider::Provider;
 use crate::store::outage::LEASE;
 use crate::store::{OutageQuery, OutageReport, OutageTurn, SharedStore};
 pub(crate) use tracker::Report;
-use tracker::{Change, Decision, Tracker};
+use tracker::{Asker, Change, Decision, Tracker};
 
 /// Hosts tracked at most; past it, a new host's failures are not tracked.
 const MAX_HOSTS: usize = 256;
@@ -202,8 +202,8 @@ impl Ticket {
             let now = Instant::now();
             let (mut decision, server_wait, ask_fleet) = {
                 let mut tracker = host.tracker();
-                let decision = tracker.ask(now, self.held);
-                (decision, tracker.server_wait(), fleet_question(&host, &tracker, decision))
+                let decision = tracker.ask(now, Asker::of(patient, self.held));
+                (decision, tracker.server_wait(), fleet_question(&host, &tracker, decision, patient))
             };
             if let Some(since) = ask_fleet {
                 decision = self.fleet_turn(since, decision, now).await;
@@ -380,9 +380,10 @@ impl Host {
 /// Whether a request should ask the store before it goes, and with what:
 /// `Some(since)` when its process would probe now (`since` its outage's
 /// start), or would send to a host that has started failing (`Some(None)`).
-/// Never when it is alone: its own retries are its probes, as without a store.
-fn fleet_question(host: &Host, tracker: &Tracker, decision: Decision) -> Option<Option<Instant>> {
-    if host.store.is_none() || tracker.alone() {
+/// Never when it is alone and `patient`: its own retries are its probes, as
+/// without a store; one that can go elsewhere asks, so as not to retry into the fleet's outage.
+fn fleet_question(host: &Host, tracker: &Tracker, decision: Decision, patient: bool) -> Option<Option<Instant>> {
+    if host.store.is_none() || (patient && tracker.alone()) {
         return None;
     }
     match decision {

@@ -51,6 +51,28 @@ pub(crate) enum Report {
     Answered,
 }
 
+/// Who asks whether it may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asker {
+    /// A request that would wait for an outage's end.
+    Patient,
+    /// A patient request that has waited for this outage: due a release slot.
+    Held,
+    /// A request that can go elsewhere (a fallback model): never held, it
+    /// probes only when the probe is due, even alone, and goes elsewhere otherwise.
+    Elsewhere,
+}
+
+impl Asker {
+    pub(crate) fn of(patient: bool, held: bool) -> Asker {
+        match (patient, held) {
+            (false, _) => Asker::Elsewhere,
+            (true, true) => Asker::Held,
+            (true, false) => Asker::Patient,
+        }
+    }
+}
+
 /// What a request should do before sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -136,11 +158,11 @@ impl Tracker {
         }
     }
 
-    /// May a request (`held`: one that has waited for this outage) send now?
-    pub(crate) fn ask(&mut self, now: Instant, held: bool) -> Decision {
+    /// May a request send now?
+    pub(crate) fn ask(&mut self, now: Instant, asker: Asker) -> Decision {
         if let Some(outage) = &mut self.outage {
-            // Alone, a request's own retries are its probes, on its own schedule.
-            let alone = self.active <= 1;
+            // Alone, a patient request's own retries are its probes, on its own schedule.
+            let alone = self.active <= 1 && asker != Asker::Elsewhere;
             if !outage.probing && (alone || now >= outage.next_probe) {
                 outage.probing = true;
                 outage.probes += 1;
@@ -149,7 +171,7 @@ impl Tracker {
             return Decision::Wait((!outage.probing).then_some(outage.next_probe));
         }
         match &mut self.release {
-            Some(release) if held && release.given < release.count => {
+            Some(release) if asker == Asker::Held && release.given < release.count => {
                 let slot = RELEASE_SPREAD.mul_f64(f64::from(release.given) / f64::from(release.count));
                 release.given += 1;
                 Decision::GoAt(release.start + slot)
@@ -294,7 +316,7 @@ mod tests {
     fn a_run_of_failures_enters_the_outage() {
         let (mut t, t0) = tracker(3);
         assert_eq!(fail(&mut t, RUN - 1, t0), None);
-        assert_eq!(t.ask(t0, false), Decision::Go { probe: false });
+        assert_eq!(t.ask(t0, Asker::Patient), Decision::Go { probe: false });
         assert_eq!(fail(&mut t, 1, t0), Some(Change::Entered { failures: RUN }));
         assert!(t.in_outage());
     }
@@ -322,15 +344,15 @@ mod tests {
         let (mut t, t0) = tracker(3);
         fail(&mut t, RUN, t0);
         let first = t0 + probe_interval(BASE, 0);
-        assert_eq!(t.ask(t0, false), Decision::Wait(Some(first)));
-        assert_eq!(t.ask(first, false), Decision::Go { probe: true });
-        assert_eq!(t.ask(first, false), Decision::Wait(None), "a probe is in flight");
+        assert_eq!(t.ask(t0, Asker::Patient), Decision::Wait(Some(first)));
+        assert_eq!(t.ask(first, Asker::Patient), Decision::Go { probe: true });
+        assert_eq!(t.ask(first, Asker::Patient), Decision::Wait(None), "a probe is in flight");
         assert_eq!(t.report(Report::Failed, true, None, first + MS(10), BASE), None);
         let second = first + MS(10) + probe_interval(BASE, 0);
-        assert_eq!(t.ask(first + MS(20), false), Decision::Wait(Some(second)));
-        assert_eq!(t.ask(second, false), Decision::Go { probe: true });
+        assert_eq!(t.ask(first + MS(20), Asker::Patient), Decision::Wait(Some(second)));
+        assert_eq!(t.ask(second, Asker::Patient), Decision::Go { probe: true });
         t.report(Report::Failed, true, None, second, BASE);
-        assert_eq!(t.ask(second, false), Decision::Wait(Some(second + probe_interval(BASE, 1))));
+        assert_eq!(t.ask(second, Asker::Patient), Decision::Wait(Some(second + probe_interval(BASE, 1))));
     }
 
     #[test]
@@ -345,9 +367,9 @@ mod tests {
         let (mut t, t0) = tracker(3);
         fail(&mut t, RUN, t0);
         let go = t0 + probe_interval(BASE, 0);
-        assert_eq!(t.ask(go, false), Decision::Go { probe: true });
+        assert_eq!(t.ask(go, Asker::Patient), Decision::Go { probe: true });
         t.report(Report::Failed, true, Some(Duration::from_secs(3)), go, BASE);
-        assert_eq!(t.ask(go, false), Decision::Wait(Some(go + Duration::from_secs(3))));
+        assert_eq!(t.ask(go, Asker::Patient), Decision::Wait(Some(go + Duration::from_secs(3))));
         assert_eq!(t.server_wait(), Some(Duration::from_secs(3)));
     }
 
@@ -355,9 +377,22 @@ mod tests {
     fn a_request_alone_is_never_held() {
         let (mut t, t0) = tracker(1);
         fail(&mut t, RUN, t0);
-        assert_eq!(t.ask(t0, false), Decision::Go { probe: true });
+        assert_eq!(t.ask(t0, Asker::Patient), Decision::Go { probe: true });
         t.report(Report::Failed, true, None, t0, BASE);
-        assert_eq!(t.ask(t0, false), Decision::Go { probe: true }, "its own schedule, not the probe's");
+        assert_eq!(t.ask(t0, Asker::Patient), Decision::Go { probe: true }, "its own schedule, not the probe's");
+    }
+
+    #[test]
+    fn a_request_that_can_go_elsewhere_probes_only_when_the_probe_is_due_even_alone() {
+        let (mut t, t0) = tracker(1);
+        fail(&mut t, RUN, t0);
+        let due = t0 + probe_interval(BASE, 0);
+        assert_eq!(t.ask(t0, Asker::Elsewhere), Decision::Wait(Some(due)));
+        assert_eq!(t.ask(due, Asker::Elsewhere), Decision::Go { probe: true });
+        t.report(Report::Failed, true, None, due, BASE);
+        let next = due + probe_interval(BASE, 0);
+        assert_eq!(t.ask(due, Asker::Elsewhere), Decision::Wait(Some(next)));
+        assert_eq!(t.ask(due, Asker::Patient), Decision::Go { probe: true }, "a patient one alone: its own schedule");
     }
 
     #[test]
@@ -368,14 +403,14 @@ mod tests {
             t.wait(true);
         }
         let go = t0 + probe_interval(BASE, 0);
-        assert_eq!(t.ask(go, false), Decision::Go { probe: true });
+        assert_eq!(t.ask(go, Asker::Patient), Decision::Go { probe: true });
         let back = go + MS(100);
         let left = t.report(Report::Answered, true, None, back, BASE);
         assert_eq!(left, Some(Change::Left { probes: 1, lasted: back - t0 }));
-        let slots: Vec<_> = (0..5).map(|_| t.ask(back, true)).collect();
+        let slots: Vec<_> = (0..5).map(|_| t.ask(back, Asker::Held)).collect();
         let at = |quarters: u32| Decision::GoAt(back + RELEASE_SPREAD * quarters / 4);
         assert_eq!(slots, [at(0), at(1), at(2), at(3), Decision::Go { probe: false }], "one slot per waiting request");
-        assert_eq!(t.ask(back, false), Decision::Go { probe: false }, "a new request goes at once");
+        assert_eq!(t.ask(back, Asker::Patient), Decision::Go { probe: false }, "a new request goes at once");
     }
 
     #[test]
@@ -383,9 +418,9 @@ mod tests {
         let (mut t, t0) = tracker(3);
         fail(&mut t, RUN, t0);
         let go = t0 + probe_interval(BASE, 0);
-        assert_eq!(t.ask(go, false), Decision::Go { probe: true });
+        assert_eq!(t.ask(go, Asker::Patient), Decision::Go { probe: true });
         t.leave(true, go);
-        assert_eq!(t.ask(go, false), Decision::Go { probe: true });
+        assert_eq!(t.ask(go, Asker::Patient), Decision::Go { probe: true });
     }
 
     #[test]
@@ -397,19 +432,19 @@ mod tests {
         // Another process says the host is down: entered without a run of failures here.
         assert_eq!(t.join_outage(t0, false, t0 + MS(100)), Some(Change::Joined));
         assert!(!t.failing());
-        assert_eq!(t.ask(t0, false), Decision::Wait(Some(t0 + MS(100))));
-        assert_eq!(t.ask(t0 + MS(100), false), Decision::Go { probe: true });
+        assert_eq!(t.ask(t0, Asker::Patient), Decision::Wait(Some(t0 + MS(100))));
+        assert_eq!(t.ask(t0 + MS(100), Asker::Patient), Decision::Go { probe: true });
         // The store says another process probes: this one is not sent, and not counted.
         t.defer(t0 + MS(200));
-        assert_eq!(t.ask(t0 + MS(150), false), Decision::Wait(Some(t0 + MS(200))));
+        assert_eq!(t.ask(t0 + MS(150), Asker::Patient), Decision::Wait(Some(t0 + MS(200))));
         t.wait(true);
         // Another process's probe succeeded.
         assert_eq!(t.recovered(t0 + MS(300)), Some(Change::Left { probes: 0, lasted: MS(300) }));
-        assert_eq!(t.ask(t0 + MS(300), true), Decision::GoAt(t0 + MS(300)), "the waiting are released");
+        assert_eq!(t.ask(t0 + MS(300), Asker::Held), Decision::GoAt(t0 + MS(300)), "the waiting are released");
         assert_eq!(t.recovered(t0 + MS(300)), None, "left once");
         // Granted the fleet's probe as it joins: it is the probe in flight.
         assert_eq!(t.join_outage(t0 + MS(400), true, t0 + MS(400)), Some(Change::Joined));
-        assert_eq!(t.ask(t0 + MS(400), false), Decision::Wait(None));
+        assert_eq!(t.ask(t0 + MS(400), Asker::Patient), Decision::Wait(None));
         assert!(tracker(1).0.alone());
     }
 

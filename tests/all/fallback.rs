@@ -276,23 +276,59 @@ async fn wave_for_opus(client: &reqwest_middleware::ClientWithMiddleware, url: &
     responses.iter().map(|r| r.model_fallback().map_or("opus".to_owned(), |f| f.answered.clone())).collect()
 }
 
+/// A request for opus, alone.
+async fn one_for_opus(client: &reqwest_middleware::ClientWithMiddleware, url: &str) -> reqwest::Response {
+    let response = client.post(url).body(r#"{"model":"opus"}"#).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
+
 #[tokio::test]
-async fn a_request_that_fails_on_a_model_in_its_outage_falls_back_at_once_instead_of_retrying_it() {
+async fn in_a_models_outage_a_request_alone_goes_to_the_fallback_until_the_probe_is_due() {
+    let server = MockServer::start().await;
+    model_answers(&server, "opus", overloaded()).await;
+    model_answers(&server, "sonnet", ok()).await;
+    // The next probe is due a quarter of the base delay after the outage begins: 10 s.
+    let middleware = fast().base_delay(Duration::from_secs(40)).fallback("opus", "sonnet").build();
+    let client = client(&server, middleware);
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    assert!(wave_for_opus(&client, &url, 12).await.iter().all(|model| model == "sonnet"), "opus's outage");
+    let before = bodies_for(&server, "opus").await.len();
+
+    for _ in 0..5 {
+        let response = one_for_opus(&client, &url).await;
+        let primary = response.model_fallback().and_then(|f| f.primary_error.clone()).expect("from the fallback");
+        assert_eq!((primary.kind, primary.attempts), (ErrorKind::Overloaded, 0), "opus is not asked");
+        let stats = response.retry_stats().unwrap();
+        assert_eq!((stats.attempts, stats.waited), (1, Duration::ZERO), "sent to sonnet at once");
+    }
+    assert_eq!(bodies_for(&server, "opus").await.len(), before, "alone, no request probed before its time");
+}
+
+#[tokio::test]
+async fn a_failed_probe_of_a_model_in_its_outage_falls_back_at_once_instead_of_retrying_it() {
     let server = MockServer::start().await;
     model_answers(&server, "opus", overloaded()).await;
     model_answers(&server, "sonnet", ok()).await;
     let client = client(&server, fast().fallback("opus", "sonnet").build());
     let url = url(&server, ANTHROPIC, "/v1/messages");
-    // Twelve failures of opus in a row: its outage.
-    assert!(wave_for_opus(&client, &url, 12).await.iter().all(|model| model == "sonnet"));
+    assert!(wave_for_opus(&client, &url, 12).await.iter().all(|model| model == "sonnet"), "opus's outage");
     let before = bodies_for(&server, "opus").await.len();
 
-    // Alone, a request is the outage's probe: it asks opus once, and only once.
-    let response = client.post(&url).body(r#"{"model":"opus"}"#).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let taken = response.model_fallback().expect("answered by the fallback");
-    assert_eq!(taken.primary_error.as_ref().map(|e| (e.status.as_u16(), e.attempts)), Some((529, 1)));
-    assert_eq!(bodies_for(&server, "opus").await.len(), before + 1, "the failed probe is not retried on opus");
+    // Requests one at a time until one is the outage's probe (due within 2.5 ms).
+    let mut probe = None;
+    for _ in 0..200 {
+        let response = one_for_opus(&client, &url).await;
+        let primary = response.model_fallback().and_then(|f| f.primary_error.clone()).expect("from the fallback");
+        if primary.status == 529 {
+            probe = Some((response, primary));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (response, primary) = probe.expect("a request probes opus");
+    assert_eq!(primary.attempts, 1, "the failed probe is not retried on opus");
+    assert_eq!(bodies_for(&server, "opus").await.len(), before + 1);
     let stats = response.retry_stats().unwrap();
     assert_eq!((stats.attempts, stats.waited), (2, Duration::ZERO), "no backoff before the fallback");
 }
