@@ -151,7 +151,10 @@ fn push_verdicts(run: &FallbackRun, verdicts: &mut Vec<String>) {
         (run.p99 <= Duration::from_secs(1), format!("p99 latency {} (target ≤ 1 s)", fmt_secs(run.p99.as_secs_f64()))),
         (
             run.primary_per_caught <= 0.2,
-            format!("{:.3} attempts on the primary per request during its outage (target ≤ 0.2)", run.primary_per_caught),
+            format!(
+                "{:.3} attempts on the primary per request during its outage (target ≤ 0.2)",
+                run.primary_per_caught
+            ),
         ),
         (
             run.back.is_some_and(|back| back <= Duration::from_secs(1)),

@@ -247,7 +247,11 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             if at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }
         }
         Scenario::ModelOutage { style, until, .. } => {
-            if primary && at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }
+            if primary && at < *until {
+                overloaded(*style)
+            } else {
+                json(StatusCode::OK, CHAT_COMPLETION.to_owned())
+            }
         }
     };
     state.log.lock().unwrap().push(Seen { at, status: response.status().as_u16(), primary, id });

@@ -2,11 +2,14 @@
 //! failure is transient is sent again naming the next model, wherever the
 //! provider puts the model, with every other byte kept.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, mock};
+use reqwest_llm_retry::{
+    CooldownStore, ErrorKind, LlmApiError, LlmResponseExt, MemoryCooldownStore, OutageQuery, OutageReport, OutageTurn,
+    StoreFuture, mock,
+};
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -331,4 +334,95 @@ async fn a_failed_probe_of_a_model_in_its_outage_falls_back_at_once_instead_of_r
     assert_eq!(bodies_for(&server, "opus").await.len(), before + 1);
     let stats = response.retry_stats().unwrap();
     assert_eq!((stats.attempts, stats.waited), (2, Duration::ZERO), "no backoff before the fallback");
+}
+
+/// A memory store that records the names it is asked about outages under.
+#[derive(Debug, Default)]
+struct Named(MemoryCooldownStore, Mutex<Vec<String>>);
+
+impl CooldownStore for Named {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
+        self.0.get(key)
+    }
+
+    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
+        self.0.extend(key, until)
+    }
+
+    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
+        self.1.lock().unwrap().push(host.to_owned());
+        self.0.outage(host, query)
+    }
+
+    fn report_outage<'a>(&'a self, host: &'a str, report: OutageReport) -> StoreFuture<'a, ()> {
+        self.1.lock().unwrap().push(host.to_owned());
+        self.0.report_outage(host, report)
+    }
+}
+
+/// Opus down for good: 529 at once, save `a`'s requests after its first 12,
+/// which hang (its probe holds the fleet's lease while the others are watched).
+/// Publishes the count of `a`'s arrivals.
+struct OpusDown(tokio::sync::watch::Sender<usize>);
+
+impl Respond for OpusDown {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        if request.headers.contains_key("x-from-b") {
+            return overloaded();
+        }
+        let mut count = 0;
+        self.0.send_modify(|n| {
+            *n += 1;
+            count = *n;
+        });
+        if count > 12 { overloaded().set_delay(Duration::from_secs(30)) } else { overloaded() }
+    }
+}
+
+#[tokio::test]
+async fn a_models_outage_one_middleware_recorded_sends_anothers_requests_on_after_one_failure() {
+    let server = MockServer::start().await;
+    let (arrivals, mut from_a) = tokio::sync::watch::channel(0);
+    Mock::given(mock::model("opus")).respond_with(OpusDown(arrivals)).mount(&server).await;
+    model_answers(&server, "sonnet", ok()).await;
+    let store = Arc::new(Named::default());
+    let middleware = || fast().fallback("opus", "sonnet").cooldown_store(store.clone()).build();
+    let a = client(&server, middleware());
+    let url = url(&server, ANTHROPIC, "/v1/messages");
+    // `a` meets opus's outage, and its probe holds the fleet's lease: the store has it on record.
+    let wave = tokio::spawn({
+        let url = url.clone();
+        async move { wave_for_opus(&a, &url, 12).await }
+    });
+    let lease = OutageQuery::new(None, Duration::from_secs(10));
+    let name = format!("{ANTHROPIC}:{}/opus", server.address().port());
+    let recorded = async {
+        loop {
+            from_a.changed().await.unwrap();
+            if matches!(store.outage(&name, lease).await, Some(OutageTurn::Wait(_))) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, recorded).await.expect("a probes opus under the fleet's lease");
+
+    // Middlewares that never saw opus fail send their requests on after one failure each:
+    // `b` one request alone, `c` four at once, then one more, which goes to sonnet at once.
+    let (b, c) = (client(&server, middleware()), client(&server, middleware()));
+    let send = |client: &reqwest_middleware::ClientWithMiddleware| {
+        let request = client.post(&url).header("x-from-b", "1").body(r#"{"model":"opus"}"#);
+        async move {
+            let response = tokio::time::timeout(DEADLINE, request.send()).await.expect("it ends").unwrap();
+            assert_eq!(response.status(), 200);
+            let taken = response.model_fallback().expect("answered by sonnet");
+            taken.primary_error.as_ref().map_or(0, |e| e.attempts)
+        }
+    };
+    assert_eq!(send(&b).await, 1, "alone, b fails once, then asks the store");
+    let four = tokio::join!(send(&c), send(&c), send(&c), send(&c));
+    assert_eq!(four, (1, 1, 1, 1), "c's requests fail once each, then ask the store");
+    assert_eq!(send(&c).await, 0, "the fleet's outage is now c's own");
+    let names = store.1.lock().unwrap().clone();
+    assert!(!names.is_empty() && names.iter().all(|n| *n == name), "kept per host and model: {names:?}");
+    wave.abort();
 }
