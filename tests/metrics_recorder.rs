@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use metrics::Unit;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use reqwest_llm_retry::mock::wiremock::matchers::any;
+use reqwest_llm_retry::mock::wiremock::matchers::{any, path};
 use reqwest_llm_retry::mock::wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use reqwest_llm_retry::{LlmRetryMiddleware, Provider, mock};
 use reqwest_middleware::ClientWithMiddleware;
@@ -302,6 +302,56 @@ async fn a_call_held_by_an_outage_until_its_bound_ends_as_overloaded_even_never_
     let anthropic = ("provider", "anthropic");
     assert_eq!(seen.counter("llm_retry_requests_total", &[anthropic, ("outcome", "overloaded")]), 20);
     assert_eq!(seen.total("llm_retry_requests_total"), 20);
+}
+
+#[tokio::test]
+async fn a_fallback_counts_once_with_its_provider_and_models() {
+    let _turn = turn().await;
+    let (server, _) = mock::start(Provider::Anthropic).await;
+    Mock::given(mock::model("claude-opus-4-1")).respond_with(mock::anthropic::overloaded()).mount(&server).await;
+    Mock::given(mock::model("claude-sonnet-4-5")).respond_with(mock::anthropic::ok("hi")).mount(&server).await;
+    let middleware = fast().max_retries(1).fallback("claude-opus-4-1", "claude-sonnet-4-5").build();
+    let client = client(Provider::Anthropic, &server, middleware);
+    let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
+    let request = client.post(url).body(r#"{"model":"claude-opus-4-1","max_tokens":16}"#).send();
+    assert_eq!(tokio::time::timeout(DEADLINE, request).await.expect("no hang").unwrap().status(), 200);
+
+    let seen = recorded();
+    let anthropic = ("provider", "anthropic");
+    let models = [anthropic, ("from", "claude-opus-4-1"), ("to", "claude-sonnet-4-5")];
+    assert_eq!(seen.counter("llm_retry_fallbacks_total", &models), 1);
+    assert_eq!(seen.total("llm_retry_fallbacks_total"), 1);
+    assert_eq!(seen.counter("llm_retry_retries_total", &[anthropic, ("reason", "overloaded")]), 1, "opus's own retry");
+    assert_eq!(seen.counter("llm_retry_requests_total", &[anthropic, ("outcome", "success")]), 1, "one call");
+    assert_eq!(seen.total("llm_retry_requests_total"), 1);
+    assert_eq!(seen.units["llm_retry_fallbacks_total"], (Some(Unit::Count), true));
+}
+
+#[tokio::test]
+async fn the_outage_of_a_model_on_a_chain_is_labelled_with_its_host_alone() {
+    let _turn = turn().await;
+    let (server, _) = mock::start(Provider::Bedrock).await;
+    // Bedrock's model ids hold a colon, which the host label must not take for a port's.
+    let (opus, sonnet) = ("anthropic.claude-opus-4-1-v1:0", "anthropic.claude-sonnet-4-5-v1:0");
+    let down = path("/model/anthropic.claude-opus-4-1-v1%3A0/invoke");
+    Mock::given(down).respond_with(mock::bedrock::service_unavailable()).mount(&server).await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_string("{}")).mount(&server).await;
+    let client = client(Provider::Bedrock, &server, fast().max_retries(0).fallback(opus, sonnet).build());
+    let url = format!("{}/model/anthropic.claude-opus-4-1-v1%3A0/invoke", mock::base_url(Provider::Bedrock, &server));
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (client, url) = (client.clone(), url.clone());
+        requests.spawn(async move { post(&client, &url).await });
+    }
+    let statuses = tokio::time::timeout(DEADLINE, requests.join_all()).await.expect("no hang");
+    assert!(statuses.iter().all(|&status| status == 200), "every request answered by the fallback: {statuses:?}");
+
+    let seen = recorded();
+    let bedrock = ("provider", "bedrock");
+    let outage = [bedrock, ("host", "bedrock-runtime.us-east-1.amazonaws.com")];
+    assert_eq!(seen.gauge("llm_retry_outage", &outage), Some(1.0), "opus's outage, under its host");
+    assert_eq!(seen.series("llm_retry_outage").len(), 1, "{:?}", seen.series("llm_retry_outage"));
+    assert_eq!(seen.counter("llm_retry_fallbacks_total", &[bedrock, ("from", opus), ("to", sonnet)]), 12);
 }
 
 #[tokio::test]

@@ -63,8 +63,10 @@ pub(crate) struct Health {
 
 #[derive(Debug)]
 struct Host {
-    /// `host:port`, for the log lines and the store.
+    /// `host:port`, and `/model` for a model on a chain: for the log lines and the store.
     name: String,
+    /// The host name alone, for the metrics' `host` label (a model's name may hold a colon).
+    host: String,
     /// The provider of the request that first failed here, for the metrics.
     provider: Provider,
     tracker: Mutex<Tracker>,
@@ -131,6 +133,7 @@ impl Health {
                         Some(model) => format!("{name}:{port}/{model}"),
                         None => format!("{name}:{port}"),
                     },
+                    host: name.to_owned(),
                     provider,
                     tracker: Mutex::default(),
                     wake: Notify::new(),
@@ -338,14 +341,9 @@ impl Host {
         metrics::waited(self.provider, Cause::Outage, wait);
     }
 
-    /// The host's name without its port.
-    fn host(&self) -> &str {
-        self.name.rsplit_once(':').map_or(&self.name, |(host, _)| host)
-    }
-
     fn log(&self, change: Option<Change>) {
         if let Some(change) = change {
-            metrics::outage(self.provider, self.host(), !matches!(change, Change::Left { .. }));
+            metrics::outage(self.provider, &self.host, !matches!(change, Change::Left { .. }));
         }
         match change {
             Some(Change::Entered { failures }) => tracing::warn!(
