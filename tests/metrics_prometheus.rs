@@ -109,16 +109,25 @@ async fn the_example_exports_every_metric_and_the_dashboard_reads_them() {
     let text = storm::scrape(address).await.unwrap();
     let last = parse(&text);
 
-    // Each call is one outcome; each request answered beyond the calls, one retry.
+    // Each call is one outcome; each request answered beyond the calls, one retry or one
+    // fallback (save a fallback's that was the call's first request: its model was not asked).
     for provider in [Provider::OpenAi, Provider::Anthropic, Provider::Gemini] {
         let of = |f: fn(&storm::Phase) -> usize| phases.iter().filter(|p| p.provider == provider).map(f).sum::<usize>();
         let (calls, successes, answered) = (of(|p| p.calls), of(|p| p.successes), of(|p| p.answered));
+        let (fallbacks, straight) = (of(|p| p.fallbacks), of(|p| p.straight));
         let names: Vec<_> = phases.iter().filter(|p| p.provider == provider).map(|p| p.name).collect();
         let p = ("provider", provider.name());
         assert_eq!(sum(&last, "llm_retry_requests_total", &[p]), calls as f64, "{names:?}\n{text}");
         assert_eq!(sum(&last, "llm_retry_requests_total", &[p, ("outcome", "success")]), successes as f64, "{names:?}");
-        assert_eq!(sum(&last, "llm_retry_retries_total", &[p]), (answered - calls) as f64, "{names:?}\n{text}");
+        let retries = answered + straight - calls - fallbacks;
+        assert_eq!(sum(&last, "llm_retry_retries_total", &[p]), retries as f64, "{names:?}\n{text}");
+        assert_eq!(sum(&last, "llm_retry_fallbacks_total", &[p]), fallbacks as f64, "{names:?}\n{text}");
     }
+    // Opus was down for its first 24 answers: some calls went on to Sonnet.
+    let fallback = phases.iter().find(|p| p.name == "fallback").expect("the fallback phase");
+    let models = [("provider", "anthropic"), ("from", storm::OPUS), ("to", storm::SONNET)];
+    assert!(fallback.fallbacks > 0, "{fallback:?}");
+    assert_eq!(sum(&last, "llm_retry_fallbacks_total", &models), fallback.fallbacks as f64, "{text}");
     let (openai, anthropic, gemini) = (("provider", "openai"), ("provider", "anthropic"), ("provider", "gemini"));
     for (labels, what) in [
         ([openai, ("reason", "rate_limited")], "a 429 retried"),
@@ -166,7 +175,7 @@ async fn the_example_exports_every_metric_and_the_dashboard_reads_them() {
     .map(String::from)
     .into();
     assert_eq!(queried, exported, "the dashboard queries every metric, and no other");
-    for name in exported.iter().filter(|name| !name.contains("fallbacks")) {
+    for name in &exported {
         assert!(last.iter().any(|s| s.name.starts_with(name.as_str())), "{name} not exported\n{text}");
     }
     let picture = picture(&scrapes);

@@ -328,6 +328,37 @@ async fn a_fallback_counts_once_with_its_provider_and_models() {
 }
 
 #[tokio::test]
+async fn a_retry_that_an_outage_sends_to_the_fallback_instead_is_no_retry() {
+    let _turn = turn().await;
+    let (server, _) = mock::start(Provider::Anthropic).await;
+    // Opus's 529s ask for 20 ms: the first failures' retries come once its outage has begun.
+    let overloaded = ResponseTemplate::from(mock::anthropic::overloaded()).insert_header("retry-after-ms", "20");
+    Mock::given(mock::model("claude-opus-4-1")).respond_with(overloaded).mount(&server).await;
+    Mock::given(mock::model("claude-sonnet-4-5")).respond_with(mock::anthropic::ok("hi")).mount(&server).await;
+    // The outage's first probe is due a quarter of the base delay after it begins: 1 s.
+    let middleware = LlmRetryMiddleware::builder().base_delay(Duration::from_secs(4));
+    let middleware = middleware.fallback("claude-opus-4-1", "claude-sonnet-4-5").build();
+    let client = client(Provider::Anthropic, &server, middleware);
+    let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let request = client.post(&url).body(r#"{"model":"claude-opus-4-1"}"#).send();
+        requests.spawn(async move { request.await.unwrap().status().as_u16() });
+    }
+    let statuses = tokio::time::timeout(DEADLINE, requests.join_all()).await.expect("no hang");
+    assert_eq!(statuses, [200; 12]);
+
+    let seen = recorded();
+    let to_opus = server.received_requests().await.unwrap().iter().filter(|r| r.body.ends_with(b"4-1\"}")).count();
+    let anthropic = ("provider", "anthropic");
+    let waited = seen.histogram("llm_retry_wait_seconds", &[anthropic, ("cause", "retry")]).len();
+    let retries = seen.total("llm_retry_retries_total") as usize;
+    assert!(waited > retries, "some retries were waited for, then went to sonnet: {waited} waits, {retries} retries");
+    assert_eq!(retries, to_opus - 12, "a retry is a request sent to opus again");
+    assert_eq!(seen.total("llm_retry_fallbacks_total"), 12);
+}
+
+#[tokio::test]
 async fn the_outage_of_a_model_on_a_chain_is_labelled_with_its_host_alone() {
     let _turn = turn().await;
     let (server, _) = mock::start(Provider::Bedrock).await;

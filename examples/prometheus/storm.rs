@@ -1,8 +1,8 @@
 //! What the `prometheus` example runs, shared with its test (`tests/metrics_prometheus.rs`
 //! includes this file): a Prometheus recorder, a `/metrics` endpoint on 127.0.0.1, and a short
 //! storm through one client and one middleware, as in a program. The mock kit's providers push
-//! back in turn: a rate limit (OpenAI), an overload (Anthropic), then an outage and its
-//! recovery (Gemini).
+//! back in turn: a rate limit (OpenAI), an overload (Anthropic), one model down while its
+//! fallback answers (Anthropic's Opus, then Sonnet), then an outage and its recovery (Gemini).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use reqwest_llm_retry::mock::wiremock::matchers::any;
 use reqwest_llm_retry::mock::wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-use reqwest_llm_retry::{LlmRetryMiddleware, Provider, mock};
+use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, Provider, mock};
 use reqwest_middleware::ClientWithMiddleware;
 
 /// The buckets of `llm_retry_wait_seconds`, in seconds: from a paced request's few
@@ -78,14 +78,23 @@ pub struct Phase {
     pub provider: Provider,
     pub calls: usize,
     pub successes: usize,
-    /// Requests the mock answered, retries included.
+    /// Calls answered by their fallback model.
+    pub fallbacks: usize,
+    /// ... of which sent straight there, their model in an outage and not asked.
+    pub straight: usize,
+    /// Requests the mock answered, retries and fallbacks included.
     pub answered: usize,
 }
+
+/// The model of the fallback phase, down for a while, and the one it falls back to.
+pub const OPUS: &str = "claude-opus-4-1";
+pub const SONNET: &str = "claude-sonnet-4-5";
 
 /// The storm: each phase's callers, then what they got.
 pub async fn storm() -> Result<Vec<Phase>, reqwest::Error> {
     let openai = Arrivals::start(rate_limited).await;
-    let anthropic = Arrivals::start(overloaded).await;
+    let mut anthropic = Arrivals::start(overloaded).await;
+    anthropic.model(OPUS, opus).await;
     let gemini = Arrivals::start(outage).await;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -93,7 +102,8 @@ pub async fn storm() -> Result<Vec<Phase>, reqwest::Error> {
         .resolve(mock::host(Provider::Anthropic), *anthropic.server.address())
         .resolve(mock::host(Provider::Gemini), *gemini.server.address())
         .build()?;
-    let middleware = LlmRetryMiddleware::builder().base_delay(Duration::from_millis(100)).build();
+    let middleware =
+        LlmRetryMiddleware::builder().base_delay(Duration::from_millis(100)).fallback(OPUS, SONNET).build();
     let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
 
     let chat = format!("{}/v1/chat/completions", mock::base_url(Provider::OpenAi, &openai.server));
@@ -101,43 +111,64 @@ pub async fn storm() -> Result<Vec<Phase>, reqwest::Error> {
     let generate =
         format!("{}/v1beta/models/gemini-2.5-flash:generateContent", mock::base_url(Provider::Gemini, &gemini.server));
     let phases = [
-        ("rate limit", Provider::OpenAi, &openai, &chat, 6, 8),
-        ("overload", Provider::Anthropic, &anthropic, &messages, 6, 6),
-        ("outage", Provider::Gemini, &gemini, &generate, 16, 1),
-        ("recovery", Provider::Gemini, &gemini, &generate, 16, 2),
+        ("rate limit", Provider::OpenAi, &openai, &chat, "gpt-4o", 6, 8),
+        ("overload", Provider::Anthropic, &anthropic, &messages, SONNET, 6, 6),
+        ("fallback", Provider::Anthropic, &anthropic, &messages, OPUS, 4, 4),
+        ("outage", Provider::Gemini, &gemini, &generate, "gemini-2.5-flash", 16, 1),
+        ("recovery", Provider::Gemini, &gemini, &generate, "gemini-2.5-flash", 16, 2),
     ];
     let mut done = Vec::new();
-    for (name, provider, mock, url, workers, each) in phases {
+    for (name, provider, mock, url, model, workers, each) in phases {
         let before = mock.answered();
-        let successes = callers(&client, url, workers, each).await;
+        let Answers { successes, fallbacks, straight } = callers(&client, url, model, workers, each).await;
         let answered = mock.answered() - before;
-        done.push(Phase { name, provider, calls: workers * each, successes, answered });
+        done.push(Phase { name, provider, calls: workers * each, successes, fallbacks, straight, answered });
     }
     Ok(done)
 }
 
-/// `workers` callers at once, each sending `each` requests one after the other; the successes.
-async fn callers(client: &ClientWithMiddleware, url: &str, workers: usize, each: usize) -> usize {
+/// What callers got: see [`Phase`].
+#[derive(Default)]
+struct Answers {
+    successes: usize,
+    fallbacks: usize,
+    straight: usize,
+}
+
+/// `workers` callers at once, each sending `each` requests for `model` one after the other.
+async fn callers(client: &ClientWithMiddleware, url: &str, model: &str, workers: usize, each: usize) -> Answers {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
         let (client, url) = (client.clone(), url.to_owned());
+        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"Hello"}}]}}"#);
         tasks.spawn(async move {
-            let mut successes = 0;
+            let mut answers = Answers::default();
             for _ in 0..each {
-                let body = r#"{"model":"m","messages":[{"role":"user","content":"Hello"}]}"#;
-                let sent = client.post(&url).header("content-type", "application/json").body(body).send().await;
-                successes += usize::from(sent.is_ok_and(|response| response.status().is_success()));
+                let sent = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
+                let Ok(response) = sent else { continue };
+                answers.successes += usize::from(response.status().is_success());
+                if let Some(taken) = response.model_fallback() {
+                    answers.fallbacks += 1;
+                    answers.straight += usize::from(taken.primary_error.as_ref().is_some_and(|e| e.attempts == 0));
+                }
             }
-            successes
+            answers
         });
     }
-    tasks.join_all().await.into_iter().sum()
+    let mut all = Answers::default();
+    for answers in tasks.join_all().await {
+        all.successes += answers.successes;
+        all.fallbacks += answers.fallbacks;
+        all.straight += answers.straight;
+    }
+    all
 }
 
-/// A mock provider answering by arrival: the `n`th request gets `script(n)`.
+/// A mock provider answering by arrival: the `n`th request gets `script(n)`; and the `n`th
+/// request for a model scripted apart, that model's `script(n)`.
 struct Arrivals {
     server: MockServer,
-    count: Arc<AtomicUsize>,
+    counts: Vec<Arc<AtomicUsize>>,
 }
 
 struct Script(Arc<AtomicUsize>, fn(usize) -> ResponseTemplate);
@@ -153,11 +184,19 @@ impl Arrivals {
         let server = MockServer::start().await;
         let count = Arc::new(AtomicUsize::new(0));
         Mock::given(any()).respond_with(Script(count.clone(), script)).mount(&server).await;
-        Arrivals { server, count }
+        Arrivals { server, counts: vec![count] }
+    }
+
+    /// Answers the requests naming `model` (`mock::model`) by their own arrivals.
+    async fn model(&mut self, model: &str, script: fn(usize) -> ResponseTemplate) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let scripted = Mock::given(mock::model(model)).respond_with(Script(count.clone(), script));
+        scripted.with_priority(1).mount(&self.server).await;
+        self.counts.push(count);
     }
 
     fn answered(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
+        self.counts.iter().map(|count| count.load(Ordering::SeqCst)).sum()
     }
 }
 
@@ -186,6 +225,12 @@ fn overloaded(n: usize) -> ResponseTemplate {
         .insert_header("anthropic-ratelimit-tokens-remaining", 90_000 - 1_000 * n.min(89))
         .insert_header("anthropic-ratelimit-input-tokens-remaining", 40_000 - 400 * n.min(99))
         .insert_header("anthropic-ratelimit-output-tokens-remaining", 8_000 - 80 * n.min(99))
+}
+
+/// Anthropic's Opus: overloaded for its first 24 answers, then back; its calls are answered by
+/// Sonnet meanwhile.
+fn opus(n: usize) -> ResponseTemplate {
+    if n < 24 { mock::anthropic::overloaded().into() } else { mock::anthropic::ok("Hello from Opus!") }
 }
 
 /// Gemini: down (503 `UNAVAILABLE`) for the first 30 answers, then back.

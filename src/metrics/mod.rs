@@ -104,29 +104,58 @@ pub(crate) fn failed_in_transport(provider: Provider, error: &reqwest_middleware
     let _ = (provider, error);
 }
 
-/// An attempt answered `status` with an error of `kind` (an error event in a `200`
-/// stream included), and the request is sent again after `wait`.
-#[cfg_attr(not(feature = "metrics"), inline(always))]
-pub(crate) fn retried(provider: Provider, status: StatusCode, kind: ErrorKind, wait: Duration) {
+/// A retry decided and waited for, counted once it is sent: one that an outage holds until
+/// its bound, or that goes to a fallback model instead, was never a retry. Empty without the feature.
+#[derive(Debug, Default)]
+pub(crate) struct PendingRetry {
     #[cfg(feature = "metrics")]
-    retried_for(provider, labels::retry_reason(status, kind), wait);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (provider, status, kind, wait);
+    reason: Option<&'static str>,
 }
 
-/// An attempt failed in transport, and the request is sent again after `wait`.
+/// An attempt answered `status` with an error of `kind` (an error event in a `200`
+/// stream included), and the request is to be sent again after `wait`.
 #[cfg_attr(not(feature = "metrics"), inline(always))]
-pub(crate) fn retried_after_transport(provider: Provider, error: &reqwest_middleware::Error, wait: Duration) {
+pub(crate) fn retried(provider: Provider, status: StatusCode, kind: ErrorKind, wait: Duration) -> PendingRetry {
     #[cfg(feature = "metrics")]
-    retried_for(provider, labels::transport_kind(error).name(), wait);
+    return retried_for(provider, labels::retry_reason(status, kind), wait);
     #[cfg(not(feature = "metrics"))]
-    let _ = (provider, error, wait);
+    {
+        let _ = (provider, status, kind, wait);
+        PendingRetry::default()
+    }
+}
+
+/// An attempt failed in transport, and the request is to be sent again after `wait`.
+#[cfg_attr(not(feature = "metrics"), inline(always))]
+pub(crate) fn retried_after_transport(
+    provider: Provider,
+    error: &reqwest_middleware::Error,
+    wait: Duration,
+) -> PendingRetry {
+    #[cfg(feature = "metrics")]
+    return retried_for(provider, labels::transport_kind(error).name(), wait);
+    #[cfg(not(feature = "metrics"))]
+    {
+        let _ = (provider, error, wait);
+        PendingRetry::default()
+    }
 }
 
 #[cfg(feature = "metrics")]
-fn retried_for(provider: Provider, reason: &'static str, wait: Duration) {
-    counter!(RETRIES, "provider" => provider.name(), "reason" => reason).increment(1);
+fn retried_for(provider: Provider, reason: &'static str, wait: Duration) -> PendingRetry {
     waited(provider, Cause::Retry, wait);
+    PendingRetry { reason: Some(reason) }
+}
+
+/// The request is sent: a retry, if one was pending.
+#[cfg_attr(not(feature = "metrics"), inline(always))]
+pub(crate) fn sending(provider: Provider, pending: &mut PendingRetry) {
+    #[cfg(feature = "metrics")]
+    if let Some(reason) = pending.reason.take() {
+        counter!(RETRIES, "provider" => provider.name(), "reason" => reason).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (provider, pending);
 }
 
 /// A request slept `wait`, for `cause`: before a retry, or held by the pacing or an outage

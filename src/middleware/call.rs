@@ -12,6 +12,7 @@ use super::outcome::{Admission, Failure};
 use crate::cooldown::{self, Key, Pacer};
 use crate::error::RetryStats;
 use crate::health::Ticket;
+use crate::metrics::{self, PendingRetry};
 use crate::provider::Provider;
 use crate::redact::Secrets;
 use crate::upload::{PATIENCE, resendable};
@@ -35,6 +36,8 @@ pub(super) struct Call<'a> {
     pub(super) rerouting: Option<Box<Rerouting<'a>>>,
     /// `attempts` when the current model's retry schedule began.
     pub(super) schedule_from: u32,
+    /// The retry decided, counted when it is sent.
+    pub(super) retry: PendingRetry,
 }
 
 /// One attempt: its number, the copy to send next, and what it knows of itself.
@@ -67,6 +70,7 @@ impl<'a> Call<'a> {
             last: None,
             rerouting,
             schedule_from: 0,
+            retry: PendingRetry::default(),
         }
     }
 
@@ -103,6 +107,7 @@ impl<'a> Call<'a> {
             attempt.seq = cooldown::admit(pacer, key, timing, (self.started, now), &mut self.waited).await;
         }
         self.attempts += 1;
+        metrics::sending(self.provider, &mut self.retry);
         Admission::Send
     }
 

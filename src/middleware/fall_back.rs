@@ -12,6 +12,7 @@ use crate::error::LlmApiError;
 use crate::fallback::{self, ModelFallback, event, trigger};
 use crate::health::{Held, Ticket};
 use crate::kind::ErrorKind;
+use crate::metrics::PendingRetry;
 
 impl Call<'_> {
     /// The model the request now names, when it is on a chain: the key of its health.
@@ -94,6 +95,8 @@ impl Call<'_> {
         self.started = Instant::now();
         self.schedule_from = self.attempts;
         self.last = None;
+        // The retry it was waiting to send on this model is not sent: the fallback is.
+        self.retry = PendingRetry::default();
         self.ticket = self.config.health.as_ref().and_then(|health| health.ticket(request.url(), Some(to)));
         Some(Step::Retry { wait: Duration::ZERO, request })
     }

@@ -28,12 +28,12 @@ impl Call<'_> {
                     return step;
                 }
                 log_retry(self.provider, self.attempts, wait, &outcome);
-                match &outcome {
+                self.retry = match &outcome {
                     Outcome::Answered(failure) => {
                         metrics::retried(self.provider, failure.held.status(), failure.error.kind, wait)
                     }
                     Outcome::Transport(error) => metrics::retried_after_transport(self.provider, error, wait),
-                }
+                };
                 // The failed response is dropped here, before the wait, so its
                 // connection and buffers are released at once; kept, when read
                 // to its end, while an outage may hold the request.
