@@ -2,14 +2,12 @@
 //! failure is transient is sent again naming the next model, wherever the
 //! provider puts the model, with every other byte kept.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest_llm_retry::{
-    CooldownStore, ErrorKind, LlmApiError, LlmResponseExt, MemoryCooldownStore, OutageQuery, OutageReport, OutageTurn,
-    StoreFuture, mock,
-};
+use reqwest_llm_retry::store::{OutageQuery, OutageTurn};
+use reqwest_llm_retry::{ErrorKind, LlmApiError, LlmResponseExt, MemoryStore, SharedStore, mock};
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -336,30 +334,6 @@ async fn a_failed_probe_of_a_model_in_its_outage_falls_back_at_once_instead_of_r
     assert_eq!((stats.attempts, stats.waited), (2, Duration::ZERO), "no backoff before the fallback");
 }
 
-/// A memory store that records the names it is asked about outages under.
-#[derive(Debug, Default)]
-struct Named(MemoryCooldownStore, Mutex<Vec<String>>);
-
-impl CooldownStore for Named {
-    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<SystemTime>> {
-        self.0.get(key)
-    }
-
-    fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()> {
-        self.0.extend(key, until)
-    }
-
-    fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, Option<OutageTurn>> {
-        self.1.lock().unwrap().push(host.to_owned());
-        self.0.outage(host, query)
-    }
-
-    fn report_outage<'a>(&'a self, host: &'a str, report: OutageReport) -> StoreFuture<'a, ()> {
-        self.1.lock().unwrap().push(host.to_owned());
-        self.0.report_outage(host, report)
-    }
-}
-
 /// Opus down for good: 529 at once, save `a`'s requests after its first 12,
 /// which hang (its probe holds the fleet's lease while the others are watched).
 /// Publishes the count of `a`'s arrivals.
@@ -385,8 +359,8 @@ async fn a_models_outage_one_middleware_recorded_sends_anothers_requests_on_afte
     let (arrivals, mut from_a) = tokio::sync::watch::channel(0);
     Mock::given(mock::model("opus")).respond_with(OpusDown(arrivals)).mount(&server).await;
     model_answers(&server, "sonnet", ok()).await;
-    let store = Arc::new(Named::default());
-    let middleware = || fast().fallback("opus", "sonnet").cooldown_store(store.clone()).build();
+    let store = Arc::new(MemoryStore::new());
+    let middleware = || fast().fallback("opus", "sonnet").shared_store(store.clone()).build();
     let a = client(&server, middleware());
     let url = url(&server, ANTHROPIC, "/v1/messages");
     // `a` meets opus's outage, and its probe holds the fleet's lease: the store has it on record.
@@ -399,7 +373,7 @@ async fn a_models_outage_one_middleware_recorded_sends_anothers_requests_on_afte
     let recorded = async {
         loop {
             from_a.changed().await.unwrap();
-            if matches!(store.outage(&name, lease).await, Some(OutageTurn::Wait(_))) {
+            if matches!(store.outage(&name, lease).await, OutageTurn::Wait(_)) {
                 break;
             }
         }
@@ -422,7 +396,8 @@ async fn a_models_outage_one_middleware_recorded_sends_anothers_requests_on_afte
     let four = tokio::join!(send(&c), send(&c), send(&c), send(&c));
     assert_eq!(four, (1, 1, 1, 1), "c's requests fail once each, then ask the store");
     assert_eq!(send(&c).await, 0, "the fleet's outage is now c's own");
-    let names = store.1.lock().unwrap().clone();
-    assert!(!names.is_empty() && names.iter().all(|n| *n == name), "kept per host and model: {names:?}");
+    // Kept under the host and the model: the host alone has no outage on record.
+    let host = name.trim_end_matches("/opus");
+    assert_eq!(store.outage(host, lease).await, OutageTurn::Up, "only opus is down, not {host}");
     wave.abort();
 }
