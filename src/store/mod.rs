@@ -18,7 +18,8 @@
 //!   the whole fleet ([`OutageQuery`], [`OutageTurn`], [`OutageReport`]).
 //!
 //! Rate-limit keys name the provider, the host, the port and a keyed hash of
-//! the credential (never the credential); outage keys name the host and port.
+//! the credential (never the credential); outage keys name the host and port,
+//! and the model for a model with a fallback configured.
 //! A store outage never fails or stalls a request: each call is bounded, and
 //! memory answers past the bound.
 //!
@@ -111,7 +112,8 @@ pub trait SharedStore: sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// Asked before a request goes to a host in an outage (when its process's
     /// turn to probe has come), and before a retry to a host whose requests
     /// have started failing: whose turn it is to probe `host` (`host:port`,
-    /// across every credential), for everyone sharing the store.
+    /// or `host:port/model` for a model with a fallback configured, across
+    /// every credential), for everyone sharing the store.
     fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, OutageTurn>;
 
     /// Told how a probe granted by [`outage`](Self::outage) went, or that a

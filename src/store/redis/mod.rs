@@ -72,7 +72,8 @@ const BACK_OFF: Duration = Duration::from_secs(1);
 ///   when the next probe is due, while the host is down; field `up`: when it
 ///   recovered; epoch milliseconds), living 60 s after its last news; the
 ///   probe lease is `{prefix}v2:outage:{<host>:<port>}:probe`, living as long
-///   as the lease (10 s).
+///   as the lease (10 s). For a model with a fallback configured, whose
+///   health is its own, `<host>:<port>/<model>` stands for `<host>:<port>`.
 ///
 /// The format is a protocol between processes: every process of a fleet
 /// reads what the others write, and a rolling deploy runs two releases side
