@@ -140,7 +140,7 @@
 //! | name | type | labels | what |
 //! |---|---|---|---|
 //! | `llm_retry_requests_total` | counter | `provider`, `outcome` | one per call through the middleware; `outcome` is `success` (any status below 400) or the final [`ErrorKind::name`] |
-//! | `llm_retry_retries_total` | counter | `provider`, `reason` | one per retry; `reason` is the [`ErrorKind::name`] that caused it, or `stream_error` for an error event before a stream's first output |
+//! | `llm_retry_retries_total` | counter | `provider`, `reason` | one per retry sent; `reason` is the [`ErrorKind::name`] that caused it, or `stream_error` for an error event before a stream's first output |
 //! | `llm_retry_wait_seconds` | histogram | `provider`, `cause` | each sleep: `retry` (before a retry), `rate_limit` (held by the shared pacing) or `outage` (held by a provider outage; a held request wakes when a probe returns, and each stretch is one sleep) |
 //! | `llm_retry_ratelimit_remaining` | gauge | `provider`, `host`, `limit` | the last remaining count a response's rate-limit headers stated; `limit` is `requests`, `tokens`, `input_tokens` or `output_tokens` ([`RateLimits`]) |
 //! | `llm_retry_outage` | gauge | `provider`, `host` | 1 while the host is in an outage, else 0 |

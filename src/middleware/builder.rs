@@ -315,6 +315,9 @@ impl LlmRetryMiddlewareBuilder {
     ///   errors (invalid request, authentication, billing, quota, context
     ///   length, content filter), `x-should-retry: false`, connection
     ///   failures and models without a fallback are returned as before.
+    ///   While `from` is in an outage (health is kept per host and model
+    ///   for it), one request at a time probes it, and the others go on at
+    ///   once, without waiting for it or backing off.
     /// - *Chains*: pairs chain, and a chain ends at a model this request
     ///   already tried, so a cycle (`a → b → a`) sends each model once. A
     ///   second pair for the same `from` replaces the first; a pair with an
