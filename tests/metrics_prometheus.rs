@@ -123,7 +123,7 @@ async fn the_example_exports_every_metric_and_the_dashboard_reads_them() {
         assert_eq!(sum(&last, "llm_retry_retries_total", &[p]), retries as f64, "{names:?}\n{text}");
         assert_eq!(sum(&last, "llm_retry_fallbacks_total", &[p]), fallbacks as f64, "{names:?}\n{text}");
     }
-    // Opus was down for its first 24 answers: some calls went on to Sonnet.
+    // Opus was down for its first 10 answers: some calls went on to Sonnet.
     let fallback = phases.iter().find(|p| p.name == "fallback").expect("the fallback phase");
     let models = [("provider", "anthropic"), ("from", storm::OPUS), ("to", storm::SONNET)];
     assert!(fallback.fallbacks > 0, "{fallback:?}");

@@ -227,10 +227,10 @@ fn overloaded(n: usize) -> ResponseTemplate {
         .insert_header("anthropic-ratelimit-output-tokens-remaining", 8_000 - 80 * n.min(99))
 }
 
-/// Anthropic's Opus: overloaded for its first 24 answers, then back; its calls are answered by
-/// Sonnet meanwhile.
+/// Anthropic's Opus: overloaded for its first 10 answers (an outage of the model), then back;
+/// its calls are answered by Sonnet meanwhile.
 fn opus(n: usize) -> ResponseTemplate {
-    if n < 24 { mock::anthropic::overloaded().into() } else { mock::anthropic::ok("Hello from Opus!") }
+    if n < 10 { mock::anthropic::overloaded().into() } else { mock::anthropic::ok("Hello from Opus!") }
 }
 
 /// Gemini: down (503 `UNAVAILABLE`) for the first 30 answers, then back.
