@@ -14,7 +14,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::backoff::{Attempt, Timing, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::cooldown::{CooldownStore, Gate, Key, Pacer, hold, limit_in_message};
+use crate::cooldown::{Admission, CooldownStore, Gate, Key, Pacer, hold, limit_in_message, too_large};
 use crate::defaults;
 use crate::diagnose::diagnose;
 use crate::error::{LlmApiError, RetryStats};
@@ -450,18 +450,18 @@ fn is_error(status: StatusCode) -> bool {
 /// of its attempts on a 429. What bounds the holding is time: the cooldown
 /// waits of one attempt add up to at most `max_retry_after`, and none ends
 /// past `max_elapsed`; beyond that the request is sent and the server decides.
-async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
+async fn pace(mut admission: Admission<'_>, timing: &Timing, started: Instant, waited: &mut Duration) -> u64 {
     let mut held = Duration::ZERO;
     loop {
-        let wait = match pacer.shared_wait(key).await {
+        let wait = match admission.shared_wait().await {
             Some(wait) => wait,
-            None => match pacer.gate(key, Instant::now()) {
+            None => match admission.gate(Instant::now()) {
                 Gate::Go(seq) => return seq,
                 Gate::Wait(wait) => wait,
             },
         };
         let Some(wait) = hold(wait, held, started.elapsed(), timing, rand::random()) else {
-            return pacer.force(key);
+            return admission.force();
         };
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");
         tokio::time::sleep(wait).await;
@@ -470,23 +470,18 @@ async fn pace(pacer: &Pacer, key: &Key, timing: &Timing, started: Instant, waite
     }
 }
 
-/// The send's sequence number once the cooldown lets it go. Without a store
-/// and without a cooldown this is one lock, taken synchronously: it runs
-/// before every request. `now` is the time (the clock is not free).
-async fn admit(
-    pacer: &Pacer,
-    key: &Key,
-    timing: &Timing,
-    (started, now): (Instant, Instant),
-    waited: &mut Duration,
-) -> u64 {
+/// The send's sequence number when the cooldown lets `request` go now, else
+/// its admission, for [`pace`] to hold. Without a store and without a
+/// cooldown this is one lock, taken synchronously: it runs before every
+/// request. `now` is the time (the clock is not free).
+fn admit<'a>(pacer: &'a Pacer, key: &'a Key, request: &'a Request, now: Instant) -> Result<u64, Admission<'a>> {
+    let mut admission = Admission::new(pacer, key, request);
     if !pacer.has_store()
-        && let Gate::Go(seq) = pacer.gate(key, now)
+        && let Gate::Go(seq) = admission.gate(now)
     {
-        return seq;
+        return Ok(seq);
     }
-    // Boxed: the waiting machinery would otherwise make every request's future larger.
-    Box::pin(pace(pacer, key, timing, started, waited)).await
+    Err(admission)
 }
 
 /// An attempt's outcome once judged: the failed response with its error and
@@ -573,14 +568,23 @@ impl LlmRetryMiddleware {
             elapsed: at.started.elapsed(),
             can_resend: at.pending.is_some(),
         };
-        let verdict = decide(&config.timing, attempt, rand::random());
+        let mut verdict = decide(&config.timing, attempt, rand::random());
         let limits = RateLimits::from_headers(held.headers(), now);
+        let mut judged = judged;
         if let Some((pacer, key, seq)) = at.pacing {
             // Only a rate limit is about this key; overload is everyone's.
             let cooled = (judged.kind == ErrorKind::RateLimited).then_some(judged.retry_after).flatten();
             let said_limit = cooled.and_then(|_| limit_in_message(&judged.message));
+            // Larger than the whole token limit: no retry can help, and the window is not spent.
+            let body = at.pending.and_then(|request| request.body()?.as_bytes());
+            let too_large = too_large(at.provider, said_limit, body);
+            let (cooled, said_limit) = if too_large { (None, None) } else { (cooled, said_limit) };
             if let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (cooled, said_limit), Instant::now()) {
                 pacer.publish(key, wait).await;
+            }
+            if too_large {
+                (judged.kind, judged.retryable, verdict) =
+                    (ErrorKind::RequestTooLarge, false, Verdict::Return { retryable: false });
             }
         }
         (verdict, Ok((held, judged, limits)))
@@ -644,7 +648,11 @@ impl Middleware for LlmRetryMiddleware {
                         Some((pacer, key)) => {
                             // Before the first attempt `started` is now.
                             let now = if retries_taken == 0 { started } else { Instant::now() };
-                            admit(pacer, key, &config.timing, (started, now), &mut waited).await
+                            match admit(pacer, key, &request, now) {
+                                Ok(seq) => seq,
+                                // Boxed: the waiting machinery would otherwise make every request's future larger.
+                                Err(admission) => Box::pin(pace(admission, &config.timing, started, &mut waited)).await,
+                            }
                         }
                         None => 0,
                     };

@@ -30,6 +30,8 @@ const FINGERPRINT_KEY: [u8; 16] = *b"llm-retry-cooldn";
 pub(crate) struct Key {
     /// A hash of all four, for the in-process map.
     pub(super) id: u64,
+    /// Whose limits these are: what a request's tokens count against depends on it.
+    pub(super) provider: Provider,
     /// The store's form, `"{provider}:{host}:{port}:{fingerprint}"`; made only
     /// when there is a store to ask, because this runs before every request.
     text: Option<String>,
@@ -61,7 +63,7 @@ impl Key {
             let host = url.host_str().unwrap_or_default();
             key_text(provider, host, url.port_or_known_default().unwrap_or_default(), request)
         });
-        Key { id, text }
+        Key { id, provider, text }
     }
 
     /// The store's form of the key.
@@ -71,7 +73,12 @@ impl Key {
 
     #[cfg(test)]
     pub(super) fn test(id: u64) -> Key {
-        Key { id, text: Some(format!("test:{id}")) }
+        Key::test_for(Provider::OpenAi, id)
+    }
+
+    #[cfg(test)]
+    pub(super) fn test_for(provider: Provider, id: u64) -> Key {
+        Key { id, provider, text: Some(format!("test:{id}")) }
     }
 }
 
