@@ -15,6 +15,7 @@ mod footprint;
 mod outage;
 mod policy;
 mod streams;
+mod tokens;
 mod transport;
 mod uploads;
 mod waits;
