@@ -474,8 +474,13 @@ async fn pace(mut admission: Admission<'_>, timing: &Timing, started: Instant, w
 /// its admission, for [`pace`] to hold. Without a store and without a
 /// cooldown this is one lock, taken synchronously: it runs before every
 /// request. `now` is the time (the clock is not free).
-fn admit<'a>(pacer: &'a Pacer, key: &'a Key, request: &'a Request, now: Instant) -> Result<u64, Admission<'a>> {
-    let mut admission = Admission::new(pacer, key, request);
+fn admit<'a>(
+    pacer: &'a Pacer,
+    key: &'a Key,
+    request: &'a Request,
+    (started, now): (Instant, Instant),
+) -> Result<u64, Admission<'a>> {
+    let mut admission = Admission::new(pacer, key, request, started);
     if !pacer.has_store()
         && let Gate::Go(seq) = admission.gate(now)
     {
@@ -648,7 +653,7 @@ impl Middleware for LlmRetryMiddleware {
                         Some((pacer, key)) => {
                             // Before the first attempt `started` is now.
                             let now = if retries_taken == 0 { started } else { Instant::now() };
-                            match admit(pacer, key, &request, now) {
+                            match admit(pacer, key, &request, (started, now)) {
                                 Ok(seq) => seq,
                                 // Boxed: the waiting machinery would otherwise make every request's future larger.
                                 Err(admission) => Box::pin(pace(admission, &config.timing, started, &mut waited)).await,

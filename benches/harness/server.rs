@@ -26,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
+use crate::tokens::{self, TokenStorm};
+
 /// The address every server binds: loopback, never anything else.
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -90,6 +92,8 @@ pub enum Scenario {
     BigError { bytes: usize },
     /// The provider's overload error to every request until `until`, then 200.
     Outage { style: Style, until: Instant },
+    /// A fixed window of tokens (section 6): requests cost what their bodies say.
+    Tokens(TokenStorm),
 }
 
 /// One request as the server saw it.
@@ -182,7 +186,7 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
     let at = Instant::now();
     let id = request.headers().get("x-bench-id").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     // Read the request body, as a real server does, so the connection stays reusable.
-    let _ = request.into_body().collect().await;
+    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let response = match &state.scenario {
         Scenario::Ok => {
             // What api.openai.com sends with every answer.
@@ -234,6 +238,7 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             }
         }
         Scenario::BigError { bytes } => big_error(*bytes),
+        Scenario::Tokens(storm) => tokens::respond(storm, &state.window, at, &body),
         Scenario::Outage { style, until } => {
             *state.attempts.lock().unwrap().entry(id.unwrap_or(u64::MAX)).or_insert(0) += 1;
             if at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }
@@ -252,14 +257,14 @@ fn unit(seed: u64, id: u64, attempt: u32) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn json(status: StatusCode, body: String) -> Response<Payload> {
+pub fn json(status: StatusCode, body: String) -> Response<Payload> {
     let mut response = Response::new(Payload::Full(Some(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     response
 }
 
-fn header(response: &mut Response<Payload>, name: &'static str, value: String) {
+pub fn header(response: &mut Response<Payload>, name: &'static str, value: String) {
     response.headers_mut().insert(name, HeaderValue::from_str(&value).expect("header value"));
 }
 
@@ -288,7 +293,7 @@ fn limit_headers(
 }
 
 /// Milliseconds, rounded up: a server never tells a client to come back early.
-fn ceil_ms(wait: Duration) -> u64 {
+pub fn ceil_ms(wait: Duration) -> u64 {
     wait.as_nanos().div_ceil(1_000_000) as u64
 }
 
@@ -333,7 +338,7 @@ fn rate_limited(style: Style, limit: u32, wait: Duration, reset_at: SystemTime) 
 }
 
 /// A UTC timestamp to the whole second, as Anthropic sends it: `2024-03-26T20:00:07Z`.
-fn rfc3339(at: SystemTime) -> String {
+pub fn rfc3339(at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     jiff::Timestamp::from_second(secs as i64).map_or_else(|_| "1970-01-01T00:00:00Z".into(), |t| t.to_string())
 }

@@ -18,9 +18,11 @@ pub(crate) struct Admission<'a> {
 }
 
 impl<'a> Admission<'a> {
-    /// The attempt that sends `request`; its body is read only if a token budget needs it.
-    pub(crate) fn new(pacer: &'a Pacer, key: &'a Key, request: &'a Request) -> Self {
-        Admission { pacer, key, ask: Ask::new(request.body().and_then(reqwest::Body::as_bytes)) }
+    /// The attempt that sends `request`, which first asked at `since` (a
+    /// retry keeps its place before later requests); its body is read only
+    /// if a token budget needs it.
+    pub(crate) fn new(pacer: &'a Pacer, key: &'a Key, request: &'a Request, since: Instant) -> Self {
+        Admission { pacer, key, ask: Ask::new(request.body().and_then(reqwest::Body::as_bytes), since) }
     }
 
     /// Go, or how long to wait first, by what this process knows.

@@ -46,7 +46,7 @@ use learner::{Admit, Learner};
 #[cfg(feature = "redis")]
 pub(crate) use shared_window::View;
 pub use store::{CooldownStore, MemoryCooldownStore, StoreFuture, Window};
-use tokens::{Ask, TokenGate, Tokens};
+use tokens::{Ask, Cold, TokenGate, Tokens};
 pub(crate) use tokens::{Said, limit_in_message, too_large};
 
 /// Entries kept before expired ones are swept, bounding memory.
@@ -68,6 +68,8 @@ struct Entry {
     learner: Learner,
     /// The token budgets, once a token limit is known.
     tokens: Option<Box<Tokens>>,
+    /// Until then, the input of the first sends.
+    cold: Cold,
 }
 
 impl Entry {
@@ -91,7 +93,7 @@ pub(crate) enum Gate {
 /// The first send with a key: numbering starts here, so that the first
 /// responses' snapshots can be ordered; memory stays bounded.
 #[cold]
-fn first_send(entries: &mut Entries, id: u64, now: Instant) -> Gate {
+fn first_send(entries: &mut Entries, id: u64, body: Option<&[u8]>, now: Instant) -> Gate {
     if entries.len() >= SWEEP_AT {
         entries.retain(|_, entry| entry.live(now));
     }
@@ -100,7 +102,9 @@ fn first_send(entries: &mut Entries, id: u64, now: Instant) -> Gate {
     }
     let mut budget = Budget::new();
     let seq = budget.spend(now);
-    entries.insert(id, Entry { budget, ..Entry::default() });
+    let mut cold = Cold::default();
+    cold.record(seq, body);
+    entries.insert(id, Entry { budget, cold, ..Entry::default() });
     Gate::Go(seq)
 }
 
@@ -133,14 +137,18 @@ impl Pacer {
     /// how long to wait first, by what this process knows.
     pub(crate) fn gate(&self, key: &Key, ask: &mut Ask<'_>, now: Instant) -> Gate {
         let mut entries = self.entries();
-        let Some(entry) = entries.get_mut(&key.id) else { return first_send(&mut entries, key.id, now) };
-        if let Some(until) = entry.cooldown_until.filter(|until| *until > now) {
-            return Gate::Wait(until - now);
-        }
-        if entry.budget.left(now) == Some(0)
-            && let Some(reset_at) = entry.budget.reset_at.filter(|r| *r > now)
-        {
-            return Gate::Wait(reset_at - now);
+        let Some(entry) = entries.get_mut(&key.id) else { return first_send(&mut entries, key.id, ask.body(), now) };
+        let held = match (entry.cooldown_until, entry.budget.reset_at) {
+            (Some(until), _) if until > now => Some(until - now),
+            (_, Some(reset_at)) if reset_at > now && entry.budget.left(now) == Some(0) => Some(reset_at - now),
+            _ => None,
+        };
+        if let Some(wait) = held {
+            // Held for another reason, a request keeps its place for the tokens.
+            if let Some(tokens) = entry.tokens.as_deref_mut() {
+                tokens.hold_place(ask);
+            }
+            return Gate::Wait(wait);
         }
         let token_scout = match entry.tokens.as_deref_mut().map(|t| t.check(ask, entry.budget.next_seq, now)) {
             Some(TokenGate::Wait(wait)) => return Gate::Wait(wait),
@@ -155,8 +163,9 @@ impl Pacer {
                 Admit::Wait(wait) => return Gate::Wait(wait),
             }
         };
-        if let Some(tokens) = entry.tokens.as_deref_mut() {
-            tokens.spend(seq & !SCOUT, ask, token_scout, now);
+        match entry.tokens.as_deref_mut() {
+            Some(tokens) => tokens.spend(seq & !SCOUT, ask, token_scout, now),
+            None => entry.cold.record(seq & !SCOUT, ask.body()),
         }
         Gate::Go(seq)
     }
@@ -206,8 +215,9 @@ impl Pacer {
         let mut entries = self.entries();
         let Some(entry) = entries.get_mut(&key.id) else { return 0 };
         let seq = entry.budget.spend(now);
-        if let Some(tokens) = entry.tokens.as_deref_mut() {
-            tokens.spend(seq, ask, false, now);
+        match entry.tokens.as_deref_mut() {
+            Some(tokens) => tokens.spend(seq, ask, false, now),
+            None => entry.cold.record(seq, ask.body()),
         }
         seq
     }
@@ -244,8 +254,8 @@ impl Pacer {
         // Sends numbered 0 were not tracked (no entry then, or too many keys).
         if let Some(entry) = entries.get_mut(&key.id).filter(|_| seq > 0) {
             if tokens || entry.tokens.is_some() {
-                let next_seq = entry.budget.next_seq;
-                let budgets = entry.tokens.get_or_insert_with(|| Tokens::new(key.provider, next_seq, now));
+                let (next_seq, cold) = (entry.budget.next_seq, entry.cold);
+                let budgets = entry.tokens.get_or_insert_with(|| Tokens::new(key.provider, next_seq, cold, now));
                 budgets.observe(seq, limits, (said_tokens, rate_limited_for), now);
             }
             // A 429 for tokens says nothing of how many requests a window admits.

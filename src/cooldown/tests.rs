@@ -21,7 +21,7 @@ fn now() -> Instant {
 impl Pacer {
     /// The gate for a request without a body.
     fn go(&self, key: &Key, now: Instant) -> Gate {
-        self.gate(key, &mut Ask::default(), now)
+        self.gate(key, &mut Ask::new(None, now), now)
     }
 }
 
@@ -209,7 +209,7 @@ fn a_forced_send_still_updates_the_budget() {
     assert!(matches!(pacer.go(&k, t0), Gate::Go(_)));
     assert!(matches!(pacer.go(&k, t0), Gate::Wait(_)));
     // The wait was too long to honour: the request is sent anyway, and its answer counts.
-    let forced = pacer.force(&k, &mut Ask::default());
+    let forced = pacer.force(&k, &mut Ask::new(None, t0));
     pacer.observe(&k, forced, Some(&limits(10, 9, Duration::from_secs(5))), (None, None), t0);
     assert!(matches!(pacer.go(&k, t0), Gate::Go(_)), "the forced send's response is the newest view");
 }

@@ -55,9 +55,12 @@ const POLL: Duration = Duration::from_millis(5);
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// What a request asks of the token budgets, kept across its waits.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Ask<'a> {
     body: Option<&'a [u8]>,
+    /// When the request first asked: a retry keeps its place before the
+    /// requests that came after it.
+    since: Instant,
     /// The estimate, once made.
     cost: Option<Cost>,
     /// Its place among the waiters, once it has waited.
@@ -65,8 +68,18 @@ pub(crate) struct Ask<'a> {
 }
 
 impl<'a> Ask<'a> {
-    pub(crate) fn new(body: Option<&'a [u8]>) -> Self {
-        Ask { body, cost: None, ticket: None }
+    /// A request with `body` that first asked at `since`.
+    pub(crate) fn new(body: Option<&'a [u8]>, since: Instant) -> Self {
+        Ask { body, since, cost: None, ticket: None }
+    }
+
+    /// Whether a waiter came before this request.
+    fn after(&self, waiter: &Waiter) -> bool {
+        (waiter.since, waiter.ticket) < (self.since, self.ticket.unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn body(&self) -> Option<&'a [u8]> {
+        self.body
     }
 
     fn cost(&mut self) -> Cost {
@@ -94,6 +107,7 @@ struct Sent {
 /// A request waiting for tokens.
 #[derive(Debug, Clone, Copy)]
 struct Waiter {
+    since: Instant,
     ticket: u64,
     cost: [Option<u64>; 3],
 }
@@ -108,6 +122,11 @@ pub(super) struct Tokens {
     recent: [Sent; RECENT],
     /// Sends numbered below this were made before the budgets existed.
     born: u64,
+    /// Those sends' input tokens, as far as remembered, and the output each
+    /// is taken to reserve (from the first figures). They may still be in
+    /// flight: a request sent as if they cost nothing collects a 429.
+    cold: Cold,
+    cold_output: u64,
     queue: VecDeque<Waiter>,
     next_ticket: u64,
     scout: Option<(u64, Instant)>,
@@ -118,7 +137,7 @@ pub(super) struct Tokens {
 
 impl Tokens {
     /// Budgets for a key of `provider`, whose next send is numbered `next_seq`.
-    pub(super) fn new(provider: Provider, next_seq: u64, now: Instant) -> Box<Tokens> {
+    pub(super) fn new(provider: Provider, next_seq: u64, cold: Cold, now: Instant) -> Box<Tokens> {
         let slack =
             |family| if provider == Provider::Anthropic && family != Family::Tokens { ANTHROPIC_SLACK } else { 0 };
         Box::new(Tokens {
@@ -127,6 +146,8 @@ impl Tokens {
             sent: [0; 3],
             recent: [Sent::default(); RECENT],
             born: next_seq,
+            cold,
+            cold_output: 0,
             queue: VecDeque::new(),
             next_ticket: 1,
             scout: None,
@@ -175,7 +196,7 @@ impl Tokens {
                 *free = free.map(|_| 0);
             }
         }
-        for waiter in self.queue.iter().take_while(|w| Some(w.ticket) != ask.ticket) {
+        for waiter in self.queue.iter().take_while(|w| ask.after(w)) {
             if self.fits(&waiter.cost, &free) {
                 take(&waiter.cost, &mut free);
             }
@@ -183,12 +204,26 @@ impl Tokens {
         if self.fits(&mine, &free) {
             return TokenGate::Go;
         }
-        if ask.ticket.is_none() {
-            ask.ticket = Some(self.next_ticket);
-            self.queue.push_back(Waiter { ticket: self.next_ticket, cost: mine });
-            self.next_ticket += 1;
-        }
+        self.enqueue(ask, mine);
         self.wait(&mine, &free, now)
+    }
+
+    /// Gives `ask` its place among the waiters, by when it first asked.
+    fn enqueue(&mut self, ask: &mut Ask<'_>, cost: [Option<u64>; 3]) {
+        if ask.ticket.is_some() {
+            return;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ask.ticket = Some(ticket);
+        let at = self.queue.iter().position(|w| w.since > ask.since).unwrap_or(self.queue.len());
+        self.queue.insert(at, Waiter { since: ask.since, ticket, cost });
+    }
+
+    /// `ask` waits for something else (a cooldown): it keeps its place for when that ends.
+    pub(super) fn hold_place(&mut self, ask: &mut Ask<'_>) {
+        let cost = ask.cost().per_family(self.provider);
+        self.enqueue(ask, cost);
     }
 
     /// Far from empty: every budget has room for the body and the largest
@@ -264,10 +299,10 @@ impl Tokens {
     }
 
     /// What this process had spent up to the send `seq`, if it is known:
-    /// sends from before the budgets existed spent nothing counted.
+    /// sends from before the budgets existed at their average.
     fn mark_of(&self, seq: u64) -> Option<[u64; 3]> {
         if seq < self.born {
-            return Some([0; 3]);
+            return Some(self.before(seq));
         }
         let sent = &self.recent[seq as usize % RECENT];
         (sent.seq == seq).then_some(sent.mark)
@@ -284,6 +319,9 @@ impl Tokens {
     ) {
         if self.scout.is_some_and(|(scout, _)| scout == seq) {
             self.scout = None;
+        }
+        if let Some(limits) = limits {
+            self.calibrate(seq, limits);
         }
         let Some(mark) = self.mark_of(seq) else { return };
         if let Some(limits) = limits {
@@ -304,11 +342,74 @@ impl Tokens {
     }
 }
 
+impl Tokens {
+    /// Takes the sends made before the budgets existed to have cost what the
+    /// first figures say they did on average (`limit − remaining` over `seq`
+    /// sends), once, before any send is counted.
+    fn calibrate(&mut self, seq: u64, limits: &RateLimits) {
+        if seq >= self.born || seq == 0 || self.sent != [0; 3] {
+            return;
+        }
+        // What the first `seq` sends used beyond their input is their output, on average.
+        let inputs = self.before(seq);
+        for f in [Family::Tokens, Family::Output] {
+            if let Some(RateLimit { limit: Some(limit), remaining: Some(remaining), .. }) = family(limits, f) {
+                let used = limit.saturating_sub(remaining).saturating_sub(inputs[f as usize]);
+                self.cold_output = self.cold_output.max(used / seq);
+            }
+        }
+        self.sent = self.before(self.born - 1);
+    }
+
+    /// What the sends numbered up to `seq`, made before the budgets existed, cost.
+    fn before(&self, seq: u64) -> [u64; 3] {
+        let mut total = [0u64; 3];
+        for i in 1..=seq {
+            let cost = Cost { input: self.cold.input(i), output: self.cold_output }.per_family(self.provider);
+            for (total, cost) in total.iter_mut().zip(cost) {
+                *total = total.saturating_add(cost.unwrap_or(0));
+            }
+        }
+        total
+    }
+}
+
 /// Whether a request with `body` costs more than the whole token limit a
 /// 429 of `provider` names (`said`): no window can ever admit it, so no retry can help.
 pub(crate) fn too_large(provider: Provider, said: Option<Said>, body: Option<&[u8]>) -> bool {
     let (Some(Said { tokens: Some(family), limit, .. }), Some(body)) = (said, body) else { return false };
     Cost::of(body).in_family(provider, family).is_some_and(|cost| cost > limit)
+}
+
+/// How many of a key's first sends have their input remembered.
+const COLD: usize = 32;
+
+/// The input tokens of a key's first sends, remembered before any token
+/// limit is known (one division a send, and only for the first few).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cold([u32; COLD]);
+
+impl Default for Cold {
+    fn default() -> Self {
+        Cold([0; COLD])
+    }
+}
+
+impl Cold {
+    /// Remembers the send numbered `seq`, of `body`.
+    pub(super) fn record(&mut self, seq: u64, body: Option<&[u8]>) {
+        if let Some(slot) = (seq as usize).checked_sub(1).and_then(|i| self.0.get_mut(i)) {
+            *slot = u32::try_from(input_tokens(body.map_or(0, <[u8]>::len))).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// The input of send `seq`; past those remembered, their average.
+    fn input(&self, seq: u64) -> u64 {
+        match (seq as usize).checked_sub(1).and_then(|i| self.0.get(i)) {
+            Some(input) => u64::from(*input),
+            None => self.0.iter().map(|i| u64::from(*i)).sum::<u64>() / COLD as u64,
+        }
+    }
 }
 
 /// Takes `cost` out of `free`.

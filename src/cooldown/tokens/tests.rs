@@ -23,7 +23,7 @@ fn openai(limit: u64, remaining: u64, reset: Duration) -> RateLimits {
 
 /// One ask, given up if it has to wait (as a dropped admission gives it up).
 fn go(pacer: &Pacer, key: &Key, body: &[u8], now: Instant) -> Gate {
-    let mut ask = Ask::new(Some(body));
+    let mut ask = Ask::new(Some(body), now);
     let gate = pacer.gate(key, &mut ask, now);
     if let Some(ticket) = ask.ticket {
         pacer.leave(key, ticket);
@@ -82,7 +82,7 @@ fn waiters_go_in_arrival_order_and_later_ones_take_only_what_they_cannot_use() {
     pacer.observe(&k, first, Some(&openai(10_000, 3_000, MS(100))), (None, None), t0);
     // A large request cannot fit this window: it waits, first in line.
     let large = body(9_000, 0);
-    let mut waiting = Ask::new(Some(&large));
+    let mut waiting = Ask::new(Some(&large), t0);
     assert_eq!(pacer.gate(&k, &mut waiting, t0), Gate::Wait(MS(100)));
     // A small one behind it fits what the large one cannot use now: it goes.
     seq(go(&pacer, &k, &body(2_000, 0), t0));
@@ -96,7 +96,7 @@ fn waiters_go_in_arrival_order_and_later_ones_take_only_what_they_cannot_use() {
     let t2 = t1 + MS(100);
     let first = seq(go(&pacer, &k, &body(10, 0), t2));
     pacer.observe(&k, first, Some(&openai(10_000, 1_000, MS(100))), (None, None), t2);
-    let mut gives_up = Ask::new(Some(&large));
+    let mut gives_up = Ask::new(Some(&large), t0);
     assert!(matches!(pacer.gate(&k, &mut gives_up, t2), Gate::Wait(_)));
     pacer.leave(&k, gives_up.ticket.unwrap());
     seq(go(&pacer, &k, &body(5_000, 0), t2 + MS(100)));
@@ -108,12 +108,12 @@ fn far_from_empty_the_body_is_not_searched() {
     let first = seq(go(&pacer, &k, &body(10, 0), t0));
     pacer.observe(&k, first, Some(&openai(10_000_000, 9_000_000, MS(100))), (None, None), t0);
     let request = body(1_000, 4_000);
-    let mut far = Ask::new(Some(&request));
+    let mut far = Ask::new(Some(&request), t0);
     seq(pacer.gate(&k, &mut far, t0));
     assert_eq!(far.cost, Some(Cost { input: 1_000, output: 0 }), "charged its length, max_tokens unread");
     // Near the end of the budget the reservation is read.
     pacer.observe(&k, first, Some(&openai(10_000_000, 20_000, MS(100))), (None, None), t0);
-    let mut near = Ask::new(Some(&request));
+    let mut near = Ask::new(Some(&request), t0);
     seq(pacer.gate(&k, &mut near, t0));
     assert_eq!(near.cost, Some(Cost { input: 1_000, output: 4_000 }));
 }
@@ -161,4 +161,21 @@ fn a_request_larger_than_the_whole_limit_is_not_held_and_is_told_apart() {
     assert!(too_large(anthropic, output, Some(&body(10, 9_000))));
     assert!(!too_large(anthropic, Some(Said { tokens: None, limit: 50, used: None }), Some(&body(50_000, 0))));
     assert!(!too_large(anthropic, said, None), "a body that cannot be read is not judged");
+}
+
+#[test]
+fn sends_made_before_the_limit_was_known_still_count() {
+    let (pacer, k, t0) = (Pacer::new(None), Key::test(1), Instant::now());
+    // 16 requests in flight before any answer: 2 000 input and 256 reserved tokens each.
+    for _ in 0..16 {
+        seq(go(&pacer, &k, &body(2_000, 256), t0));
+    }
+    // The first answer says what the first send left: the other 15 are on their way.
+    pacer.observe(&k, 1, Some(&openai(40_000, 40_000 - 2_256, MS(900))), (None, None), t0);
+    // 40 000 − 16 × 2 256 = 3 904 are left: 1 256 fit, then 2 756 do not.
+    seq(go(&pacer, &k, &body(1_000, 256), t0));
+    assert!(matches!(go(&pacer, &k, &body(2_500, 256), t0), Gate::Wait(_)));
+    // Later answers from that first wave are read the same way.
+    pacer.observe(&k, 16, Some(&openai(40_000, 3_904, MS(900))), (None, None), t0);
+    seq(go(&pacer, &k, &body(1_300, 256), t0));
 }

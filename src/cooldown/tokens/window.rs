@@ -22,12 +22,12 @@ const SAME_END: Duration = Duration::from_millis(20);
 pub(super) struct Window {
     /// The window's size, told by a header or a 429's message.
     pub(super) limit: Option<u64>,
-    /// What the server said was left after the send numbered `seq` (or later).
+    /// What the server said was left after a send, and this process's spend
+    /// up to and including that send.
     remaining: Option<u64>,
-    /// Snapshots of sends numbered below this are older than the one held.
-    seq: u64,
-    /// This process's spend up to and including that send.
     mark: u64,
+    /// Sends numbered below this went in a window that has ended.
+    floor: u64,
     /// When the window resets, if known.
     pub(super) reset_at: Option<Instant>,
     /// Whether headers state this limit: then each response tells the reset.
@@ -59,7 +59,7 @@ impl Window {
         }
         self.remaining = self.limit;
         self.mark = sent;
-        self.seq = last_seq + 1;
+        self.floor = last_seq + 1;
         self.reset_at = if self.headers { None } else { self.ends.next_after(now) };
     }
 
@@ -75,12 +75,33 @@ impl Window {
     ) {
         self.headers = true;
         self.limit = limit.or(self.limit);
-        let end = now.checked_add(reset);
-        if let Some(end) = end {
-            self.ends.told(end);
+        let Some(end) = now.checked_add(reset) else { return };
+        self.ends.told(end);
+        self.take((seq, mark), remaining, Some(end));
+    }
+
+    /// Takes a server's figure unless it says less than the one held: sends
+    /// numbered in one order may reach the server in another, so of one
+    /// window's figures the one that leaves the least is the latest. A later
+    /// window's figure replaces an earlier window's; an ended window's is ignored.
+    fn take(&mut self, (seq, mark): (u64, u64), remaining: u64, end: Option<Instant>) {
+        if seq < self.floor {
+            return;
         }
-        if seq >= self.seq {
-            (self.seq, self.mark, self.remaining, self.reset_at) = (seq, mark, Some(remaining), end);
+        let later = match (self.reset_at, end) {
+            (Some(held), Some(end)) => end > held + SAME_END,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        let same = match (self.reset_at, end) {
+            (Some(held), Some(end)) => end.max(held) - end.min(held) <= SAME_END,
+            _ => end.is_none(),
+        };
+        // What is left now is `remaining − (sent − mark)`: the smaller `remaining + mark`, the less.
+        let tighter = self.remaining.is_none_or(|held| remaining.saturating_add(mark) < held.saturating_add(self.mark));
+        if later || (same && tighter) {
+            (self.mark, self.remaining) = (mark, Some(remaining));
+            self.reset_at = end.or(self.reset_at);
         }
     }
 
@@ -91,11 +112,7 @@ impl Window {
         if let Some(end) = end {
             self.ends.told(end);
         }
-        if seq >= self.seq {
-            let remaining = used.map_or(0, |used| limit.saturating_sub(used));
-            (self.seq, self.mark, self.remaining) = (seq, mark, Some(remaining));
-            self.reset_at = end.or(self.reset_at);
-        }
+        self.take((seq, mark), used.map_or(0, |used| limit.saturating_sub(used)), end);
     }
 }
 
