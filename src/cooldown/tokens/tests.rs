@@ -179,3 +179,40 @@ fn sends_made_before_the_limit_was_known_still_count() {
     pacer.observe(&k, 16, Some(&openai(40_000, 3_904, MS(900))), (None, None), t0);
     seq(go(&pacer, &k, &body(1_300, 256), t0));
 }
+
+#[test]
+fn a_retry_keeps_its_place_before_later_requests_even_while_a_cooldown_holds_it() {
+    let (pacer, k, t0) = (Pacer::new(None), Key::test(1), Instant::now());
+    let first = seq(go(&pacer, &k, &body(10, 0), t0));
+    pacer.observe(&k, first, Some(&openai(10_000, 1_000, MS(100))), (None, None), t0);
+    // A 429 cools the key down until the window ends; a request that first asked
+    // before the others is held by it, and keeps its place for the tokens.
+    pacer.observe(&k, first, None, (Some(MS(100)), None), t0);
+    let (early, late) = (body(6_000, 0), body(5_000, 0));
+    let mut retry = Ask::new(Some(&early), t0);
+    assert!(matches!(pacer.gate(&k, &mut retry, t0 + MS(10)), Gate::Wait(_)));
+    // A request that came later wakes first: the retry's 6 000 are claimed, 4 000 are left.
+    let t1 = t0 + MS(100);
+    let mut newer = Ask::new(Some(&late), t0 + MS(20));
+    assert!(matches!(pacer.gate(&k, &mut newer, t1), Gate::Wait(_)));
+    seq(pacer.gate(&k, &mut retry, t1));
+    pacer.leave(&k, newer.ticket.unwrap());
+}
+
+#[test]
+fn a_retry_that_asks_after_a_later_request_still_goes_before_it() {
+    let (pacer, k, t0) = (Pacer::new(None), Key::test(1), Instant::now());
+    let first = seq(go(&pacer, &k, &body(10, 0), t0));
+    pacer.observe(&k, first, Some(&openai(10_000, 1_000, MS(100))), (None, None), t0);
+    // A request that first asked at t0 + 20 ms waits first; the retry of one from t0 asks after it.
+    let (newer_body, retry_body) = (body(5_000, 0), body(6_000, 0));
+    let mut newer = Ask::new(Some(&newer_body), t0 + MS(20));
+    assert!(matches!(pacer.gate(&k, &mut newer, t0 + MS(30)), Gate::Wait(_)));
+    let mut retry = Ask::new(Some(&retry_body), t0);
+    assert!(matches!(pacer.gate(&k, &mut retry, t0 + MS(40)), Gate::Wait(_)));
+    // The next window: the retry's 6 000 come first; the newer one does not fit the 4 000 left.
+    let t1 = t0 + MS(100);
+    assert!(matches!(pacer.gate(&k, &mut newer, t1), Gate::Wait(_)));
+    seq(pacer.gate(&k, &mut retry, t1));
+    pacer.leave(&k, newer.ticket.unwrap());
+}
