@@ -8,11 +8,11 @@
 //!
 //! Sections: 1. success-path overhead, 2. rate-limit storms, 3. overload,
 //! 4. parsing cost and peak memory, 5. provider outage (`--only outage`), 6. model fallback
-//! (`--only fallback`). Prints a markdown report on stdout
+//! (`--only fallback`), 7. token storms (`--only tokens`). Prints a markdown report on stdout
 //! (progress on stderr) and writes `docs/storm-openai.svg`.
 //!
 //! Arguments after `--`: `--quick` (small sizes, for development),
-//! `--only success|storm|overload|parse|rss|outage|fallback` (repeatable), `--no-pin` (leave
+//! `--only success|storm|overload|parse|rss|outage|fallback|tokens` (repeatable), `--no-pin` (leave
 //! the threads free to run on any CPU; see `pin_to_one_cpu`).
 //! Without `--bench` (as under `cargo test --benches`) it does nothing.
 //! For finding where a client's time goes, `--profile bare|empty|retry|ours N`
@@ -29,6 +29,7 @@ mod storm;
 mod storm_chart;
 mod success;
 mod svg;
+mod tokens;
 
 use std::time::{Duration, Instant};
 
@@ -168,22 +169,15 @@ fn main() {
             }
             let reference = runs.iter().find(|r| r.kind == Kind::Reference).map(storm::StormRun::wasted_per_success);
             for run in &runs {
-                table.row(vec![
-                    format!(
-                        "{}{label} ({} per {} ms, min {})",
-                        style.name(),
-                        limit,
-                        window.as_millis(),
-                        fmt_secs(run.minimum.as_secs_f64())
-                    ),
-                    run.kind.name().into(),
-                    run.successes.to_string(),
-                    run.give_ups.to_string(),
-                    run.seen.to_string(),
-                    format!("{:.2}", run.wasted_per_success()),
-                    fmt_secs(run.makespan.as_secs_f64()),
-                    format!("{:.2}", run.ratio()),
-                ]);
+                let name = format!(
+                    "{}{label} ({} per {} ms, min {})",
+                    style.name(),
+                    limit,
+                    window.as_millis(),
+                    fmt_secs(run.minimum.as_secs_f64())
+                );
+                let counts = (run.successes, run.give_ups, run.seen);
+                table.row([vec![name], stats::outcome_cells(run.kind, counts, run.makespan, run.ratio(), 2)].concat());
                 if run.kind == Kind::Ours {
                     let name = format!("{}{label}", style.name());
                     // Issue 11: without headers ≤ 0.05 wasted per success, with them ≤ 0.01.
@@ -429,6 +423,60 @@ fn main() {
         progress(started, "model fallback (open loop, the primary model 529 then 200, the fallback 200)");
         let runs = runtime.block_on(fallback::fallback(&fallback::KINDS, 50, down, length));
         report += &fallback::report(&runs, 50, down, length, &mut verdicts);
+    }
+    if wanted("tokens") {
+        let n = if quick { 100 } else { 400 };
+        let (limit, window) = (40_000, Duration::from_secs(1));
+        let kinds = [Kind::Reference, Kind::ReqwestRetry, Kind::Ours];
+        let mut table = Table::new(&tokens::COLUMNS.split('|').collect::<Vec<_>>());
+        for (style, headers, label, target) in [
+            (Style::OpenAi, true, "OpenAI, token headers on every response", 0.01),
+            (Style::OpenAi, false, "OpenAI, no headers on successes", 0.05),
+            (Style::Anthropic, true, "Anthropic, input-token headers on every response", 0.01),
+        ] {
+            progress(started, &format!("token storm: {label}"));
+            let runs = runtime.block_on(tokens::storm(style, headers, (limit, window), n, &kinds));
+            let naive_p99 = runs.iter().find(|r| r.kind == Kind::Reference).map(|r| r.p99);
+            for run in &runs {
+                table.row([vec![label.to_owned()], run.cells()].concat());
+                if run.kind != Kind::Ours {
+                    continue;
+                }
+                let wasted = run.wasted_per_success();
+                verdicts.push(verdict(
+                    wasted <= target,
+                    format!("tokens, {label}: ours {wasted:.3} wasted calls per success (target ≤ {target})"),
+                ));
+                verdicts.push(verdict(
+                    run.ratio() <= 1.05,
+                    format!("tokens, {label}: ours makespan {:.3} × the lower bound (target ≤ 1.05)", run.ratio()),
+                ));
+                verdicts.push(verdict(
+                    run.give_ups == 0,
+                    format!("tokens, {label}: ours gave up {} times (target 0)", run.give_ups),
+                ));
+                if let Some(naive) = naive_p99 {
+                    verdicts.push(verdict(
+                        run.p99 <= naive,
+                        format!(
+                            "tokens, {label}: ours p99 {} , the loop sleeping exactly retry-after {} (target: no worse)",
+                            fmt_secs(run.p99.as_secs_f64()),
+                            fmt_secs(naive.as_secs_f64())
+                        ),
+                    ));
+                }
+            }
+        }
+        report += &format!(
+            "\n### 6. Token storms\n\n{n} requests, 16 concurrent, each with its own prompt of 400–16,000 characters and `max_tokens: {}`, \
+             against {limit} tokens per {} s window (requests unlimited; minute windows scaled down to seconds). The server counts a request \
+             as its prompt's characters / 4, plus its `max_tokens` for OpenAI; Anthropic's limit is on input tokens, its `remaining` rounded \
+             to the nearest thousand and its reset to the second. Without headers, only a 429's message and `retry-after-ms` speak. \
+             Lower bound = total tokens ÷ the limit, in windows. Wasted calls = requests the server saw − successes.\n\n{}",
+            tokens::MAX_TOKENS,
+            window.as_secs(),
+            table.render()
+        );
     }
 
     if !verdicts.is_empty() {

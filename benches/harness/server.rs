@@ -26,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
+use crate::tokens::{self, TokenStorm};
+
 /// The address every server binds: loopback, never anything else.
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -93,6 +95,8 @@ pub enum Scenario {
     /// One model's outage: the overload error to the requests whose body names
     /// `model` until `until`, then 200; 200 to every other model throughout.
     ModelOutage { style: Style, model: &'static str, until: Instant },
+    /// A fixed window of tokens (section 6): requests cost what their bodies say.
+    Tokens(TokenStorm),
 }
 
 /// One request as the server saw it.
@@ -242,6 +246,7 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             }
         }
         Scenario::BigError { bytes } => big_error(*bytes),
+        Scenario::Tokens(storm) => tokens::respond(storm, &state.window, at, &body),
         Scenario::Outage { style, until } => {
             *state.attempts.lock().unwrap().entry(id.unwrap_or(u64::MAX)).or_insert(0) += 1;
             if at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }
@@ -273,14 +278,14 @@ fn unit(seed: u64, id: u64, attempt: u32) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn json(status: StatusCode, body: String) -> Response<Payload> {
+pub fn json(status: StatusCode, body: String) -> Response<Payload> {
     let mut response = Response::new(Payload::Full(Some(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     response
 }
 
-fn header(response: &mut Response<Payload>, name: &'static str, value: String) {
+pub fn header(response: &mut Response<Payload>, name: &'static str, value: String) {
     response.headers_mut().insert(name, HeaderValue::from_str(&value).expect("header value"));
 }
 
@@ -309,7 +314,7 @@ fn limit_headers(
 }
 
 /// Milliseconds, rounded up: a server never tells a client to come back early.
-fn ceil_ms(wait: Duration) -> u64 {
+pub fn ceil_ms(wait: Duration) -> u64 {
     wait.as_nanos().div_ceil(1_000_000) as u64
 }
 
@@ -354,7 +359,7 @@ fn rate_limited(style: Style, limit: u32, wait: Duration, reset_at: SystemTime) 
 }
 
 /// A UTC timestamp to the whole second, as Anthropic sends it: `2024-03-26T20:00:07Z`.
-fn rfc3339(at: SystemTime) -> String {
+pub fn rfc3339(at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     jiff::Timestamp::from_second(secs as i64).map_or_else(|_| "1970-01-01T00:00:00Z".into(), |t| t.to_string())
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::clients::Kind;
+
 /// The median (mean of the two middle values for an even count); 0 for none.
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
@@ -56,6 +58,31 @@ pub fn fmt_secs(secs: f64) -> String {
     } else {
         format!("{:.1} µs", secs * 1e6)
     }
+}
+
+/// Requests the server saw beyond the successes, per success.
+pub fn wasted_per_success(seen: usize, successes: u64) -> f64 {
+    (seen as f64 - successes as f64) / (successes as f64).max(1.0)
+}
+
+/// The cells the storm tables share: client, successes, give-ups, requests the
+/// server saw, wasted calls per success, makespan and its ratio (`digits` decimals).
+pub fn outcome_cells(
+    kind: Kind,
+    (successes, give_ups, seen): (u64, u64, usize),
+    makespan: Duration,
+    ratio: f64,
+    digits: usize,
+) -> Vec<String> {
+    vec![
+        kind.name().into(),
+        successes.to_string(),
+        give_ups.to_string(),
+        seen.to_string(),
+        format!("{:.digits$}", wasted_per_success(seen, successes)),
+        fmt_secs(makespan.as_secs_f64()),
+        format!("{ratio:.digits$}"),
+    ]
 }
 
 /// A markdown table.

@@ -2,6 +2,8 @@
 //! time, against a server that pushes back.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,15 +21,23 @@ pub struct Done {
     pub finished: Instant,
 }
 
-/// Sends requests `0..n`, `CONCURRENCY` at a time, starting at `start`.
-async fn drive(clients: &Clients, kind: Kind, style: Style, port: u16, n: u64, start: Instant) -> Vec<Done> {
+/// Sends requests `0..n`, `CONCURRENCY` at a time, starting at `start`;
+/// request `id`'s body is `body(style, id)`.
+pub async fn drive(
+    clients: &Clients,
+    (kind, style): (Kind, Style),
+    port: u16,
+    n: u64,
+    start: Instant,
+    body: fn(Style, u64) -> Bytes,
+) -> Vec<Done> {
     tokio::time::sleep_until(start.into()).await;
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
         let (clients, next) = (clients.clone(), next.clone());
         workers.spawn(async move {
-            let (url, body) = (url(style, port), request_body());
+            let url = url(style, port);
             let mut done = Vec::new();
             loop {
                 let id = next.fetch_add(1, Ordering::Relaxed);
@@ -35,7 +45,7 @@ async fn drive(clients: &Clients, kind: Kind, style: Style, port: u16, n: u64, s
                     break done;
                 }
                 let started = Instant::now();
-                let outcome = clients.call(kind, style, &url, &body, Some(id)).await;
+                let outcome = clients.call(kind, style, &url, &body(style, id), Some(id)).await;
                 done.push(Done { outcome, started, finished: Instant::now() });
             }
         });
@@ -62,7 +72,7 @@ pub struct StormRun {
 
 impl StormRun {
     pub fn wasted_per_success(&self) -> f64 {
-        (self.seen as f64 - self.successes as f64) / (self.successes as f64).max(1.0)
+        crate::stats::wasted_per_success(self.seen, self.successes)
     }
 
     pub fn ratio(&self) -> f64 {
@@ -77,7 +87,7 @@ pub async fn storm(style: Style, limit: u32, window: Duration, n: u64, bare: boo
     for &kind in kinds {
         let (epoch, wall_epoch) = aligned_start(window);
         let server = Server::start(Scenario::Storm { style, limit, window, epoch, wall_epoch, bare });
-        let done = drive(&Clients::new(), kind, style, server.port, n, epoch).await;
+        let done = drive(&Clients::new(), (kind, style), server.port, n, epoch, |_, _| request_body()).await;
         let successes = done.iter().filter(|d| d.outcome.ok()).count() as u64;
         let finished = done.iter().map(|d| d.finished).max().unwrap_or(epoch);
         let seen = server.seen();
@@ -101,7 +111,7 @@ pub async fn storm(style: Style, limit: u32, window: Duration, n: u64, bare: boo
 
 /// A start a little ahead, on a window boundary of the wall clock, so that a
 /// whole-second window matches the whole-second reset timestamp Anthropic sends.
-fn aligned_start(window: Duration) -> (Instant, SystemTime) {
+pub fn aligned_start(window: Duration) -> (Instant, SystemTime) {
     let (now, wall) = (Instant::now(), SystemTime::now());
     let since = wall.duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos();
     let window_ns = window.as_nanos();
@@ -145,7 +155,7 @@ pub async fn overload(runs: &[(Style, Kind)], p: f64, seed: u64, n: u64) -> Vec<
 async fn overload_one(style: Style, kind: Kind, p: f64, seed: u64, n: u64) -> OverloadRun {
     let server = Server::start(Scenario::Overload { style, p, seed });
     let start = Instant::now() + Duration::from_millis(20);
-    let done = drive(&Clients::new(), kind, style, server.port, n, start).await;
+    let done = drive(&Clients::new(), (kind, style), server.port, n, start, |_, _| request_body()).await;
     let mut latencies: Vec<f64> = done.iter().map(|d| (d.finished - d.started).as_secs_f64()).collect();
     let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
     let finished = done.iter().map(|d| d.finished).max().unwrap_or(start);

@@ -31,7 +31,7 @@ const FINGERPRINT_KEY: [u8; 16] = *b"llm-retry-cooldn";
 pub(crate) struct Key {
     /// A hash of all four, for the in-process map.
     pub(super) id: u64,
-    /// For the metrics of the waits this key makes.
+    /// Whose limits these are: what a request's tokens count against, and the metrics of its waits.
     pub(crate) provider: Provider,
     /// The store's form, `"{provider}:{host}:{port}:{fingerprint}"`; made only
     /// when there is a store to ask, because this runs before every request.
@@ -74,7 +74,12 @@ impl Key {
 
     #[cfg(test)]
     pub(super) fn test(id: u64) -> Key {
-        Key { id, provider: Provider::Unknown, text: Some(format!("test:{id}")) }
+        Key::test_for(Provider::OpenAi, id)
+    }
+
+    #[cfg(test)]
+    pub(super) fn test_for(provider: Provider, id: u64) -> Key {
+        Key { id, provider, text: Some(format!("test:{id}")) }
     }
 }
 

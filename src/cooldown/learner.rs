@@ -241,30 +241,6 @@ impl Learner {
     }
 }
 
-/// The limit written in a 429's message: "Limit 20," (OpenAI) or "limit: 20," (Gemini).
-pub(crate) fn limit_in_message(message: &str) -> Option<u64> {
-    let lower = message.as_bytes();
-    let mut at = 0;
-    while let Some(found) = find_limit(&lower[at..]) {
-        let rest = &lower[at + found + 5..];
-        let rest = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits > 0 && digits < 19 && rest.get(digits).is_none_or(|b| !b.is_ascii_alphanumeric()) {
-            return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok().filter(|n| *n > 0);
-        }
-        at += found + 5;
-    }
-    None
-}
-
-/// Where "limit" (any case) occurs as a word.
-fn find_limit(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(5)
-        .enumerate()
-        .position(|(i, w)| w.eq_ignore_ascii_case(b"limit") && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,16 +369,5 @@ mod tests {
         // Before it passes, the told end; then predicted, a little late.
         assert_eq!(learner.end_at(now + MS(390)), Some((now + MS(399), true)));
         assert_eq!(learner.end_at(now + MS(400)), Some((now + MS(399) + MS(198) + MS(198) / 32 + MS(2), false)));
-    }
-
-    #[test]
-    fn limits_in_messages() {
-        let openai = "Rate limit reached for gpt-4o-mini in organization org-x on requests per min (RPM): Limit 20, Used 20, Requested 1.";
-        assert_eq!(limit_in_message(openai), Some(20));
-        assert_eq!(limit_in_message("Quota exceeded for metric: x, limit: 15, model: gemini"), Some(15));
-        assert_eq!(limit_in_message("rate limit exceeded"), None);
-        assert_eq!(limit_in_message("limits: 5"), None);
-        assert_eq!(limit_in_message("limit 99999999999999999999999"), None);
-        assert_eq!(limit_in_message("limit: 0"), None);
     }
 }

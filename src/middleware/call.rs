@@ -93,7 +93,7 @@ impl<'a> Call<'a> {
 
     /// Waits for the host's outage and the key's pacing to let the attempt go,
     /// and counts it as sent.
-    pub(super) async fn admit(&mut self, attempt: &mut Attempt) -> Admission {
+    pub(super) async fn admit(&mut self, attempt: &mut Attempt, request: &Request) -> Admission {
         let timing = &self.config.timing;
         let patient = !self.can_fall_back();
         if let Some(ticket) = &mut self.ticket
@@ -104,7 +104,11 @@ impl<'a> Call<'a> {
         if let Some((pacer, key)) = &self.pacing {
             // Before the first attempt `started` is now: the clock is not free.
             let now = if attempt.retries_taken == 0 { self.started } else { Instant::now() };
-            attempt.seq = cooldown::admit(pacer, key, timing, (self.started, now), &mut self.waited).await;
+            attempt.seq = match cooldown::admit(pacer, key, request, (self.started, now)) {
+                Ok(seq) => seq,
+                // Boxed: the waiting machinery would otherwise make every request's future larger.
+                Err(admission) => Box::pin(cooldown::pace(admission, timing, self.started, &mut self.waited)).await,
+            };
         }
         self.attempts += 1;
         metrics::sending(self.provider, &mut self.retry);

@@ -17,7 +17,7 @@ use super::outcome::{Failure, Judged, Outcome};
 use super::respond::succeeded;
 use crate::backoff::{self, Verdict, decide};
 use crate::body::HeldResponse;
-use crate::cooldown::{Key, Pacer, limit_in_message};
+use crate::cooldown::{Key, Pacer, limit_in_message, too_large};
 use crate::diagnose::diagnose;
 use crate::error::RetryStats;
 use crate::health::{self, Report};
@@ -204,15 +204,24 @@ async fn conclude(held: HeldResponse, status: StatusCode, body: &[u8], mut at: C
         elapsed: at.started.elapsed(),
         can_resend: at.pending.is_some(),
     };
-    let verdict = decide(&config.timing, facts, rand::random());
+    let mut verdict = decide(&config.timing, facts, rand::random());
+    let mut error = error;
     let limits = RateLimits::from_headers(held.headers(), now);
     metrics::rate_limits(at.provider, held.url(), limits.as_ref());
     if let Some((pacer, key, seq)) = at.pacing {
         // Only a rate limit is about this key; overload is everyone's.
         let cooled = (error.kind == ErrorKind::RateLimited).then_some(error.retry_after).flatten();
         let said_limit = cooled.and_then(|_| limit_in_message(&error.message));
+        // Larger than the whole token limit: no retry can help, and the window is not spent.
+        let body = at.pending.and_then(|request| request.body()?.as_bytes());
+        let too_large = too_large(at.provider, said_limit, body);
+        let (cooled, said_limit) = if too_large { (None, None) } else { (cooled, said_limit) };
         if let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (cooled, said_limit), Instant::now()) {
             pacer.publish(key, wait).await;
+        }
+        if too_large {
+            (error.kind, error.retryable, verdict) =
+                (ErrorKind::RequestTooLarge, false, Verdict::Return { retryable: false });
         }
     }
     Judged::Failed(verdict, Outcome::Answered(Box::new(Failure { held, error, limits })))

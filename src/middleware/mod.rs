@@ -104,7 +104,7 @@ impl Middleware for LlmRetryMiddleware {
             let mut call = Call::start(config, config.provider(&request, extensions), &request);
             loop {
                 let mut attempt = call.prepare(&mut request).await;
-                let step = match call.admit(&mut attempt).await {
+                let step = match call.admit(&mut attempt, &request).await {
                     Admission::Held(held) => call.held(held),
                     Admission::Send => {
                         let sent = next.clone().run(request, extensions).await;

@@ -21,5 +21,6 @@ mod footprint;
 mod outage;
 mod policy;
 mod streams;
+mod tokens;
 mod uploads;
 mod waits;
