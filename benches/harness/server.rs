@@ -26,8 +26,6 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use crate::tokens::{self, TokenStorm};
-
 /// The address every server binds: loopback, never anything else.
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -72,8 +70,11 @@ impl Style {
     }
 }
 
+/// How a [`Scenario::Custom`] answers: the window counter, the arrival time, the body.
+pub type Responder = std::sync::Arc<dyn Fn(&Mutex<(u64, u32)>, Instant, &[u8]) -> Response<Payload> + Send + Sync>;
+
 /// What the server answers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Scenario {
     /// 200 with [`CHAT_COMPLETION`].
     Ok,
@@ -95,8 +96,9 @@ pub enum Scenario {
     /// One model's outage: the overload error to the requests whose body names
     /// `model` until `until`, then 200; 200 to every other model throughout.
     ModelOutage { style: Style, model: &'static str, until: Instant },
-    /// A fixed window of tokens (section 6): requests cost what their bodies say.
-    Tokens(TokenStorm),
+    /// Answered by a scenario defined elsewhere (the token storms): given the
+    /// server's window counter, the arrival time and the request body.
+    Custom(Responder),
 }
 
 /// One request as the server saw it.
@@ -246,7 +248,7 @@ async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Result<R
             }
         }
         Scenario::BigError { bytes } => big_error(*bytes),
-        Scenario::Tokens(storm) => tokens::respond(storm, &state.window, at, &body),
+        Scenario::Custom(respond) => respond(&state.window, at, &body),
         Scenario::Outage { style, until } => {
             *state.attempts.lock().unwrap().entry(id.unwrap_or(u64::MAX)).or_insert(0) += 1;
             if at < *until { overloaded(*style) } else { json(StatusCode::OK, CHAT_COMPLETION.to_owned()) }

@@ -213,7 +213,10 @@ pub async fn storm(
     let mut runs = Vec::new();
     for &kind in kinds {
         let (epoch, wall_epoch) = aligned_start(window);
-        let server = Server::start(Scenario::Tokens(TokenStorm { style, headers, limit, window, epoch, wall_epoch }));
+        let tokens = TokenStorm { style, headers, limit, window, epoch, wall_epoch };
+        let server = Server::start(Scenario::Custom(std::sync::Arc::new(move |counter, at, body| {
+            respond(&tokens, counter, at, body)
+        })));
         let done = drive(&Clients::new(), (kind, style), server.port, n, epoch, body).await;
         let successes = done.iter().filter(|d| d.outcome.ok()).count() as u64;
         let mut latencies: Vec<f64> = done.iter().map(|d| (d.finished - d.started).as_secs_f64()).collect();

@@ -195,7 +195,7 @@ async fn conclude(held: HeldResponse, status: StatusCode, body: &[u8], mut at: C
     let config = at.config;
     let now = SystemTime::now();
     let secrets = at.secrets();
-    let error = diagnose(at.provider, status, held.headers(), body, &config.rules, &secrets, now);
+    let mut error = diagnose(at.provider, status, held.headers(), body, &config.rules, &secrets, now);
     let facts = backoff::Attempt {
         transient: error.retryable,
         overloaded: error.kind == ErrorKind::Overloaded,
@@ -205,7 +205,6 @@ async fn conclude(held: HeldResponse, status: StatusCode, body: &[u8], mut at: C
         can_resend: at.pending.is_some(),
     };
     let mut verdict = decide(&config.timing, facts, rand::random());
-    let mut error = error;
     let limits = RateLimits::from_headers(held.headers(), now);
     metrics::rate_limits(at.provider, held.url(), limits.as_ref());
     if let Some((pacer, key, seq)) = at.pacing {
