@@ -5,7 +5,7 @@ use reqwest::Response;
 use crate::error::{LlmApiError, RetryStats};
 use crate::fallback::ModelFallback;
 use crate::provider::Provider;
-use crate::rate_limits::RateLimits;
+use crate::rate_limits::{RateLimits, Snapshot};
 
 /// What [`LlmRetryMiddleware`](crate::LlmRetryMiddleware) attached to a [`reqwest::Response`].
 ///
@@ -79,7 +79,7 @@ impl LlmResponseExt for Response {
     }
 
     fn rate_limits(&self) -> Option<&RateLimits> {
-        self.extensions().get()
+        self.extensions().get::<Snapshot>()?.get(self.headers())
     }
 
     fn model_fallback(&self) -> Option<&ModelFallback> {

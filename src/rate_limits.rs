@@ -10,11 +10,12 @@
 //! key, and attaches the snapshot to every response so callers can pace
 //! themselves too.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
-use crate::retry_after::{parse_reset_duration, parse_reset_timestamp};
+use crate::retry_after::{parse_reset_timestamp, reset_duration};
 
 /// One limit: its size, what is left, and when it resets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,6 +57,37 @@ pub struct RateLimits {
     pub output_tokens: Option<RateLimit>,
 }
 
+/// What a response carries in its extensions for
+/// [`LlmResponseExt::rate_limits`](crate::LlmResponseExt::rate_limits): the
+/// snapshot, read from the headers when first asked for.
+///
+/// Why lazily: reading a dozen headers is most of what a success costs the
+/// middleware, and most callers never ask. The pacer reads them itself, when
+/// it needs them (see `cooldown`).
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    /// When the response arrived: resets written as timestamps are measured from it.
+    arrived: SystemTime,
+    limits: OnceLock<Option<RateLimits>>,
+}
+
+impl Snapshot {
+    /// A snapshot of the headers of a response that arrived at `arrived`, not read yet.
+    pub(crate) fn unread(arrived: SystemTime) -> Self {
+        Snapshot { arrived, limits: OnceLock::new() }
+    }
+
+    /// A snapshot already read.
+    pub(crate) fn read(limits: RateLimits) -> Self {
+        Snapshot { arrived: SystemTime::UNIX_EPOCH, limits: OnceLock::from(Some(limits)) }
+    }
+
+    /// The rate limits in `headers`, the response's own, read once.
+    pub(crate) fn get(&self, headers: &HeaderMap) -> Option<&RateLimits> {
+        self.limits.get_or_init(|| RateLimits::read(headers, || self.arrived)).as_ref()
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Field {
     Limit,
@@ -95,19 +127,21 @@ impl RateLimits {
         // This runs on every response: one pass over the headers, bytes
         // rather than `str`s, and no lookup by name (each would hash it).
         for (name, value) in headers {
-            let Some((family, field, clock)) = classify_header(name.as_str().as_bytes()) else { continue };
+            let name = name.as_str().as_bytes();
+            // Most headers are none of these: turned away here, without a call.
+            if name.len() < SHORTEST_NAME || !matches!(name[0], b'x' | b'a') {
+                continue;
+            }
+            let Some((family, field, clock)) = classify_header(name) else { continue };
             let entry = limits.family_mut(family).get_or_insert_with(RateLimit::default);
             let value = value.as_bytes().trim_ascii();
             match field {
                 Field::Limit => entry.limit = entry.limit.or_else(|| integer(value)),
                 Field::Remaining => entry.remaining = entry.remaining.or_else(|| integer(value)),
                 Field::Reset => {
-                    entry.reset = entry.reset.or_else(|| {
-                        let value = std::str::from_utf8(value).ok()?;
-                        match clock {
-                            Clock::Duration => parse_reset_duration(value),
-                            Clock::Timestamp => parse_reset_timestamp(value, now()),
-                        }
+                    entry.reset = entry.reset.or_else(|| match clock {
+                        Clock::Duration => reset_duration(value),
+                        Clock::Timestamp => parse_reset_timestamp(std::str::from_utf8(value).ok()?, now()),
                     })
                 }
             }
@@ -128,6 +162,11 @@ impl RateLimits {
     /// Every family present.
     pub fn iter(&self) -> impl Iterator<Item = &RateLimit> {
         [&self.requests, &self.tokens, &self.input_tokens, &self.output_tokens].into_iter().flatten()
+    }
+
+    /// Whether every family present has a limit and half of it left.
+    pub(crate) fn roomy(&self) -> bool {
+        self.iter().all(|l| matches!((l.limit, l.remaining), (Some(limit), Some(left)) if left >= limit / 2))
     }
 
     /// When a family is used up (`remaining: 0`), the time until the last
@@ -157,27 +196,42 @@ fn integer(value: &[u8]) -> Option<u64> {
     })
 }
 
+/// The length of the shortest name read, `x-ratelimit-reset-tokens`.
+const SHORTEST_NAME: usize = 24;
+
 /// `x-ratelimit-remaining-requests` → (requests, Remaining, Duration);
 /// `anthropic-ratelimit-input-tokens-reset` → (input tokens, Reset, Timestamp).
+///
+/// Runs on every header of every response, so it dispatches on bytes at
+/// fixed places rather than searching: most names are rejected by their
+/// length or first byte.
+#[inline(never)]
 fn classify_header(name: &[u8]) -> Option<(Family, Field, Clock)> {
-    let field = |f: &[u8]| match f {
-        b"limit" => Some(Field::Limit),
-        b"remaining" => Some(Field::Remaining),
-        b"reset" => Some(Field::Reset),
-        _ => None,
-    };
-    match name.first()? {
+    if name.len() < SHORTEST_NAME {
+        return None;
+    }
+    match name[0] {
         b'x' => {
             // `x-ratelimit-{field}-{family}` (`x-rate-limit-` on Azure).
             let rest = name.strip_prefix(b"x-ratelimit-").or_else(|| name.strip_prefix(b"x-rate-limit-"))?;
-            let at = rest.iter().position(|&b| b == b'-')?;
-            Some((family(&rest[at + 1..])?, field(&rest[..at])?, Clock::Duration))
+            let (field, family_at) = match rest.get(..3)? {
+                b"lim" if rest.starts_with(b"limit-") => (Field::Limit, 6),
+                b"rem" if rest.starts_with(b"remaining-") => (Field::Remaining, 10),
+                b"res" if rest.starts_with(b"reset-") => (Field::Reset, 6),
+                _ => return None,
+            };
+            Some((family(&rest[family_at..])?, field, Clock::Duration))
         }
         b'a' => {
             // `anthropic-ratelimit-{family}-{field}`; families contain dashes.
             let rest = name.strip_prefix(b"anthropic-ratelimit-")?;
-            let at = rest.iter().rposition(|&b| b == b'-')?;
-            Some((family(&rest[..at])?, field(&rest[at + 1..])?, Clock::Timestamp))
+            let (field, field_len) = match *rest.last()? {
+                b't' if rest.ends_with(b"-limit") => (Field::Limit, 6),
+                b'g' if rest.ends_with(b"-remaining") => (Field::Remaining, 10),
+                b't' if rest.ends_with(b"-reset") => (Field::Reset, 6),
+                _ => return None,
+            };
+            Some((family(&rest[..rest.len() - field_len])?, field, Clock::Timestamp))
         }
         _ => None,
     }
@@ -185,16 +239,14 @@ fn classify_header(name: &[u8]) -> Option<(Family, Field, Clock)> {
 
 /// `requests-day`, `tokens-minute`, `tokens_usage_based` belong to their base family.
 fn family(name: &[u8]) -> Option<Family> {
-    if name.starts_with(b"requests") {
-        Some(Family::Requests)
-    } else if name.starts_with(b"tokens") {
-        Some(Family::Tokens)
-    } else if name.starts_with(b"input-tokens") {
-        Some(Family::InputTokens)
-    } else if name.starts_with(b"output-tokens") {
-        Some(Family::OutputTokens)
-    } else {
-        None
+    // Each arm compares with its own constant, which compiles to a few loads
+    // rather than a call to `memcmp`.
+    match name.first()? {
+        b'r' if name.starts_with(b"requests") => Some(Family::Requests),
+        b't' if name.starts_with(b"tokens") => Some(Family::Tokens),
+        b'i' if name.starts_with(b"input-tokens") => Some(Family::InputTokens),
+        b'o' if name.starts_with(b"output-tokens") => Some(Family::OutputTokens),
+        _ => None,
     }
 }
 
@@ -283,6 +335,38 @@ mod tests {
         #[test]
         fn counts_read_as_str_parse_reads_them(text in "[+0-9a ]{0,24}|[0-9]{18,22}") {
             proptest::prop_assert_eq!(integer(text.as_bytes()), text.parse::<u64>().ok());
+        }
+    }
+
+    /// The definition `classify_header` reads fast: a prefix, then `{field}-{family}`
+    /// split at the first dash (`x-`), or `{family}-{field}` at the last (`anthropic-`).
+    fn classify_by_definition(name: &str) -> Option<(u8, u8, bool)> {
+        let fields = ["limit", "remaining", "reset"];
+        let families = ["requests", "tokens", "input-tokens", "output-tokens"];
+        let field = |f: &str| fields.iter().position(|x| *x == f).map(|i| i as u8);
+        let family = |f: &str| families.iter().position(|x| f.starts_with(x)).map(|i| i as u8);
+        if let Some(rest) = name.strip_prefix("x-ratelimit-").or_else(|| name.strip_prefix("x-rate-limit-")) {
+            let (f, fam) = rest.split_once('-')?;
+            return Some((family(fam)?, field(f)?, true));
+        }
+        let (fam, f) = name.strip_prefix("anthropic-ratelimit-")?.rsplit_once('-')?;
+        Some((family(fam)?, field(f)?, false))
+    }
+
+    proptest::proptest! {
+        // Cheap, and each prefix, order and suffix is then drawn many times over.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        #[test]
+        fn header_names_classify_by_their_definition(
+            name in "(x-ratelimit-|x-rate-limit-|anthropic-ratelimit-|x-ratelimi|)\
+                     (limit|remaining|reset|requests|tokens|input-tokens|output-tokens|[a-z]{1,3})-\
+                     (limit|remaining|reset|requests|tokens|input-tokens|output-tokens|[a-z]{1,3})\
+                     (|-day|-minute|_usage_based|s|-)"
+        ) {
+            let fast = classify_header(name.as_bytes()).map(|(family, field, clock)| {
+                (family as u8, field as u8, matches!(clock, Clock::Duration))
+            });
+            proptest::prop_assert_eq!(fast, classify_by_definition(&name));
         }
     }
 }

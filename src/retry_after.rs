@@ -138,6 +138,25 @@ pub fn parse_reset_duration(value: &str) -> Option<Duration> {
     duration(value, Some(NS))
 }
 
+/// [`parse_reset_duration`] of a header's bytes: the forms seen on every
+/// response (`6ms`, `1s`, `55`) read without the general parser.
+pub(crate) fn reset_duration(value: &[u8]) -> Option<Duration> {
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    // Nine digits of seconds cannot overflow nanoseconds.
+    if (1..=9).contains(&digits) {
+        let number = value[..digits].iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
+        let unit = match &value[digits..] {
+            b"" | b"s" => Some(NS),
+            b"ms" => Some(1_000_000),
+            _ => None,
+        };
+        if let Some(unit) = unit {
+            return Some(wait(Some(number * unit)));
+        }
+    }
+    parse_reset_duration(std::str::from_utf8(value).ok()?)
+}
+
 /// Go-duration segments (`1h`, `2m`, `3.5s`, …), or one bare number of
 /// `bare` nanoseconds; one pass, as this runs on every response's headers.
 fn duration(value: &str, bare: Option<u64>) -> Option<Duration> {
@@ -407,5 +426,15 @@ mod tests {
         assert_eq!(header_wait(&azure, now), ms(250));
         let both_ms = headers(&[("retry-after-ms", "40"), ("x-ms-retry-after-ms", "250")]);
         assert_eq!(header_wait(&both_ms, now), ms(40));
+    }
+
+    proptest::proptest! {
+        /// The fast path reads what the general parser reads, or defers to it.
+        #[test]
+        fn reset_bytes_read_as_the_general_parser_reads(
+            text in "[0-9]{0,12}(\\.[0-9]{1,3})?(ms|s|m|h|us|x|)|[0-9]{1,4}m[0-9]{1,2}s|\\+?[0-9 ]{0,6}"
+        ) {
+            proptest::prop_assert_eq!(reset_duration(text.as_bytes()), parse_reset_duration(&text));
+        }
     }
 }

@@ -40,6 +40,12 @@ impl Budget {
         seq
     }
 
+    /// Whether at least `margin` requests, and half the limit, are left.
+    pub(super) fn far(&self, margin: u64, now: Instant) -> bool {
+        let half = self.limit.map_or(u64::MAX, |limit| limit / 2);
+        self.left(now).is_some_and(|left| left >= margin.max(half))
+    }
+
     /// Requests still allowed in this window, if known.
     pub(super) fn left(&self, now: Instant) -> Option<u64> {
         if self.reset_at.is_some_and(|reset_at| now >= reset_at) {

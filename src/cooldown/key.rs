@@ -49,10 +49,10 @@ impl Key {
         id.write(url[..Position::BeforePath].as_bytes());
         let mut id = id.finish();
         for (name, value) in request.headers() {
-            if is_credential(name) {
-                // Summed, so the order the headers were added in does not matter.
-                let mut pair = FoldHash::new(0);
-                pair.write(name.as_str().as_bytes());
+            if let Some(which) = credential_header(name) {
+                // Summed, so the order the headers were added in does not matter;
+                // seeded by which header it is (0 and 1 seed the others).
+                let mut pair = FoldHash::new(which as u64 + 2);
                 identity(value.as_bytes(), |part| pair.write(part));
                 id = id.wrapping_add(pair.finish());
             }
@@ -83,10 +83,10 @@ impl Key {
     }
 }
 
-/// Whether a header carries a credential.
+/// Which of [`CREDENTIAL_HEADERS`] a header is, if any.
 #[inline(never)]
-fn is_credential(name: &HeaderName) -> bool {
-    CREDENTIAL_HEADERS.contains(name)
+fn credential_header(name: &HeaderName) -> Option<usize> {
+    CREDENTIAL_HEADERS.iter().position(|credential| credential == name)
 }
 
 /// The hash of the `key=` query values (Gemini's API keys); 0 without any.
@@ -132,14 +132,20 @@ impl FoldHash {
     // One copy of the loop, however many callers: this is on every request's path.
     #[inline(never)]
     fn write(&mut self, bytes: &[u8]) {
+        let word = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().unwrap_or_default());
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+            self.add(word(chunk));
         }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        let rest = chunks.remainder();
+        // The last eight bytes, overlapping the last chunk, rather than a copy of the rest.
+        let tail = match bytes.len() {
+            0 => 0,
+            len if len >= 8 && !rest.is_empty() => word(&bytes[len - 8..]),
+            _ => rest.iter().rev().fold(0, |tail, &b| tail << 8 | u64::from(b)),
+        };
         // The length keeps ("ab", "c") apart from ("a", "bc").
-        self.add(u64::from_le_bytes(tail) ^ (bytes.len() as u64) << 56);
+        self.add(tail ^ (bytes.len() as u64) << 56);
     }
 
     fn finish(&self) -> u64 {

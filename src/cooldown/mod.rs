@@ -58,6 +58,19 @@ const MAX_BUDGETS: usize = 16 * 1024;
 /// Marks a scout's sequence number (see [`learner`]), so that its success is
 /// told to the learner while other successes cost no lock.
 const SCOUT: u64 = 1 << 63;
+/// Marks a send made while every budget of its key was far from empty: of
+/// the responses to such sends, only one in [`READ_ONE_IN`] is read.
+const QUIET: u64 = 1 << 62;
+/// While a key is quiet, one response in this many is read.
+///
+/// Why not every one: reading a response's rate-limit headers is most of
+/// what a success costs, and while every budget has half its window left,
+/// what they say changes nothing that is sent. What this process sends is
+/// spent locally either way; one response in eight still corrects the
+/// budgets for what others with the key spent.
+const READ_ONE_IN: u64 = 8;
+/// A request budget is far from empty with at least this many requests left (and half its limit).
+const QUIET_LEFT: u64 = 64;
 
 /// What this process knows about one key.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +80,8 @@ struct Entry {
     cooldown_until: Option<Instant>,
     /// Whether successes carry a `remaining` count: then the learner is not needed.
     counted: bool,
+    /// Whether the last response read had half of each of its limits left.
+    roomy: bool,
     learner: Learner,
     /// The token budgets, once a token limit is known.
     tokens: Option<Box<Tokens>>,
@@ -152,7 +167,8 @@ impl Pacer {
             }
             return Gate::Wait(wait);
         }
-        let token_scout = match entry.tokens.as_deref_mut().map(|t| t.check(ask, entry.budget.next_seq, now)) {
+        let tokens = entry.tokens.as_deref_mut().map(|t| t.check(ask, entry.budget.next_seq, now));
+        let token_scout = match tokens {
             Some(TokenGate::Wait(wait)) => return Gate::Wait(wait),
             found => found == Some(TokenGate::Scout),
         };
@@ -169,7 +185,20 @@ impl Pacer {
             Some(tokens) => tokens.spend(seq & !SCOUT, ask, token_scout, now),
             None => entry.cold.record(seq & !SCOUT, ask.body()),
         }
-        Gate::Go(seq)
+        // A store's shared window is kept from every response.
+        let quiet = self.store.is_none()
+            && entry.counted
+            && entry.roomy
+            && seq & SCOUT == 0
+            && entry.budget.far(QUIET_LEFT, now)
+            && matches!(tokens, None | Some(TokenGate::Far));
+        Gate::Go(if quiet { seq | QUIET } else { seq })
+    }
+
+    /// Whether the response to the send numbered `seq` is to be read: always,
+    /// unless its key was quiet when it went (see [`READ_ONE_IN`]).
+    pub(crate) fn reads(seq: u64) -> bool {
+        seq & QUIET == 0 || (seq & !(SCOUT | QUIET)).is_multiple_of(READ_ONE_IN)
     }
 
     /// A waiter for tokens gives up its place (its request went, or was dropped).
@@ -235,7 +264,7 @@ impl Pacer {
         (rate_limited_for, said): (Option<Duration>, Option<Said>),
         now: Instant,
     ) -> Option<Duration> {
-        let (scout, seq) = (seq & SCOUT != 0, seq & !SCOUT);
+        let (scout, seq) = (seq & SCOUT != 0, seq & !(SCOUT | QUIET));
         let requests = limits.and_then(|l| l.requests).filter(|r| r.remaining.is_some() && r.reset.is_some());
         // A 429's wait, or a used-up family's reset, becomes the key's cooldown.
         let exhausted = limits.and_then(RateLimits::exhausted_for);
@@ -260,6 +289,7 @@ impl Pacer {
                 let budgets = entry.tokens.get_or_insert_with(|| Tokens::new(key.provider, next_seq, cold, now));
                 budgets.observe(seq, limits, (said_tokens, rate_limited_for), now);
             }
+            entry.roomy = limits.is_some_and(RateLimits::roomy);
             // A 429 for tokens says nothing of how many requests a window admits.
             let rate_limited_for = rate_limited_for.filter(|_| said_tokens.is_none());
             learn(entry, seq, scout, (requests.is_some(), rate_limited_for, limit), now);

@@ -170,6 +170,9 @@ pub(crate) fn waited(provider: Provider, cause: Cause, wait: Duration) {
     let _ = (provider, cause, wait);
 }
 
+/// Whether metrics are recorded: then every response's rate limits are read for the headroom gauge.
+pub(crate) const ENABLED: bool = cfg!(feature = "metrics");
+
 /// A response to `url` stated its rate limits.
 #[cfg_attr(not(feature = "metrics"), inline(always))]
 pub(crate) fn rate_limits(provider: Provider, url: &Url, limits: Option<&RateLimits>) {

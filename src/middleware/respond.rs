@@ -15,7 +15,7 @@ use crate::health::{self, Held};
 use crate::kind::ErrorKind;
 use crate::metrics;
 use crate::provider::Provider;
-use crate::rate_limits::RateLimits;
+use crate::rate_limits::{RateLimits, Snapshot};
 use crate::redact::redact_error;
 
 impl Call<'_> {
@@ -110,26 +110,35 @@ impl Publish<'_> {
 }
 
 /// Attaches the rate limits and the stats to a success, and feeds its
-/// rate-limit headers to the pacer; returns what a store must hear of.
+/// rate-limit headers to the pacer when it asks for them; returns what a
+/// store must hear of.
 pub(super) fn succeeded<'a>(
     provider: Provider,
     mut response: Response,
     stats: RetryStats,
     pacing: Option<(&'a Pacer, &'a Key, u64)>,
 ) -> (Response, Option<Publish<'a>>) {
-    let limits = RateLimits::read(response.headers(), SystemTime::now);
     metrics::succeeded(provider);
-    metrics::rate_limits(provider, response.url(), limits.as_ref());
+    let pacing = pacing.filter(|(_, _, seq)| Pacer::reads(*seq));
+    let arrived = SystemTime::now();
     let mut publish = None;
-    if let Some((pacer, key, seq)) = pacing
-        && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
-        && pacer.has_store()
-    {
-        publish = Some(Publish { pacer, key, wait });
-    }
+    let snapshot = if pacing.is_some() || metrics::ENABLED {
+        let limits = RateLimits::read(response.headers(), || arrived);
+        metrics::rate_limits(provider, response.url(), limits.as_ref());
+        if let Some((pacer, key, seq)) = pacing
+            && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
+            && pacer.has_store()
+        {
+            publish = Some(Publish { pacer, key, wait });
+        }
+        limits.map(Snapshot::read)
+    } else {
+        // Read when the caller asks, if ever.
+        Some(Snapshot::unread(arrived))
+    };
     let extensions = response.extensions_mut();
-    if let Some(limits) = limits {
-        extensions.insert(limits);
+    if let Some(snapshot) = snapshot {
+        extensions.insert(snapshot);
     }
     extensions.insert(stats);
     (response, publish)
@@ -189,7 +198,7 @@ fn failed_response(failure: Failure, retryable: Option<bool>, stats: RetryStats)
     let mut response = held.into_response();
     let extensions = response.extensions_mut();
     if let Some(limits) = limits {
-        extensions.insert(limits);
+        extensions.insert(Snapshot::read(limits));
     }
     extensions.insert(stats);
     extensions.insert(error);

@@ -20,6 +20,7 @@ mod fallback;
 mod footprint;
 mod outage;
 mod policy;
+mod quiet;
 mod streams;
 mod tokens;
 mod uploads;

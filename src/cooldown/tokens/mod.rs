@@ -93,6 +93,8 @@ impl<'a> Ask<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TokenGate {
     Go,
+    /// Go, and every budget has half its window left, and more than a large request.
+    Far,
     /// Go, alone, to find out when the window resets.
     Scout,
     Wait(Duration),
@@ -184,7 +186,7 @@ impl Tokens {
         }
         let left: [Option<u64>; 3] = std::array::from_fn(|f| self.windows[f].left(self.sent[f]));
         if self.queue.is_empty() && ask.cost.is_none() && self.far(&left, ask) {
-            return TokenGate::Go;
+            return if self.half_left(&left) { TokenGate::Far } else { TokenGate::Go };
         }
         let cost = ask.cost();
         self.output_seen = self.output_seen.max(cost.output);
@@ -240,6 +242,15 @@ impl Tokens {
             ask.cost = Some(guess);
         }
         far
+    }
+
+    /// Whether every budget whose limit is known has half of it left.
+    fn half_left(&self, left: &[Option<u64>; 3]) -> bool {
+        self.windows.iter().zip(left).all(|(window, left)| match (window.limit, left) {
+            (Some(limit), Some(left)) => *left >= limit / 2,
+            (None, None) => true,
+            _ => false,
+        })
     }
 
     /// Whether `cost` fits `free` in every budget.
