@@ -5,7 +5,9 @@ use reqwest::Response;
 use crate::error::{LlmApiError, RetryStats};
 use crate::fallback::ModelFallback;
 use crate::provider::Provider;
-use crate::rate_limits::{RateLimits, Snapshot};
+use std::time::SystemTime;
+
+use crate::rate_limits::RateLimits;
 
 /// What [`LlmRetryMiddleware`](crate::LlmRetryMiddleware) attached to a [`reqwest::Response`].
 ///
@@ -30,8 +32,15 @@ pub trait LlmResponseExt: sealed::Sealed + Sized {
     /// Attempts and time waited, on every response that went through the middleware.
     fn retry_stats(&self) -> Option<&RetryStats>;
 
-    /// The provider's rate-limit headers, on every response that carries them.
-    fn rate_limits(&self) -> Option<&RateLimits>;
+    /// The provider's rate-limit headers, read from the response when asked
+    /// for: `None` when it carries none. A timestamp reset (Anthropic's) is
+    /// measured from the call.
+    ///
+    /// By value rather than attached to every response: most callers never
+    /// ask, and a third extension would make every response's extension map
+    /// grow (a rehash and an allocation, a tenth of what a success costs the
+    /// middleware).
+    fn rate_limits(&self) -> Option<RateLimits>;
 
     /// Which model answered, on a response the middleware sent to a
     /// fallback model (see
@@ -58,7 +67,7 @@ pub trait LlmResponseExt: sealed::Sealed + Sized {
 /// impl LlmResponseExt for Mine {
 ///     fn llm_error(&self) -> Option<&LlmApiError> { None }
 ///     fn retry_stats(&self) -> Option<&RetryStats> { None }
-///     fn rate_limits(&self) -> Option<&RateLimits> { None }
+///     fn rate_limits(&self) -> Option<RateLimits> { None }
 ///     fn model_fallback(&self) -> Option<&ModelFallback> { None }
 ///     fn error_for_llm_status(self) -> Result<reqwest::Response, LlmApiError> { unimplemented!() }
 /// }
@@ -78,8 +87,8 @@ impl LlmResponseExt for Response {
         self.extensions().get()
     }
 
-    fn rate_limits(&self) -> Option<&RateLimits> {
-        self.extensions().get::<Snapshot>()?.get(self.headers())
+    fn rate_limits(&self) -> Option<RateLimits> {
+        RateLimits::read(self.headers(), SystemTime::now)
     }
 
     fn model_fallback(&self) -> Option<&ModelFallback> {

@@ -7,10 +7,10 @@
 //! `*-tokens-minute` with fractional seconds, Anthropic in
 //! `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*` with
 //! RFC 3339 resets. The middleware reads them to pace requests that share a
-//! key, and attaches the snapshot to every response so callers can pace
-//! themselves too.
+//! key, and callers read them from any response with
+//! [`LlmResponseExt::rate_limits`](crate::LlmResponseExt::rate_limits) to
+//! pace themselves too.
 
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
@@ -25,14 +25,17 @@ pub struct RateLimit {
     pub limit: Option<u64>,
     /// What is left in the current window (`x-ratelimit-remaining-*`).
     pub remaining: Option<u64>,
-    /// Time from the response until the window resets (`x-ratelimit-reset-*`).
+    /// Time until the window resets (`x-ratelimit-reset-*`): from the response
+    /// for a duration (`6m0s`, `55`); for a timestamp (Anthropic's RFC 3339
+    /// resets), from the time it was read.
     pub reset: Option<Duration>,
 }
 
 /// The rate-limit headers of one response, by family.
 ///
-/// Attached to every response that carries any of them; read it with
-/// [`LlmResponseExt::rate_limits`](crate::LlmResponseExt::rate_limits):
+/// Read from a response with
+/// [`LlmResponseExt::rate_limits`](crate::LlmResponseExt::rate_limits), or
+/// from any headers with [`RateLimits::from_headers`]:
 ///
 /// ```
 /// # use reqwest_llm_retry::LlmResponseExt;
@@ -55,37 +58,6 @@ pub struct RateLimits {
     pub input_tokens: Option<RateLimit>,
     /// Output tokens per minute (Anthropic).
     pub output_tokens: Option<RateLimit>,
-}
-
-/// What a response carries in its extensions for
-/// [`LlmResponseExt::rate_limits`](crate::LlmResponseExt::rate_limits): the
-/// snapshot, read from the headers when first asked for.
-///
-/// Why lazily: reading a dozen headers is most of what a success costs the
-/// middleware, and most callers never ask. The pacer reads them itself, when
-/// it needs them (see `cooldown`).
-#[derive(Debug, Clone)]
-pub(crate) struct Snapshot {
-    /// When the response arrived: resets written as timestamps are measured from it.
-    arrived: SystemTime,
-    limits: OnceLock<Option<RateLimits>>,
-}
-
-impl Snapshot {
-    /// A snapshot of the headers of a response that arrived at `arrived`, not read yet.
-    pub(crate) fn unread(arrived: SystemTime) -> Self {
-        Snapshot { arrived, limits: OnceLock::new() }
-    }
-
-    /// A snapshot already read.
-    pub(crate) fn read(limits: RateLimits) -> Self {
-        Snapshot { arrived: SystemTime::UNIX_EPOCH, limits: OnceLock::from(Some(limits)) }
-    }
-
-    /// The rate limits in `headers`, the response's own, read once.
-    pub(crate) fn get(&self, headers: &HeaderMap) -> Option<&RateLimits> {
-        self.limits.get_or_init(|| RateLimits::read(headers, || self.arrived)).as_ref()
-    }
 }
 
 #[derive(Clone, Copy)]

@@ -223,5 +223,5 @@ async fn conclude(held: HeldResponse, status: StatusCode, body: &[u8], mut at: C
                 (ErrorKind::RequestTooLarge, false, Verdict::Return { retryable: false });
         }
     }
-    Judged::Failed(verdict, Outcome::Answered(Box::new(Failure { held, error, limits })))
+    Judged::Failed(verdict, Outcome::Answered(Box::new(Failure { held, error })))
 }

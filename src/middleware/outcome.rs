@@ -9,7 +9,6 @@ use crate::backoff::Verdict;
 use crate::body::HeldResponse;
 use crate::error::LlmApiError;
 use crate::health::Held;
-use crate::rate_limits::RateLimits;
 
 /// Whether an attempt may go out.
 pub(super) enum Admission {
@@ -33,11 +32,10 @@ pub(super) enum Outcome {
     Transport(reqwest_middleware::Error),
 }
 
-/// A failed response, judged: held for the caller, with its error and rate limits.
+/// A failed response, judged: held for the caller, with its error.
 pub(super) struct Failure {
     pub(super) held: HeldResponse,
     pub(super) error: LlmApiError,
-    pub(super) limits: Option<RateLimits>,
 }
 
 /// What the loop does after a failed attempt.

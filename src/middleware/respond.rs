@@ -15,7 +15,7 @@ use crate::health::{self, Held};
 use crate::kind::ErrorKind;
 use crate::metrics;
 use crate::provider::Provider;
-use crate::rate_limits::{RateLimits, Snapshot};
+use crate::rate_limits::RateLimits;
 use crate::redact::redact_error;
 
 impl Call<'_> {
@@ -109,9 +109,8 @@ impl Publish<'_> {
     }
 }
 
-/// Attaches the rate limits and the stats to a success, and feeds its
-/// rate-limit headers to the pacer when it asks for them; returns what a
-/// store must hear of.
+/// Attaches the stats to a success, and feeds its rate-limit headers to the
+/// pacer when it asks for them; returns what a store must hear of.
 pub(super) fn succeeded<'a>(
     provider: Provider,
     mut response: Response,
@@ -120,10 +119,9 @@ pub(super) fn succeeded<'a>(
 ) -> (Response, Option<Publish<'a>>) {
     metrics::succeeded(provider);
     let pacing = pacing.filter(|(_, _, seq)| Pacer::reads(*seq));
-    let arrived = SystemTime::now();
     let mut publish = None;
-    let snapshot = if pacing.is_some() || metrics::ENABLED {
-        let limits = RateLimits::read(response.headers(), || arrived);
+    if pacing.is_some() || metrics::ENABLED {
+        let limits = RateLimits::read(response.headers(), SystemTime::now);
         metrics::rate_limits(provider, response.url(), limits.as_ref());
         if let Some((pacer, key, seq)) = pacing
             && let Some(wait) = pacer.observe(key, seq, limits.as_ref(), (None, None), Instant::now())
@@ -131,16 +129,8 @@ pub(super) fn succeeded<'a>(
         {
             publish = Some(Publish { pacer, key, wait });
         }
-        limits.map(Snapshot::read)
-    } else {
-        // Read when the caller asks, if ever.
-        Some(Snapshot::unread(arrived))
-    };
-    let extensions = response.extensions_mut();
-    if let Some(snapshot) = snapshot {
-        extensions.insert(snapshot);
     }
-    extensions.insert(stats);
+    response.extensions_mut().insert(stats);
     (response, publish)
 }
 
@@ -183,7 +173,7 @@ fn into_err(mut response: Response) -> reqwest_middleware::Result<Response> {
 /// The response returned for a final 4xx/5xx, with everything attached.
 #[cold]
 fn failed_response(failure: Failure, retryable: Option<bool>, stats: RetryStats) -> Response {
-    let Failure { held, mut error, limits } = failure;
+    let Failure { held, mut error } = failure;
     error.retryable = retryable.unwrap_or(error.retryable);
     error.attempts = stats.attempts;
     metrics::failed(error.provider, error.kind);
@@ -197,9 +187,6 @@ fn failed_response(failure: Failure, retryable: Option<bool>, stats: RetryStats)
     );
     let mut response = held.into_response();
     let extensions = response.extensions_mut();
-    if let Some(limits) = limits {
-        extensions.insert(Snapshot::read(limits));
-    }
     extensions.insert(stats);
     extensions.insert(error);
     response
