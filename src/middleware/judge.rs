@@ -65,16 +65,16 @@ impl<'a> Call<'a> {
         attempt: &'s mut Attempt,
     ) -> Judging<'s> {
         match sent {
-            Ok(response) if !is_error(response.status()) => {
+            Ok(mut response) if !is_error(response.status()) => {
                 let stats = self.stats();
                 let Some(format) = self.config.stream_format(self.provider, &response) else {
-                    return match succeeded(self.provider, response, stats, self.pacing_of(attempt)) {
-                        (response, None) => Judging::Now(Judged::Success(response)),
-                        (response, Some(publish)) => {
-                            Judging::Later(Box::pin(
-                                async move { Judged::Success(publish.then_return(response).await) },
-                            ))
-                        }
+                    // The response is finished in place: moved, it would be copied twice.
+                    return match succeeded(self.provider, &mut response, stats, self.pacing_of(attempt)) {
+                        None => Judging::Now(Judged::Success(response)),
+                        Some(publish) => Judging::Later(Box::pin(async move {
+                            publish.tell().await;
+                            Judged::Success(response)
+                        })),
                     };
                 };
                 Judging::Later(Box::pin(screen(response, format, self.context(attempt), stats)))
@@ -174,10 +174,12 @@ async fn read_error(response: Response, at: Context<'_>) -> Judged {
 async fn screen(response: Response, format: &StreamFormat, at: Context<'_>, stats: RetryStats) -> Judged {
     let hold = at.config.stream_hold;
     match stream::hold(response, format, hold.limit, hold.patience).await {
-        Start::Clean(response) => Judged::Success(match succeeded(at.provider, response, stats, at.pacing) {
-            (response, None) => response,
-            (response, Some(publish)) => publish.then_return(response).await,
-        }),
+        Start::Clean(mut response) => {
+            if let Some(publish) = succeeded(at.provider, &mut response, stats, at.pacing) {
+                publish.tell().await;
+            }
+            Judged::Success(response)
+        }
         Start::Failed(held, error) => {
             tracing::debug!(
                 provider = at.provider.name(),

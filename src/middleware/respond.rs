@@ -103,9 +103,8 @@ pub(super) struct Publish<'a> {
 }
 
 impl Publish<'_> {
-    pub(super) async fn then_return(self, response: Response) -> Response {
+    pub(super) async fn tell(self) {
         self.pacer.publish(self.key, self.wait).await;
-        response
     }
 }
 
@@ -113,10 +112,10 @@ impl Publish<'_> {
 /// pacer when it asks for them; returns what a store must hear of.
 pub(super) fn succeeded<'a>(
     provider: Provider,
-    mut response: Response,
+    response: &mut Response,
     stats: RetryStats,
     pacing: Option<(&'a Pacer, &'a Key, u64)>,
-) -> (Response, Option<Publish<'a>>) {
+) -> Option<Publish<'a>> {
     metrics::succeeded(provider);
     let pacing = pacing.filter(|(_, _, seq)| Pacer::reads(*seq));
     let mut publish = None;
@@ -131,7 +130,7 @@ pub(super) fn succeeded<'a>(
         }
     }
     response.extensions_mut().insert(stats);
-    (response, publish)
+    publish
 }
 
 /// The warning every retry logs.
