@@ -38,29 +38,23 @@ use crate::body::{Tail, replay};
 /// and it must not wait on us.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A copy of `request` for the next attempt, made by reading its streamed
-/// body into memory when it declares a `Content-Length` of at most `limit`
-/// bytes (0 turns this off). `None` when the body stays a one-shot stream;
-/// the request is then still sendable, with every byte of its body.
-pub(crate) async fn resendable(request: &mut Request, limit: usize, patience: Duration) -> Option<Request> {
-    let declared = declared_length(request.headers())?;
-    if limit == 0 || declared > u64::try_from(limit).unwrap_or(u64::MAX) {
-        return None;
-    }
+/// Makes `request` resendable (`try_clone` then copies it) by reading its
+/// streamed body into memory, when it declares a `Content-Length` of at most
+/// `limit` bytes (0 turns this off). Otherwise the body stays a one-shot
+/// stream, and the request is still sendable, with every byte of its body.
+pub(crate) async fn buffer(request: &mut Request, limit: usize, patience: Duration) {
+    let Some(declared) = declared_length(request.headers()) else { return };
+    // `declared` is at most `limit`, so it fits in a `usize`.
+    let Some(declared) = usize::try_from(declared).ok().filter(|declared| limit != 0 && *declared <= limit) else {
+        return;
+    };
     // A request's own timeout covers sending its body: reading it here must not outlast it.
     let patience = request.timeout().map_or(patience, |timeout| patience.min(*timeout));
-    let body = request.body_mut().take()?;
-    // `declared` is at most `limit`, so it fits in a `usize`.
-    match read(body, usize::try_from(declared).ok()?, patience).await {
-        Read::Whole(bytes) => {
-            *request.body_mut() = Some(Body::from(bytes));
-            request.try_clone()
-        }
-        Read::Partial(frames, tail) => {
-            *request.body_mut() = Some(replay(frames, tail));
-            None
-        }
-    }
+    let Some(body) = request.body_mut().take() else { return };
+    *request.body_mut() = Some(match read(body, declared, patience).await {
+        Read::Whole(bytes) => Body::from(bytes),
+        Read::Partial(frames, tail) => replay(frames, tail),
+    });
 }
 
 /// The one `Content-Length` a request declares: digits only, and a single
@@ -191,6 +185,12 @@ mod tests {
         {
             assert_eq!(declared_length(&headers(bad)), None, "{bad:?}");
         }
+    }
+
+    /// A copy of `request` after [`buffer`]: `None` when its body stayed a stream.
+    async fn resendable(request: &mut Request, limit: usize, patience: Duration) -> Option<Request> {
+        buffer(request, limit, patience).await;
+        request.try_clone()
     }
 
     #[tokio::test]

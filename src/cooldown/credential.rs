@@ -32,12 +32,11 @@ const MAX_TOKEN: usize = 16 * 1024;
 /// the whole value, or the parts of an AWS identity. The common case costs two
 /// prefix compares.
 pub(super) fn identity(value: &[u8], mut part: impl FnMut(&[u8])) {
-    let aws = if value.starts_with(SIGV4) {
-        sigv4_credential(value).map(Cow::Borrowed)
-    } else if let Some(token) = value.strip_prefix(BEDROCK_SHORT_TERM) {
-        short_term_credential(token).map(Cow::Owned)
-    } else {
-        None
+    // On the first byte first: `Bearer sk-…` is told from a short-term key by its eighth.
+    let aws = match value.first() {
+        Some(b'A') if value.starts_with(SIGV4) => sigv4_credential(value).map(Cow::Borrowed),
+        Some(b'B') => value.strip_prefix(BEDROCK_SHORT_TERM).and_then(short_term_credential).map(Cow::Owned),
+        _ => None,
     };
     match aws {
         Some(credential) => aws_identity(&credential, part),

@@ -249,7 +249,8 @@ mod tests {
         for (which, name) in CREDENTIAL_HEADERS.iter().enumerate() {
             assert_eq!(credential_header(name), Some(which), "{name}");
         }
-        for other in [http::header::CONTENT_TYPE, HeaderName::from_static("x-api-key2"), HeaderName::from_static("api")] {
+        for other in [http::header::CONTENT_TYPE, HeaderName::from_static("x-api-key2"), HeaderName::from_static("api")]
+        {
             assert_eq!(credential_header(&other), None, "{other}");
         }
     }

@@ -15,7 +15,7 @@ use crate::health::Ticket;
 use crate::metrics::{self, PendingRetry};
 use crate::provider::Provider;
 use crate::redact::Secrets;
-use crate::upload::{PATIENCE, resendable};
+use crate::upload::{PATIENCE, buffer};
 
 /// The state of one call, across its attempts.
 pub(super) struct Call<'a> {
@@ -74,19 +74,21 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Counts the attempt, and makes the copy to resend before `request` is
-    /// consumed. A streaming body cannot be cloned and is sent once, unless it
-    /// is an upload of known size (`upload`).
-    pub(super) async fn prepare(&mut self, request: &mut Request) -> Attempt {
-        let retries_taken = self.attempts - self.schedule_from;
-        let pending = if retries_taken >= self.config.timing.max_retries {
-            None
-        } else if let Some(copy) = request.try_clone() {
-            Some(copy)
-        } else {
+    /// Reads a streamed upload of known size into memory, once, before its
+    /// first attempt, so that it can be resent (`upload`); any other
+    /// streaming body cannot be cloned, and is sent once.
+    pub(super) async fn buffer_upload(&self, request: &mut Request) {
+        let streamed = request.body().is_some_and(|body| body.as_bytes().is_none());
+        if streamed && self.config.timing.max_retries > 0 {
             // Boxed, and nothing held across the wait: every request's future would grow.
-            Box::pin(resendable(request, self.config.upload_buffer_limit, PATIENCE)).await
-        };
+            Box::pin(buffer(request, self.config.upload_buffer_limit, PATIENCE)).await;
+        }
+    }
+
+    /// Makes the copy to resend before `request` is consumed, while a retry is left.
+    pub(super) fn prepare(&mut self, request: &Request) -> Attempt {
+        let retries_taken = self.attempts - self.schedule_from;
+        let pending = (retries_taken < self.config.timing.max_retries).then(|| request.try_clone()).flatten();
         let sent_secrets = pending.is_none().then(|| Secrets::of(request));
         Attempt { retries_taken, pending, sent_secrets, seq: 0 }
     }

@@ -102,8 +102,9 @@ impl Middleware for LlmRetryMiddleware {
         Box::pin(async move {
             let config = &*self.config;
             let mut call = Call::start(config, config.provider(&request, extensions), &request);
+            call.buffer_upload(&mut request).await;
             loop {
-                let mut attempt = call.prepare(&mut request).await;
+                let mut attempt = call.prepare(&request);
                 let step = match call.admit(&mut attempt, &request).await {
                     Admission::Held(held) => call.held(held),
                     Admission::Send => {
