@@ -38,8 +38,8 @@ impl<'a> Admission<'a> {
     }
 
     /// The wait a store asks for, when there is one (see [`Pacer::shared_wait`]).
-    pub(crate) async fn shared_wait(&self) -> Option<Duration> {
-        self.pacer.shared_wait(self.key).await
+    pub(crate) async fn shared_wait(&mut self) -> Option<Duration> {
+        self.pacer.shared_wait(self.key, &mut self.ask).await
     }
 
     /// Sends regardless of the budgets: the wait was too long to honour.

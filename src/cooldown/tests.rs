@@ -24,6 +24,11 @@ impl Pacer {
     fn go(&self, key: &Key, now: Instant) -> Gate {
         self.gate(key, &mut Ask::new(None, now), now)
     }
+
+    /// The store's wait for a request without a body.
+    async fn store_wait(&self, key: &Key) -> Option<Duration> {
+        self.shared_wait(key, &mut Ask::new(None, now())).await
+    }
 }
 
 #[test]
@@ -134,13 +139,13 @@ async fn a_store_hears_of_cooldowns_and_is_asked_before_sending() {
     let store = Arc::new(MemoryStore::new());
     let pacer = Pacer::new(Some(store.clone() as Arc<dyn SharedStore>));
     let k = Key::of(Provider::OpenAi, &request("Bearer sk-1", "https://api.openai.com/v1/x"), true);
-    assert_eq!(pacer.shared_wait(&k).await, None);
+    assert_eq!(pacer.store_wait(&k).await, None);
     pacer.publish(&k, Duration::from_secs(5)).await;
     assert!(store.cooldown_at(k.text().unwrap(), SystemTime::now()).is_some());
-    let wait = pacer.shared_wait(&k).await.expect("the store's cooldown");
+    let wait = pacer.store_wait(&k).await.expect("the store's cooldown");
     assert!(wait > Duration::from_secs(4) && wait <= Duration::from_secs(5));
     // Without a store there is nothing to ask.
-    assert_eq!(Pacer::new(None).shared_wait(&k).await, None);
+    assert_eq!(Pacer::new(None).store_wait(&k).await, None);
 }
 
 #[tokio::test]
@@ -149,7 +154,7 @@ async fn a_store_answer_that_passed_in_transit_is_asked_again_not_taken_as_leave
     // uncounted, just as the fleet's window opens.
     let late = TestStore { spend: Some(|| Some(SystemTime::now() - Duration::from_millis(3))), ..TestStore::default() };
     let pacer = Pacer::new(Some(Arc::new(late) as Arc<dyn SharedStore>));
-    assert_eq!(pacer.shared_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
+    assert_eq!(pacer.store_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
 }
 
 #[test]

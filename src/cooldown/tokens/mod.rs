@@ -35,6 +35,7 @@ use crate::clock::Instant;
 use cost::input_tokens;
 pub(crate) use cost::{Cost, Family};
 pub(crate) use said::{Said, limit_in_message};
+pub(super) use window::Known;
 use window::Window;
 
 use crate::provider::Provider;
@@ -67,12 +68,16 @@ pub(crate) struct Ask<'a> {
     cost: Option<Cost>,
     /// Its place among the waiters, once it has waited.
     pub(super) ticket: Option<u64>,
+    /// What this process's budgets said before a store admitted the send:
+    /// the store, which counts the whole fleet, has the last word, so they
+    /// are not asked again.
+    cleared: Option<TokenGate>,
 }
 
 impl<'a> Ask<'a> {
     /// A request with `body` that first asked at `since`.
     pub(crate) fn new(body: Option<&'a [u8]>, since: Instant) -> Self {
-        Ask { body, since, cost: None, ticket: None }
+        Ask { body, since, cost: None, ticket: None, cleared: None }
     }
 
     /// Whether a waiter came before this request.
@@ -87,6 +92,40 @@ impl<'a> Ask<'a> {
     fn cost(&mut self) -> Cost {
         *self.cost.get_or_insert_with(|| self.body.map(Cost::of).unwrap_or_default())
     }
+
+    /// The store refused the send: this process's budgets are asked again next time.
+    pub(super) fn refused(&mut self) {
+        self.cleared = None;
+    }
+}
+
+/// A send's part in the token windows a store shares, per [`Family`]: its
+/// cost, and the window as this process knows it.
+pub(super) type StorePart = [Option<(u64, Option<Known>)>; 3];
+
+/// What the token budgets of a key (`tokens`, once a limit is known) say
+/// before a store is asked about the send numbered `next_seq`: `Err(wait)`
+/// when it does not fit what this process knows (it keeps its place, and the
+/// store is not asked); else its part in the store's token windows. A key
+/// without budgets yet sends its cost all the same, to be counted in windows
+/// other processes know.
+pub(super) fn for_store(
+    tokens: Option<&mut Tokens>,
+    ask: &mut Ask<'_>,
+    (provider, next_seq): (Provider, u64),
+    now: Instant,
+) -> Result<StorePart, Duration> {
+    let Some(tokens) = tokens else {
+        return Ok(ask.cost().per_family(provider).map(|cost| cost.map(|cost| (cost, None))));
+    };
+    ask.cleared = None;
+    let verdict = tokens.check(ask, next_seq, now);
+    if let TokenGate::Wait(wait) = verdict {
+        return Err(wait);
+    }
+    ask.cleared = Some(verdict);
+    let cost = ask.cost().per_family(provider);
+    Ok(std::array::from_fn(|f| cost[f].map(|cost| (cost, tokens.windows[f].known(tokens.sent[f], now)))))
 }
 
 /// What the token budgets say before a send.
@@ -181,6 +220,9 @@ impl Tokens {
         self.used = now;
         for (f, window) in self.windows.iter_mut().enumerate() {
             window.roll(now, self.sent[f], next_seq - 1);
+        }
+        if let Some(verdict) = ask.cleared.take() {
+            return verdict;
         }
         let left: [Option<u64>; 3] = std::array::from_fn(|f| self.windows[f].left(self.sent[f]));
         if self.queue.is_empty() && ask.cost.is_none() && self.far(&left, ask) {

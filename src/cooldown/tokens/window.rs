@@ -32,6 +32,8 @@ pub(super) struct Window {
     floor: u64,
     /// When the window resets, if known.
     pub(super) reset_at: Option<Instant>,
+    /// Whether a server told `reset_at` (rather than this process predicting it).
+    told: bool,
     /// Whether headers state this limit: then each response tells the reset.
     pub(super) headers: bool,
     /// Taken off what a header says is left: its rounding (Anthropic: to the nearest thousand).
@@ -63,6 +65,21 @@ impl Window {
         self.mark = sent;
         self.floor = last_seq + 1;
         self.reset_at = if self.headers { None } else { self.ends.next_after(now) };
+        self.told = false;
+    }
+
+    /// The window as a store is told of it, after everything this process
+    /// spent up to `sent`: its end (told, or predicted), its limit, its length
+    /// when measured, and what is used of it (the limit less what is left);
+    /// `None` while the limit or the end is unknown.
+    pub(super) fn known(&self, sent: u64, now: Instant) -> Option<Known> {
+        let limit = self.limit?;
+        let (end, told) = match self.reset_at {
+            Some(reset_at) => (reset_at, self.told),
+            None => (self.ends.next_after(now)?, false),
+        };
+        let used = self.left(sent).map(|left| limit.saturating_sub(left));
+        Some(Known { end, told, length: self.ends.length, limit, used })
     }
 
     /// A header's figures after the send `seq`, this process having spent
@@ -103,6 +120,7 @@ impl Window {
         let tighter = self.remaining.is_none_or(|held| remaining.saturating_add(mark) < held.saturating_add(self.mark));
         if later || (same && tighter) {
             (self.mark, self.remaining) = (mark, Some(remaining));
+            self.told |= end.is_some();
             self.reset_at = end.or(self.reset_at);
         }
     }
@@ -116,6 +134,16 @@ impl Window {
         }
         self.take((seq, mark), used.map_or(0, |used| limit.saturating_sub(used)), end);
     }
+}
+
+/// A token window as this process knows it, for a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::cooldown) struct Known {
+    pub(in crate::cooldown) end: Instant,
+    pub(in crate::cooldown) told: bool,
+    pub(in crate::cooldown) length: Option<Duration>,
+    pub(in crate::cooldown) limit: u64,
+    pub(in crate::cooldown) used: Option<u64>,
 }
 
 /// Window ends a server told, and the window's length once two are apart.
