@@ -36,7 +36,7 @@ mod tokens;
 mod wait;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::clock::Instant;
 
@@ -149,7 +149,7 @@ impl Pacer {
         if let Some(wait) = held {
             // Held for another reason, a request keeps its place for the tokens.
             if let Some(tokens) = entry.tokens.as_deref_mut() {
-                tokens.hold_place(ask);
+                tokens.hold_place(ask, false);
             }
             return Gate::Wait(wait);
         }
@@ -263,15 +263,6 @@ impl Pacer {
     #[cfg(test)]
     fn learned(&self, key: &Key, now: Instant) -> Option<u64> {
         self.entries().get(&key.id).and_then(|entry| entry.learner.capacity_at(now))
-    }
-
-    /// Tells the store about a cooldown of `wait` from now.
-    pub(crate) async fn publish(&self, key: &Key, wait: Duration) {
-        if let (Some(store), Some(text)) = (self.store.as_ref(), key.text())
-            && let Some(until) = SystemTime::now().checked_add(wait)
-        {
-            store.extend(text, until).await;
-        }
     }
 }
 

@@ -34,11 +34,35 @@ impl Pacer {
         let until = store.spend(text, spend).await?;
         ask.refused();
         if let Some(tokens) = self.entries().get_mut(&key.id).and_then(|entry| entry.tokens.as_deref_mut()) {
-            tokens.hold_place(ask);
+            tokens.hold_place(ask, true);
         }
         // An answer that passed during the round trip is still a "wait": going now would
         // send uncounted, just as the window opens; asking again spends.
         Some(until.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_millis(1)))
+    }
+
+    /// Tells the store about a cooldown of `wait` from now, set by a
+    /// response; and, when this process knows a token window (a 429 names
+    /// its limit, what is used and its end), that window too: the cooldown
+    /// holds every sender until then, so no send would carry it to the fleet
+    /// before the window it describes is over.
+    pub(crate) async fn publish(&self, key: &Key, wait: Duration) {
+        let (Some(store), Some(text)) = (self.store.as_ref(), key.text()) else { return };
+        let Some(until) = SystemTime::now().checked_add(wait) else { return };
+        store.extend(text, until).await;
+        if let Some(known) = self.token_windows(key, (Instant::now(), SystemTime::now())) {
+            store.spend(text, known).await;
+        }
+    }
+
+    /// The token windows this process knows for `key`, as a [`Spend`] that spends nothing.
+    fn token_windows(&self, key: &Key, now: (Instant, SystemTime)) -> Option<Spend> {
+        let mut entries = self.entries();
+        let tokens = entries.get_mut(&key.id)?.tokens.as_deref_mut()?;
+        let [tokens, input_tokens, output_tokens] =
+            tokens.known(now.0).map(|known| Some(TokenSpend::new(0, Some(wall_window(known?, now)?))));
+        let spend = Spend { tokens, input_tokens, output_tokens, ..Spend::telling() };
+        (spend != Spend::telling()).then_some(spend)
     }
 
     /// What the send asks of the store, from what this process knows (`now`
@@ -58,7 +82,7 @@ impl Pacer {
         let [tokens, input_tokens, output_tokens] = parts.map(|part| {
             part.map(|(cost, known)| TokenSpend::new(cost, known.and_then(|known| wall_window(known, now))))
         });
-        Ok(Spend { requests, tokens, input_tokens, output_tokens })
+        Ok(Spend { requests, tokens, input_tokens, output_tokens, ..Spend::default() })
     }
 }
 

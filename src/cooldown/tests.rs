@@ -4,6 +4,7 @@ use super::*;
 use crate::provider::Provider;
 use crate::store::{MemoryStore, TestStore};
 use reqwest::Request;
+use std::time::SystemTime;
 
 fn request(auth: &str, url: &str) -> Request {
     reqwest::Client::new().post(url).header("authorization", auth).build().unwrap()

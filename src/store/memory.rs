@@ -53,9 +53,7 @@ impl MemoryStore {
 
     /// [`SharedStore::spend`] at `now`.
     pub(crate) fn spend_at(&self, key: &str, spend: Spend, now: SystemTime) -> Option<SystemTime> {
-        if let Some(until) = self.cooldown_at(key, now) {
-            return Some(until);
-        }
+        let cooled = self.cooldown_at(key, now);
         let now_ms = window::epoch_ms(now);
         let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if windows.len() >= SWEEP_AT {
@@ -63,7 +61,7 @@ impl MemoryStore {
             windows.retain(|_, slots| slots.iter().flatten().any(live));
         }
         let mut slots = windows.get(key).copied().unwrap_or_default();
-        let answer = window::spend_all(&mut slots, &spend.parts(), now_ms);
+        let answer = window::spend_all(&mut slots, &spend.parts(), (now_ms, cooled.map_or(0, window::epoch_ms)));
         match (slots.iter().any(Option::is_some), windows.get_mut(key)) {
             (true, Some(kept)) => *kept = slots,
             (true, None) => {
@@ -73,7 +71,12 @@ impl MemoryStore {
                 windows.remove(key);
             }
         }
-        answer.err().map(|until| SystemTime::UNIX_EPOCH + Duration::from_millis(until))
+        // The cooldown itself, to the nanosecond, when it is what holds the send.
+        answer.err().map(|until| {
+            cooled
+                .filter(|c| window::epoch_ms(*c) >= until)
+                .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_millis(until))
+        })
     }
 
     /// [`SharedStore::outage`], now.

@@ -100,14 +100,15 @@ pub trait SharedStore: sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// Told of each cooldown a response sets.
     fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()>;
 
-    /// Asked before each send: the cooldown of `key` if any; else spends one
-    /// request of the key's current request window, and the send's estimated
-    /// tokens of each of its token windows, for everyone sharing the store, or
-    /// says when to ask again when one of them has no room or its boundary is
-    /// too near. `spend` says what the asking middleware knows of each window
-    /// (from rate-limit headers, or learned; `None` when it knows nothing yet)
-    /// and what the send costs in it. Every window is spent, or none: one
-    /// atomic operation (in Redis, one script call).
+    /// Asked before each send: spends one request of the key's current
+    /// request window, and the send's estimated tokens of each of its token
+    /// windows, for everyone sharing the store; or, when the key cools down,
+    /// or one of its windows has no room or its boundary is too near, spends
+    /// nothing and says when to ask again (the latest of those times). `spend`
+    /// says what the asking middleware knows of each window (from rate-limit
+    /// headers, or learned; `None` when it knows nothing yet) and what the
+    /// send costs in it; the store hears it even when it spends nothing. Every
+    /// window is spent, or none: one atomic operation (in Redis, one script call).
     ///
     /// The store keeps one end and one length for everyone per window and
     /// rolls windows by that length, so that the fleet agrees on where windows

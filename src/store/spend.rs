@@ -29,6 +29,9 @@ pub struct Spend {
     pub input_tokens: Option<TokenSpend>,
     /// Output tokens (Anthropic's `anthropic-ratelimit-output-tokens-*`).
     pub output_tokens: Option<TokenSpend>,
+    /// Tells the store what the asker knows of the windows, and spends
+    /// nothing (not even a request): what a 429 taught, told at once.
+    pub(crate) tells_only: bool,
 }
 
 /// A send's estimated tokens in one token limit, and that limit's window as
@@ -74,17 +77,18 @@ impl Spend {
         self
     }
 
+    /// Tells the store nothing and spends nothing: add the windows to tell of.
+    pub(crate) fn telling() -> Self {
+        Spend { tells_only: true, ..Spend::default() }
+    }
+
     /// Each window's part in the send, by slot (see [`window::spend_all`](super::window::spend_all)).
     pub(crate) fn parts(&self) -> [Option<Part>; SLOTS] {
         let tokens = |spend: Option<TokenSpend>| {
             spend.map(|spend| Part { view: spend.window.and_then(View::of), cost: spend.cost })
         };
-        [
-            Some(Part { view: self.requests.and_then(View::of), cost: 1 }),
-            tokens(self.tokens),
-            tokens(self.input_tokens),
-            tokens(self.output_tokens),
-        ]
+        let requests = Some(Part { view: self.requests.and_then(View::of), cost: 1 }).filter(|_| !self.tells_only);
+        [requests, tokens(self.tokens), tokens(self.input_tokens), tokens(self.output_tokens)]
     }
 }
 

@@ -20,9 +20,10 @@
 //! are short ([`spend_all`]). Each window follows the same rules, counting
 //! requests or tokens, with two differences: only the request window counts
 //! sends before anyone knows it (an open count: a token window opens with the
-//! first view of it, whose `used` says what went before), and a send that
-//! costs more than a token window's whole limit is not held by it (no window
-//! admits it; the server decides).
+//! first view of it, whose `used` says what went before; after a window whose
+//! length is not known yet, both count the sends until a view opens the next
+//! one), and a send that costs more than a token window's whole limit is not
+//! held by it (no window admits it; the server decides).
 
 use std::time::{Duration, SystemTime};
 
@@ -144,16 +145,19 @@ pub(crate) fn keep(length: u64) -> u64 {
 }
 
 /// Spends one send at `now` from each window it has a part in (`parts`, by
-/// slot): all of them, or, when any is short, none, and `Err(until)` the
-/// latest time one of those short asks to wait until. `windows` is what the
+/// slot): all of them, or, when any is short or the key cools down until
+/// `cooled` (0: it does not), none, and `Err(until)` the latest time the
+/// cooldown or one of those short asks to wait until. `windows` is what the
 /// store holds for each slot (`None`: nothing, or a state the store cannot
-/// count with); each is updated in place, rolled even when nothing is spent.
+/// count with); each is updated in place, rolled and told what the asker
+/// knows even when nothing is spent: a 429's cooldown holds every sender,
+/// and the asks it holds are how its window's end and limit reach the store.
 pub(crate) fn spend_all(
     windows: &mut [Option<Shared>; SLOTS],
     parts: &[Option<Part>; SLOTS],
-    now: u64,
+    (now, cooled): (u64, u64),
 ) -> Result<(), u64> {
-    let mut wait = None;
+    let mut wait = Some(cooled).filter(|cooled| *cooled > now);
     for (slot, (window, part)) in windows.iter_mut().zip(parts).enumerate() {
         let Some(part) = part else { continue };
         *window = settle(window.take(), part.view, now, slot == 0);
@@ -174,11 +178,13 @@ pub(crate) fn spend_all(
 
 /// The window `now` is in, from what the store holds (`stored`) and what the
 /// asker knows (`view`): rolled, its end corrected, at least `used` spent;
-/// `None` when there is nothing to count with. With `open`, a window nobody
-/// knows yet is an open count (no limit, `end` its expiry), so that the
-/// first view knows how many went.
+/// `None` when there is nothing to count with. A window whose end nobody
+/// knows is an open count (no limit, `end` its expiry), so that the first
+/// view knows how many went: the next one after a window that cannot be
+/// rolled (its length unknown), and with `open` (requests) the first one.
 fn settle(stored: Option<Shared>, view: Option<View>, now: u64, open: bool) -> Option<Shared> {
     let stored = stored.filter(|s| s.limit > 0 || now < s.end);
+    let fresh = Shared { end: now + OPEN_FOR, ..Shared::default() };
     let mut state = match (stored, view.filter(|v| v.end > now)) {
         (Some(state), _) if state.limit > 0 => state,
         // An open count meets its first view: what it counted went in this window.
@@ -187,16 +193,17 @@ fn settle(stored: Option<Shared>, view: Option<View>, now: u64, open: bool) -> O
             let spent = counted.map_or(0, |counted| counted.spent);
             Shared { end: view.end, length: view.length, limit: view.limit, spent, told: view.told, origin }
         }
-        (counted, None) if open => return Some(counted.unwrap_or(Shared { end: now + OPEN_FOR, ..Shared::default() })),
-        (_, None) => return None,
+        (Some(counted), None) => return Some(counted),
+        (None, None) => return open.then_some(fresh),
     };
     if let Some(view) = view {
         // The latest asker's limit is the freshest; a length measured here beats an asker's.
         state.limit = view.limit;
         state.length = if state.length > 0 { state.length } else { view.length };
     }
+    // Over, and when the next window ends is not known yet: its sends are counted until a view opens it.
     if !roll(&mut state, view, now) {
-        return None;
+        return Some(fresh);
     }
     if let Some(view) = view.filter(|v| v.told && v.end.abs_diff(state.end) < same_window(state.length)) {
         // The first told end of a window replaces the rolled one; later ones may only be earlier.
@@ -204,7 +211,7 @@ fn settle(stored: Option<Shared>, view: Option<View>, now: u64, open: bool) -> O
         state.told = true;
         measure(&mut state);
         if !roll(&mut state, None, now) {
-            return None;
+            return Some(fresh);
         }
     }
     // What the asker knows is used of this window (not of another): the store counts no less.
@@ -283,7 +290,7 @@ mod tests {
     /// window's `sent`th, 0 when the window is not counted) or `Err(until)`.
     fn spend(shared: &mut Option<Shared>, view: Option<View>, now: u64) -> Result<u64, u64> {
         let mut windows = [shared.take(), None, None, None];
-        let answer = spend_all(&mut windows, &[Some(Part { view, cost: 1 }), None, None, None], now);
+        let answer = spend_all(&mut windows, &[Some(Part { view, cost: 1 }), None, None, None], (now, 0));
         *shared = windows[0];
         answer.map(|()| shared.map_or(0, |s| s.spent))
     }
@@ -376,11 +383,13 @@ mod tests {
     fn without_a_length_the_next_askers_view_opens_the_next_window() {
         let mut shared = None;
         assert_eq!(spend_n(&mut shared, view(1_200, 0, 1, true), 1_000, 2), [Ok(1), Err(1_202)]);
-        assert_eq!(spend(&mut shared, view(1_190, 0, 1, false), 1_202), Ok(0), "a stale view: not counted");
-        assert_eq!(shared, None);
-        assert_eq!(spend_n(&mut shared, view(1_400, 0, 1, false), 1_203, 2), [Ok(1), Err(1_402)]);
+        // Over, with a stale view: counted for the window to come (an open count).
+        assert_eq!(spend(&mut shared, view(1_190, 0, 1, false), 1_202), Ok(1));
+        assert_eq!(spend(&mut shared, None, 1_202), Ok(2));
+        assert_eq!(spend(&mut shared, view(1_400, 0, 3, false), 1_203), Ok(3), "two went in it already");
+        assert_eq!(spend(&mut shared, view(1_400, 0, 3, false), 1_203), Err(1_402));
         // Learned later: the length and the limit of the latest asker.
-        assert_eq!(spend(&mut shared, view(1_400, 200, 2, false), 1_300), Ok(2));
+        assert_eq!(spend(&mut shared, view(1_400, 200, 4, false), 1_300), Ok(4));
         assert_eq!(spend(&mut shared, None, 1_500), Ok(1), "rolled by the store");
     }
 
@@ -392,7 +401,7 @@ mod tests {
         now: u64,
     ) -> Result<(), u64> {
         let parts = [Some(Part { view: requests, cost: 1 }), Some(Part { view: tokens.1, cost: tokens.0 }), None, None];
-        spend_all(windows, &parts, now)
+        spend_all(windows, &parts, (now, 0))
     }
 
     fn spent(windows: &[Option<Shared>; SLOTS]) -> (u64, u64) {

@@ -13,8 +13,8 @@ use crate::support::tokens::two_middlewares_share_a_token_window;
 
 /// Token windows through the public trait, step by step: the same answers
 /// from every store (the Redis script is the memory store's twin). Windows
-/// end 30 s on, so nothing rolls while the test runs; without a length, the
-/// guard past an end is 2 ms.
+/// end 30 s on, so nothing rolls while the test runs, but one of 60 ms;
+/// without a length, the guard past an end is 2 ms.
 async fn token_protocol(store: &dyn SharedStore, key: &str) {
     let end = SystemTime::now() + Duration::from_secs(30);
     let past = |window: Window| Some(at_ms(epoch_ms(window.end) + 2));
@@ -46,6 +46,20 @@ async fn token_protocol(store: &dyn SharedStore, key: &str) {
     assert_eq!(send(0, 1_000).await, None, "the output exactly fits");
     assert_eq!(send(0, 0).await, None, "nothing more fits, but nothing more is asked");
     assert_eq!(send(0, 0).await, past(requests));
+
+    // A window of unknown length ends: the sends after it are counted until a view opens the next.
+    let short = format!("{key}:short");
+    let ends = SystemTime::now() + MS(60);
+    let first = Window::new(ends, 1_000).as_told();
+    let requests = Window::new(end, 100);
+    let send = |cost, window| store.spend(&short, Spend::new(Some(requests)).with_tokens(cost, window));
+    assert_eq!(send(900, Some(first)).await, None);
+    assert_eq!(send(200, Some(first)).await, past(first));
+    tokio::time::sleep(at_ms(epoch_ms(ends) + 3).duration_since(SystemTime::now()).unwrap_or_default()).await;
+    assert_eq!(send(600, None).await, None, "counted, not held: nobody knows the window yet");
+    let next = Window::new(ends + MS(1_000), 1_000);
+    assert_eq!(send(500, Some(next)).await, past(next), "600 went in it already");
+    assert_eq!(send(400, Some(next)).await, None);
 }
 
 pub async fn memory_and_redis_stores_speak_the_same_token_protocol(on: Deployment) {
@@ -62,6 +76,8 @@ pub async fn memory_and_redis_stores_speak_the_same_token_protocol(on: Deploymen
         key("k:anthropic", "budget"),
         key("k:anthropic", "input-tokens"),
         key("k:anthropic", "output-tokens"),
+        key("k:short", "budget"),
+        key("k:short", "tokens"),
     ];
     expected.sort();
     assert_eq!(keys, expected);

@@ -151,6 +151,9 @@ struct Waiter {
     since: Instant,
     ticket: u64,
     cost: [Option<u64>; 3],
+    /// Whether it waits for tokens (its own, or a fleet's window), rather
+    /// than for a cooldown: then it is released in line.
+    in_line: bool,
 }
 
 /// The token budgets of one key.
@@ -248,26 +251,30 @@ impl Tokens {
         if self.fits(&mine, &free) {
             return TokenGate::Go;
         }
-        self.enqueue(ask, mine);
+        self.enqueue(ask, mine, true);
         self.wait(&mine, &free, now)
     }
 
     /// Gives `ask` its place among the waiters, by when it first asked.
-    fn enqueue(&mut self, ask: &mut Ask<'_>, cost: [Option<u64>; 3]) {
-        if ask.ticket.is_some() {
+    fn enqueue(&mut self, ask: &mut Ask<'_>, cost: [Option<u64>; 3], in_line: bool) {
+        if let Some(ticket) = ask.ticket {
+            if let Some(waiter) = self.queue.iter_mut().find(|w| w.ticket == ticket) {
+                waiter.in_line |= in_line;
+            }
             return;
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         ask.ticket = Some(ticket);
         let at = self.queue.iter().position(|w| w.since > ask.since).unwrap_or(self.queue.len());
-        self.queue.insert(at, Waiter { since: ask.since, ticket, cost });
+        self.queue.insert(at, Waiter { since: ask.since, ticket, cost, in_line });
     }
 
-    /// `ask` waits for something else (a cooldown): it keeps its place for when that ends.
-    pub(super) fn hold_place(&mut self, ask: &mut Ask<'_>) {
+    /// `ask` waits for something else (a cooldown), or a store refused it
+    /// (`for_tokens`): it keeps its place for when that ends.
+    pub(super) fn hold_place(&mut self, ask: &mut Ask<'_>, for_tokens: bool) {
         let cost = ask.cost().per_family(self.provider);
-        self.enqueue(ask, cost);
+        self.enqueue(ask, cost, for_tokens);
     }
 
     /// Far from empty: every budget has room for the body and the largest
@@ -342,6 +349,17 @@ impl Tokens {
         self.queue.retain(|w| w.ticket != ticket);
     }
 
+    /// Each window as this process knows it, per [`Family`], now.
+    pub(super) fn known(&self, now: Instant) -> [Option<Known>; 3] {
+        std::array::from_fn(|f| self.windows[f].known(self.sent[f], now))
+    }
+
+    /// How many waiters are ahead of the one holding `ticket`, if it waits in line for tokens.
+    pub(super) fn place(&self, ticket: u64) -> Option<usize> {
+        let place = self.queue.iter().position(|w| w.ticket == ticket)?;
+        self.queue[place].in_line.then_some(place)
+    }
+
     /// What this process had spent up to the send `seq`, if it is known:
     /// sends from before the budgets existed at their average.
     fn mark_of(&self, seq: u64) -> Option<[u64; 3]> {
@@ -380,8 +398,8 @@ impl Tokens {
         if let (Some(Said { tokens: Some(f), limit, used }), wait) = refused
             && !self.windows[f as usize].headers
         {
-            let end = wait.and_then(|wait| now.checked_add(wait));
-            self.windows[f as usize].refused((seq, mark[f as usize]), limit, used, end);
+            let told = wait.and_then(|wait| Some((now.checked_add(wait)?, wait)));
+            self.windows[f as usize].refused((seq, mark[f as usize]), limit, used, told);
         }
     }
 }

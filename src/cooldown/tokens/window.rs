@@ -95,7 +95,7 @@ impl Window {
         self.headers = true;
         self.limit = limit.or(self.limit);
         let Some(end) = now.checked_add(reset) else { return };
-        self.ends.told(end);
+        self.ends.told(end, reset);
         self.take((seq, mark), remaining, Some(end));
     }
 
@@ -126,13 +126,20 @@ impl Window {
     }
 
     /// A 429 for the send `seq` whose message names this limit: `used` of
-    /// `limit` spent (all of it when not said), the window ending at `end`.
-    pub(super) fn refused(&mut self, (seq, mark): (u64, u64), limit: u64, used: Option<u64>, end: Option<Instant>) {
+    /// `limit` spent (all of it when not said), the window ending at `end`,
+    /// in `wait` (`told`).
+    pub(super) fn refused(
+        &mut self,
+        (seq, mark): (u64, u64),
+        limit: u64,
+        used: Option<u64>,
+        told: Option<(Instant, Duration)>,
+    ) {
         self.limit = Some(limit);
-        if let Some(end) = end {
-            self.ends.told(end);
+        if let Some((end, wait)) = told {
+            self.ends.told(end, wait);
         }
-        self.take((seq, mark), used.map_or(0, |used| limit.saturating_sub(used)), end);
+        self.take((seq, mark), used.map_or(0, |used| limit.saturating_sub(used)), told.map(|(end, _)| end));
     }
 }
 
@@ -151,12 +158,18 @@ pub(in crate::cooldown) struct Known {
 struct Ends {
     anchor: Option<Instant>,
     length: Option<Duration>,
+    /// The longest wait for an end told: no window is shorter.
+    longest: Duration,
 }
 
 impl Ends {
-    /// A told end: the same window's (kept at the earliest, the least late),
-    /// or a later one, which measures the length: whole windows apart.
-    fn told(&mut self, end: Instant) {
+    /// An end told `wait` ahead: the same window's (kept at the earliest, the
+    /// least late), or a later one, which measures the length: whole windows
+    /// apart. The first length is taken only from ends surely one window
+    /// apart, less than two of the longest wait: a process of a fleet may hear
+    /// of one window's end, and of the next only many windows later.
+    fn told(&mut self, end: Instant, wait: Duration) {
+        self.longest = self.longest.max(wait);
         let Some(anchor) = self.anchor else {
             self.anchor = Some(end);
             return;
@@ -165,9 +178,10 @@ impl Ends {
             self.anchor = Some(anchor.min(end));
         } else if end > anchor {
             let apart = end - anchor;
-            let windows =
-                self.length.map_or(1.0, |length| (apart.as_secs_f64() / length.as_secs_f64()).round().max(1.0));
-            self.length = Some(apart.div_f64(windows));
+            self.length = match self.length {
+                Some(length) => Some(apart.div_f64((apart.as_secs_f64() / length.as_secs_f64()).round().max(1.0))),
+                None => Some(apart).filter(|apart| *apart < self.longest * 2),
+            };
             self.anchor = Some(end);
         }
     }
@@ -217,27 +231,41 @@ mod tests {
     fn a_429_names_the_limit_and_its_end_and_two_ends_give_the_length() {
         let t0 = Instant::now();
         let mut w = Window::default();
-        // "Limit 40000, Used 38112", send 5 (whose own cost is in its mark) refused; over at 1.2 s.
-        w.refused((5, 12_000), 40_000, Some(38_112), Some(t0 + MS(1_200)));
+        // "Limit 40000, Used 38112", send 5 (whose own cost is in its mark) refused; over in 1.2 s.
+        w.refused((5, 12_000), 40_000, Some(38_112), Some((t0 + MS(1_200), MS(1_200))));
         assert_eq!(w.left(12_000), Some(1_888));
         w.roll(t0 + MS(1_200), 12_000, 9);
         assert_eq!((w.left(12_000), w.reset_at), (Some(40_000), None), "the next end is not known yet");
         // Anthropic says no figure: nothing is left. Its end is one window after the first.
-        w.refused((12, 50_000), 40_000, None, Some(t0 + MS(2_201)));
+        w.refused((12, 50_000), 40_000, None, Some((t0 + MS(2_201), MS(700))));
         assert_eq!(w.left(50_000), Some(0));
         w.roll(t0 + MS(2_201), 50_000, 14);
         let next = w.reset_at.expect("predicted");
         assert_eq!(next, t0 + MS(2_201) + MS(1_001) + MS(1_001) / 64 + MS(1));
         // Ends of one window, told a few ms apart, are one end.
         let mut ends = Ends::default();
-        ends.told(t0 + MS(1_000));
-        ends.told(t0 + MS(995));
-        ends.told(t0 + MS(1_010));
+        ends.told(t0 + MS(1_000), MS(900));
+        ends.told(t0 + MS(995), MS(800));
+        ends.told(t0 + MS(1_010), MS(10));
         assert_eq!((ends.anchor, ends.length), (Some(t0 + MS(995)), None));
         // Three windows apart once the length is known: refined, not tripled.
-        ends.told(t0 + MS(1_995));
-        ends.told(t0 + MS(4_995));
+        ends.told(t0 + MS(1_995), MS(30));
+        ends.told(t0 + MS(4_995), MS(30));
         assert_eq!(ends.length, Some(MS(1_000)));
         assert_eq!(ends.next_after(t0 + MS(7_500)), Some(t0 + MS(7_995) + MS(1_000) / 64 + MS(1)));
+    }
+
+    #[test]
+    fn ends_that_may_be_windows_apart_give_no_first_length() {
+        // Heard at 3 ms into one window, then only 12 windows later: 12 s is not a window's length.
+        let t0 = Instant::now();
+        let mut ends = Ends::default();
+        ends.told(t0 + MS(1_000), MS(997));
+        ends.told(t0 + MS(13_000), MS(40));
+        assert_eq!((ends.anchor, ends.length), (Some(t0 + MS(13_000)), None));
+        assert_eq!(ends.next_after(t0 + MS(13_500)), None, "the next reset is not made up");
+        // Less than two of the longest wait apart: the next window's end, surely.
+        ends.told(t0 + MS(14_000), MS(300));
+        assert_eq!(ends.length, Some(MS(1_000)));
     }
 }

@@ -66,13 +66,13 @@ const BACK_OFF: Duration = Duration::from_secs(1);
 ///   `{prefix}v2:{<key>}:input-tokens` or `{prefix}v2:{<key>}:output-tokens`:
 ///   a hash of decimal integers, `end` (the window's end, epoch
 ///   milliseconds), `length` (ms, 0 when unknown), `limit` (requests or
-///   tokens; 0 while sends are counted before anyone knows the request
-///   window), `spent` (requests or tokens), `told` (1 when a server told
+///   tokens; 0 while sends are counted before anyone knows the window),
+///   `spent` (requests or tokens), `told` (1 when a server told
 ///   `end`, 0 when rolled) and `origin` (the earliest told end of an earlier
 ///   window, 0 when none). Each expires eight windows (at least a minute)
-///   after `end`, or, for requests, a second after the first send it counted
-///   with no window known. One script call reads and writes all of a key's
-///   windows.
+///   after `end`, or, while no one knows when its window ends (`limit` 0,
+///   `end` then the expiry), a second after the first send it counted. One
+///   script call reads and writes all of a key's windows.
 /// - **Outage**: `{prefix}v2:outage:{<host>:<port>}`, a hash (field `next`:
 ///   when the next probe is due, while the host is down; field `up`: when it
 ///   recovered; epoch milliseconds), living 60 s after its last news; the

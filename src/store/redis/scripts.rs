@@ -12,8 +12,8 @@ if current < tonumber(ARGV[1]) then
 end
 return 1";
 
-/// The cooldown if any (its end), else spends one send from each window it
-/// has a part in, all or none, or says when to ask again: the rules of
+/// Spends one send from each window it has a part in, all or none, or says
+/// when to ask again (the cooldown's end, or a window's): the rules of
 /// `store::window::spend_all`, line for line (its tests are this script's
 /// specification; `tests/redis_store/` runs both against the same cases).
 /// One round trip per send. KEYS: the cooldown, then the four windows' hashes
@@ -27,9 +27,9 @@ return 1";
 pub(super) const SPEND: &str = r"
 local now, open_for = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cooled = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cooled > now then return cooled end
 local function guard(len) return math.floor(len / 32) + 2 end
 local function same(len) if len > 0 then return math.floor(len / 4) end return 20 end
+local function fresh() return {e = now + open_for, len = 0, limit = 0, spent = 0, told = false, origin = 0} end
 local function settle(key, v, open)
   local s = redis.call('HMGET', key, 'end', 'length', 'limit', 'spent', 'told', 'origin')
   local stored = s[1] and (tonumber(s[3]) > 0 or now < tonumber(s[1]))
@@ -43,10 +43,10 @@ local function settle(key, v, open)
     if v and v.e > now then
       st = {e = v.e, len = v.len, limit = v.limit, spent = counted, told = v.told, origin = 0}
       if v.told then st.origin = v.e end
-    elseif open and stored then
+    elseif stored then
       return {e = tonumber(s[1]), len = 0, limit = 0, spent = counted, told = false, origin = 0}
     elseif open then
-      return {e = now + open_for, len = 0, limit = 0, spent = 0, told = false, origin = 0}
+      return fresh()
     else
       return nil
     end
@@ -68,7 +68,7 @@ local function settle(key, v, open)
     st.told = with_view and v.told and v.e == st.e
     return true
   end
-  if not roll(v ~= nil) then return nil end
+  if not roll(v ~= nil) then return fresh() end
   if v and v.told and math.abs(v.e - st.e) < same(st.len) then
     if st.told then st.e = math.min(st.e, v.e) else st.e = v.e end
     st.told = true
@@ -79,12 +79,13 @@ local function settle(key, v, open)
       local windows = math.floor((st.e - st.origin + math.floor(st.len / 2)) / st.len)
       st.len = math.floor((st.e - st.origin + math.floor(windows / 2)) / math.max(windows, 1))
     end
-    if not roll(false) then return nil end
+    if not roll(false) then return fresh() end
   end
   if v and v.used >= 0 and math.abs(v.e - st.e) < same(st.len) then st.spent = math.max(st.spent, v.used) end
   return st
 end
 local slots, wait = {}, 0
+if cooled > now then wait = cooled end
 for i = 1, 4 do
   local b = 2 + (i - 1) * 7
   if ARGV[b + 1] == '1' then
