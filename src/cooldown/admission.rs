@@ -64,8 +64,8 @@ impl<'a> Admission<'a> {
 const RELEASED_APART: f64 = 1000.0;
 
 impl Pacer {
-    /// How many waiters for `key`'s tokens are ahead of the one holding `ticket`, if it waits.
-    fn place(&self, key: &Key, ticket: u64) -> Option<usize> {
+    /// How many waiters for `key`'s tokens are ahead of the one holding `ticket`, if it waits in line.
+    pub(super) fn place(&self, key: &Key, ticket: u64) -> Option<usize> {
         self.entries().get(&key.id)?.tokens.as_deref()?.place(ticket)
     }
 }

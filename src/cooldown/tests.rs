@@ -204,3 +204,25 @@ fn a_forced_send_still_updates_the_budget() {
     pacer.observe(&k, forced, Some(&limits(10, 9, Duration::from_secs(5))), (None, None), t0);
     assert!(matches!(pacer.go(&k, t0), Gate::Go(_)), "the forced send's response is the newest view");
 }
+
+#[tokio::test]
+async fn a_429_tells_the_store_its_token_window_at_once() {
+    // The cooldown it sets holds every sender until the window ends: no send would tell it.
+    let store = Arc::new(TestStore::default());
+    let pacer = Pacer::new(Some(store.clone() as Arc<dyn SharedStore>));
+    let k = Key::test(1);
+    let body = vec![b'x'; 4_000];
+    let Gate::Go(seq) = pacer.gate(&k, &mut Ask::new(Some(&body), now()), now()) else { panic!("the first send goes") };
+    let said = Some(tokens::Said { tokens: Some(tokens::Family::Tokens), limit: 40_000, used: Some(38_000) });
+    let wait = pacer.observe(&k, seq, None, (Some(Duration::from_millis(700)), said), now()).expect("a cooldown");
+    pacer.publish(&k, wait).await;
+    let spent = store.spent.lock().unwrap();
+    let told = spent.last().expect("the store was told");
+    assert!(told.tells_only && told.requests.is_none(), "nothing is spent: {told:?}");
+    let tokens = told.tokens.expect("the token window");
+    let window = tokens.window.expect("its end is known");
+    assert_eq!((tokens.cost, window.limit, window.told, window.used), (0, 40_000, true, Some(38_000)));
+    let end = window.end.duration_since(SystemTime::now()).unwrap();
+    assert!(end > Duration::from_millis(600) && end <= Duration::from_millis(700), "{end:?}");
+    assert!(store.memory.cooldown_at(k.text().unwrap(), SystemTime::now()).is_some(), "and the cooldown");
+}

@@ -47,6 +47,16 @@ async fn token_protocol(store: &dyn SharedStore, key: &str) {
     assert_eq!(send(0, 0).await, None, "nothing more fits, but nothing more is asked");
     assert_eq!(send(0, 0).await, past(requests));
 
+    // A cooldown holds every send, and the store still hears what its askers know.
+    let cooled = format!("{key}:cooled");
+    store.extend(&cooled, SystemTime::now() + MS(50)).await;
+    let used = Window::new(end, 5_000).as_told().with_used(4_500);
+    let send = |cost, window| store.spend(&cooled, Spend::new(Some(requests)).with_tokens(cost, window));
+    assert!(send(100, Some(used)).await.is_some(), "held by the cooldown");
+    tokio::time::sleep(MS(55)).await;
+    assert_eq!(send(1_000, None).await, past(used), "the window it heard of while cooled: 4 500 used");
+    assert_eq!(send(500, None).await, None);
+
     // A window of unknown length ends: the sends after it are counted until a view opens the next.
     let short = format!("{key}:short");
     let ends = SystemTime::now() + MS(60);
@@ -76,6 +86,8 @@ pub async fn memory_and_redis_stores_speak_the_same_token_protocol(on: Deploymen
         key("k:anthropic", "budget"),
         key("k:anthropic", "input-tokens"),
         key("k:anthropic", "output-tokens"),
+        key("k:cooled", "budget"),
+        key("k:cooled", "tokens"),
         key("k:short", "budget"),
         key("k:short", "tokens"),
     ];

@@ -68,10 +68,10 @@ pub(crate) struct Ask<'a> {
     cost: Option<Cost>,
     /// Its place among the waiters, once it has waited.
     pub(super) ticket: Option<u64>,
-    /// What this process's budgets said before a store admitted the send:
-    /// the store, which counts the whole fleet, has the last word, so they
-    /// are not asked again.
-    cleared: Option<TokenGate>,
+    /// Whether this process's budgets let the send go (as a scout, or not)
+    /// before a store admitted it: the store, which counts the whole fleet,
+    /// has the last word, so they are not asked again.
+    cleared: Option<bool>,
 }
 
 impl<'a> Ask<'a> {
@@ -123,7 +123,7 @@ pub(super) fn for_store(
     if let TokenGate::Wait(wait) = verdict {
         return Err(wait);
     }
-    ask.cleared = Some(verdict);
+    ask.cleared = Some(verdict == TokenGate::Scout);
     let cost = ask.cost().per_family(provider);
     Ok(std::array::from_fn(|f| cost[f].map(|cost| (cost, tokens.windows[f].known(tokens.sent[f], now)))))
 }
@@ -224,8 +224,8 @@ impl Tokens {
         for (f, window) in self.windows.iter_mut().enumerate() {
             window.roll(now, self.sent[f], next_seq - 1);
         }
-        if let Some(verdict) = ask.cleared.take() {
-            return verdict;
+        if let Some(scout) = ask.cleared.take() {
+            return if scout { TokenGate::Scout } else { TokenGate::Go };
         }
         let left: [Option<u64>; 3] = std::array::from_fn(|f| self.windows[f].left(self.sent[f]));
         if self.queue.is_empty() && ask.cost.is_none() && self.far(&left, ask) {

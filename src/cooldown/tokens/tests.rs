@@ -218,3 +218,26 @@ fn a_retry_that_asks_after_a_later_request_still_goes_before_it() {
     seq(pacer.gate(&k, &mut retry, t1));
     pacer.leave(&k, newer.ticket.unwrap());
 }
+
+#[test]
+fn waiters_for_tokens_are_released_in_line_and_those_held_by_a_cooldown_are_not() {
+    let (pacer, k, t0) = (Pacer::new(None), Key::test(1), Instant::now());
+    let first = seq(go(&pacer, &k, &body(10, 0), t0));
+    pacer.observe(&k, first, Some(&openai(10_000, 1_000, MS(100))), (None, None), t0);
+    let (large, small) = (body(5_000, 0), body(4_000, 0));
+    let mut earlier = Ask::new(Some(&large), t0);
+    let mut later = Ask::new(Some(&small), t0 + MS(1));
+    // The later one asks first; in line, the earlier one is all the same ahead of it.
+    assert!(matches!(pacer.gate(&k, &mut later, t0 + MS(2)), Gate::Wait(_)));
+    assert!(matches!(pacer.gate(&k, &mut earlier, t0 + MS(3)), Gate::Wait(_)));
+    let place = |ask: &Ask<'_>| pacer.place(&k, ask.ticket.unwrap());
+    assert_eq!((place(&earlier), place(&later)), (Some(0), Some(1)));
+    // Held by a 429's cooldown, a request keeps its place for the tokens, but is not in line.
+    pacer.observe(&k, first, None, (Some(MS(100)), None), t0);
+    let mut held = Ask::new(Some(&small), t0 + MS(4));
+    assert!(matches!(pacer.gate(&k, &mut held, t0 + MS(5)), Gate::Wait(_)));
+    assert_eq!(place(&held), None);
+    for ask in [earlier, later, held] {
+        pacer.leave(&k, ask.ticket.unwrap());
+    }
+}
