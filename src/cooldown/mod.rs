@@ -149,7 +149,7 @@ impl Pacer {
         if let Some(wait) = held {
             // Held for another reason, a request keeps its place for the tokens.
             if let Some(tokens) = entry.tokens.as_deref_mut() {
-                tokens.hold_place(ask, false);
+                tokens.hold_place(ask, tokens.cooled_for_tokens(now));
             }
             return Gate::Wait(wait);
         }

@@ -176,6 +176,9 @@ pub(super) struct Tokens {
     scout: Option<(u64, Instant)>,
     /// The largest output reservation found: what an unsearched send is charged.
     output_seen: u64,
+    /// Until when a 429 about tokens holds the key: those it holds wait for
+    /// tokens, and go in line.
+    refused_until: Option<Instant>,
     used: Instant,
 }
 
@@ -196,6 +199,7 @@ impl Tokens {
             next_ticket: 1,
             scout: None,
             output_seen: 0,
+            refused_until: None,
             used: now,
         })
     }
@@ -227,8 +231,9 @@ impl Tokens {
         if let Some(scout) = ask.cleared.take() {
             return if scout { TokenGate::Scout } else { TokenGate::Go };
         }
+        let held = self.refused_until.filter(|until| *until > now);
         let left: [Option<u64>; 3] = std::array::from_fn(|f| self.windows[f].left(self.sent[f]));
-        if self.queue.is_empty() && ask.cost.is_none() && self.far(&left, ask) {
+        if self.queue.is_empty() && ask.cost.is_none() && held.is_none() && self.far(&left, ask) {
             return TokenGate::Go;
         }
         let cost = ask.cost();
@@ -236,10 +241,10 @@ impl Tokens {
         let mine = cost.per_family(self.provider);
         // What the earlier waiters can use of this window is theirs. Just before
         // a reset, nothing is: a send then may land in the next window, which
-        // this process would count whole.
+        // this process would count whole. Nor while a 429 holds the key.
         let mut free = left;
         for (free, window) in free.iter_mut().zip(&self.windows) {
-            if window.reset_at.is_some_and(|reset_at| reset_at <= now + GUARD) {
+            if held.is_some() || window.reset_at.is_some_and(|reset_at| reset_at <= now + GUARD) {
                 *free = free.map(|_| 0);
             }
         }
@@ -252,7 +257,10 @@ impl Tokens {
             return TokenGate::Go;
         }
         self.enqueue(ask, mine, true);
-        self.wait(&mine, &free, now)
+        match held {
+            Some(until) => TokenGate::Wait(until - now),
+            None => self.wait(&mine, &free, now),
+        }
     }
 
     /// Gives `ask` its place among the waiters, by when it first asked.
@@ -270,8 +278,9 @@ impl Tokens {
         self.queue.insert(at, Waiter { since: ask.since, ticket, cost, in_line });
     }
 
-    /// `ask` waits for something else (a cooldown), or a store refused it
-    /// (`for_tokens`): it keeps its place for when that ends.
+    /// `ask` waits for something else (a cooldown), or a store refused it: it
+    /// keeps its place for when that ends, in line when it waits for tokens
+    /// (`for_tokens`: the store's window, or a 429 about tokens).
     pub(super) fn hold_place(&mut self, ask: &mut Ask<'_>, for_tokens: bool) {
         let cost = ask.cost().per_family(self.provider);
         self.enqueue(ask, cost, for_tokens);
@@ -354,6 +363,11 @@ impl Tokens {
         std::array::from_fn(|f| self.windows[f].known(self.sent[f], now))
     }
 
+    /// Whether a 429 about tokens cools the key down at `now`.
+    pub(super) fn cooled_for_tokens(&self, now: Instant) -> bool {
+        self.refused_until.is_some_and(|until| until > now)
+    }
+
     /// How many waiters are ahead of the one holding `ticket`, if it waits in line for tokens.
     pub(super) fn place(&self, ticket: u64) -> Option<usize> {
         let place = self.queue.iter().position(|w| w.ticket == ticket)?;
@@ -384,6 +398,14 @@ impl Tokens {
         }
         if let Some(limits) = limits {
             self.calibrate(seq, limits);
+        }
+        if let (Some(Said { tokens: Some(_), .. }), Some(wait)) = refused {
+            // The first 429s of a key come to requests sent before any limit was known, all of
+            // them early: each comes back up to its retry's jitter after the wait (10 %, at most
+            // 1 s), and the requests sent since wait as long, to go in line behind them.
+            let blind = self.windows.iter().all(|w| w.limit.is_none());
+            let held = if blind { wait.saturating_add(crate::backoff::server_jitter(wait)) } else { wait };
+            self.refused_until = self.refused_until.max(now.checked_add(held));
         }
         let Some(mark) = self.mark_of(seq) else { return };
         if let Some(limits) = limits {
