@@ -239,7 +239,13 @@ fn waiters_for_tokens_are_released_in_line_and_those_held_by_a_cooldown_are_not(
     let mut held = Ask::new(Some(&small), t0 + MS(4));
     assert!(matches!(pacer.gate(&k, &mut held, t0 + MS(5)), Gate::Wait(_)));
     assert_eq!(place(&held), None);
-    for ask in [earlier, later, held] {
+    // Held by a 429 about tokens, it waits for tokens: in line.
+    let said = Some(Said { tokens: Some(Family::Tokens), limit: 10_000, used: Some(9_000) });
+    pacer.observe(&k, first, None, (Some(MS(100)), said), t0);
+    let mut for_tokens = Ask::new(Some(&small), t0 + MS(6));
+    assert!(matches!(pacer.gate(&k, &mut for_tokens, t0 + MS(7)), Gate::Wait(_)));
+    assert_eq!(place(&for_tokens), Some(3));
+    for ask in [earlier, later, held, for_tokens] {
         pacer.leave(&k, ask.ticket.unwrap());
     }
 }
