@@ -94,8 +94,12 @@ pub(crate) fn decide(timing: &Timing, attempt: Attempt, jitter: f64) -> Verdict 
 
 /// The server's wait plus up to 10 % (at most 1 s) of jitter.
 fn server_delay(wait: Duration, jitter: f64) -> Duration {
-    let spread = (wait.as_secs_f64() * 0.1).min(1.0);
-    wait.saturating_add(secs_f64(spread * jitter).unwrap_or_default())
+    wait.saturating_add(server_jitter(wait).mul_f64(jitter))
+}
+
+/// The most jitter added to a server's `wait`: 10 % of it, at most 1 s.
+pub(crate) fn server_jitter(wait: Duration) -> Duration {
+    (wait / 10).min(Duration::from_secs(1))
 }
 
 /// `base · 2^n` capped at `max`, plus up to 25 % jitter, never above `max`.

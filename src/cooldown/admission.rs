@@ -38,13 +38,35 @@ impl<'a> Admission<'a> {
     }
 
     /// The wait a store asks for, when there is one (see [`Pacer::shared_wait`]).
-    pub(crate) async fn shared_wait(&self) -> Option<Duration> {
-        self.pacer.shared_wait(self.key).await
+    pub(crate) async fn shared_wait(&mut self) -> Option<Duration> {
+        self.pacer.shared_wait(self.key, &mut self.ask).await
+    }
+
+    /// Where this attempt goes among those its hold releases together, in
+    /// `[0, 1)` (see [`hold`](super::hold)): a waiter for tokens by its place
+    /// in line, the first exactly at the reset; any other at random.
+    pub(crate) fn spread(&self) -> f64 {
+        let place = self.ask.ticket.and_then(|ticket| self.pacer.place(self.key, ticket));
+        place.map_or_else(rand::random, |place| (place as f64 / RELEASED_APART).min(0.99))
     }
 
     /// Sends regardless of the budgets: the wait was too long to honour.
     pub(crate) fn force(&mut self) -> u64 {
         self.pacer.force(self.key, &mut self.ask)
+    }
+}
+
+/// Waiters for tokens are released in line, this many to the hold's whole
+/// spread (50 µs apart for a wait of a second or more): all of them before
+/// the first has its answer, so that no request sent after that answer (a
+/// task's next one, here or in another process) takes what they wait for,
+/// and the one that has waited longest is not released last.
+const RELEASED_APART: f64 = 1000.0;
+
+impl Pacer {
+    /// How many waiters for `key`'s tokens are ahead of the one holding `ticket`, if it waits in line.
+    pub(super) fn place(&self, key: &Key, ticket: u64) -> Option<usize> {
+        self.entries().get(&key.id)?.tokens.as_deref()?.place(ticket)
     }
 }
 

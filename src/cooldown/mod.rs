@@ -31,16 +31,17 @@ mod credential;
 mod hold;
 mod key;
 mod learner;
+mod shared;
 mod tokens;
 mod wait;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::clock::Instant;
 
 use crate::rate_limits::{RateLimit, RateLimits};
-use crate::store::{SharedStore, Window};
+use crate::store::SharedStore;
 pub(crate) use admission::Admission;
 use budget::Budget;
 pub(crate) use hold::hold;
@@ -163,7 +164,7 @@ impl Pacer {
         if let Some(wait) = held {
             // Held for another reason, a request keeps its place for the tokens.
             if let Some(tokens) = entry.tokens.as_deref_mut() {
-                tokens.hold_place(ask);
+                tokens.hold_place(ask, tokens.cooled_for_tokens(now));
             }
             return Gate::Wait(wait);
         }
@@ -206,38 +207,6 @@ impl Pacer {
         if let Some(tokens) = self.entries().get_mut(&key.id).and_then(|entry| entry.tokens.as_deref_mut()) {
             tokens.leave(ticket);
         }
-    }
-
-    /// The wait the store asks for, when there is a store: a cooldown for
-    /// `key`, or the end of a window the fleet has spent. Spends one request
-    /// of the shared window otherwise.
-    pub(crate) async fn shared_wait(&self, key: &Key) -> Option<Duration> {
-        let (store, text) = (self.store.as_ref()?, key.text()?);
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let window = self.window(key, now).and_then(|(limit, (end, told), length)| {
-            let window = Window::new(wall.checked_add(end - now)?, limit);
-            let window = if told { window.as_told() } else { window };
-            Some(length.map_or(window, |length| window.with_length(length)))
-        });
-        let until = store.spend(text, window).await?;
-        // An answer that passed during the round trip is still a "wait": going now would
-        // send uncounted, just as the window opens; asking again spends.
-        Some(until.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_millis(1)))
-    }
-
-    /// The requests the current window of `key` admits, its end (and whether
-    /// a server told it) and its length, when known: from rate-limit
-    /// headers, or learned.
-    fn window(&self, key: &Key, now: Instant) -> Option<(u64, (Instant, bool), Option<Duration>)> {
-        let entries = self.entries();
-        let entry = entries.get(&key.id)?;
-        let learner = &entry.learner;
-        if !entry.counted {
-            return Some((learner.capacity_at(now)?, learner.end_at(now)?, learner.length()));
-        }
-        let limit = entry.budget.limit?;
-        let told = entry.budget.reset_at.filter(|end| *end > now).map(|end| (end, true));
-        Some((limit, told.or_else(|| learner.end_at(now))?, learner.length()))
     }
 
     /// Sends regardless of the budget (the wait was too long to honour).
@@ -324,15 +293,6 @@ impl Pacer {
     #[cfg(test)]
     fn learned(&self, key: &Key, now: Instant) -> Option<u64> {
         self.entries().get(&key.id).and_then(|entry| entry.learner.capacity_at(now))
-    }
-
-    /// Tells the store about a cooldown of `wait` from now.
-    pub(crate) async fn publish(&self, key: &Key, wait: Duration) {
-        if let (Some(store), Some(text)) = (self.store.as_ref(), key.text())
-            && let Some(until) = SystemTime::now().checked_add(wait)
-        {
-            store.extend(text, until).await;
-        }
     }
 }
 

@@ -4,6 +4,7 @@ use super::*;
 use crate::provider::Provider;
 use crate::store::{MemoryStore, TestStore};
 use reqwest::Request;
+use std::time::SystemTime;
 
 fn request(auth: &str, url: &str) -> Request {
     reqwest::Client::new().post(url).header("authorization", auth).build().unwrap()
@@ -23,6 +24,11 @@ impl Pacer {
     /// The gate for a request without a body.
     fn go(&self, key: &Key, now: Instant) -> Gate {
         self.gate(key, &mut Ask::new(None, now), now)
+    }
+
+    /// The store's wait for a request without a body.
+    async fn store_wait(&self, key: &Key) -> Option<Duration> {
+        self.shared_wait(key, &mut Ask::new(None, now())).await
     }
 }
 
@@ -134,13 +140,13 @@ async fn a_store_hears_of_cooldowns_and_is_asked_before_sending() {
     let store = Arc::new(MemoryStore::new());
     let pacer = Pacer::new(Some(store.clone() as Arc<dyn SharedStore>));
     let k = Key::of(Provider::OpenAi, &request("Bearer sk-1", "https://api.openai.com/v1/x"), true);
-    assert_eq!(pacer.shared_wait(&k).await, None);
+    assert_eq!(pacer.store_wait(&k).await, None);
     pacer.publish(&k, Duration::from_secs(5)).await;
     assert!(store.cooldown_at(k.text().unwrap(), SystemTime::now()).is_some());
-    let wait = pacer.shared_wait(&k).await.expect("the store's cooldown");
+    let wait = pacer.store_wait(&k).await.expect("the store's cooldown");
     assert!(wait > Duration::from_secs(4) && wait <= Duration::from_secs(5));
     // Without a store there is nothing to ask.
-    assert_eq!(Pacer::new(None).shared_wait(&k).await, None);
+    assert_eq!(Pacer::new(None).store_wait(&k).await, None);
 }
 
 #[tokio::test]
@@ -149,7 +155,7 @@ async fn a_store_answer_that_passed_in_transit_is_asked_again_not_taken_as_leave
     // uncounted, just as the fleet's window opens.
     let late = TestStore { spend: Some(|| Some(SystemTime::now() - Duration::from_millis(3))), ..TestStore::default() };
     let pacer = Pacer::new(Some(Arc::new(late) as Arc<dyn SharedStore>));
-    assert_eq!(pacer.shared_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
+    assert_eq!(pacer.store_wait(&Key::test(1)).await, Some(Duration::from_millis(1)));
 }
 
 #[test]
@@ -197,4 +203,26 @@ fn a_forced_send_still_updates_the_budget() {
     let forced = pacer.force(&k, &mut Ask::new(None, t0));
     pacer.observe(&k, forced, Some(&limits(10, 9, Duration::from_secs(5))), (None, None), t0);
     assert!(matches!(pacer.go(&k, t0), Gate::Go(_)), "the forced send's response is the newest view");
+}
+
+#[tokio::test]
+async fn a_429_tells_the_store_its_token_window_at_once() {
+    // The cooldown it sets holds every sender until the window ends: no send would tell it.
+    let store = Arc::new(TestStore::default());
+    let pacer = Pacer::new(Some(store.clone() as Arc<dyn SharedStore>));
+    let k = Key::test(1);
+    let body = vec![b'x'; 4_000];
+    let Gate::Go(seq) = pacer.gate(&k, &mut Ask::new(Some(&body), now()), now()) else { panic!("the first send goes") };
+    let said = Some(tokens::Said { tokens: Some(tokens::Family::Tokens), limit: 40_000, used: Some(38_000) });
+    let wait = pacer.observe(&k, seq, None, (Some(Duration::from_millis(700)), said), now()).expect("a cooldown");
+    pacer.publish(&k, wait).await;
+    let spent = store.spent.lock().unwrap();
+    let told = spent.last().expect("the store was told");
+    assert!(told.tells_only && told.requests.is_none(), "nothing is spent: {told:?}");
+    let tokens = told.tokens.expect("the token window");
+    let window = tokens.window.expect("its end is known");
+    assert_eq!((tokens.cost, window.limit, window.told, window.used), (0, 40_000, true, Some(38_000)));
+    let end = window.end.duration_since(SystemTime::now()).unwrap();
+    assert!(end > Duration::from_millis(600) && end <= Duration::from_millis(700), "{end:?}");
+    assert!(store.memory.cooldown_at(k.text().unwrap(), SystemTime::now()).is_some(), "and the cooldown");
 }

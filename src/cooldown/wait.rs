@@ -32,7 +32,7 @@ pub(crate) async fn pace(
                 Gate::Wait(wait) => wait,
             },
         };
-        let Some(wait) = hold(wait, held, started.elapsed(), timing, rand::random()) else {
+        let Some(wait) = hold(wait, held, started.elapsed(), timing, admission.spread()) else {
             return admission.force();
         };
         tracing::debug!(wait_ms = wait.as_millis() as u64, "waiting for the shared rate-limit cooldown");

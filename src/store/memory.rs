@@ -5,8 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::outage::{Board, OutageQuery, OutageReport, OutageTurn};
-use super::window::{self, Shared, View, Window};
-use super::{SharedStore, StoreFuture, sealed};
+use super::window::{self, SLOTS, Shared};
+use super::{SharedStore, Spend, StoreFuture, sealed};
 
 /// Entries kept before expired ones are swept, bounding memory.
 const SWEEP_AT: usize = 1024;
@@ -29,8 +29,8 @@ const SWEEP_AT: usize = 1024;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     cooldowns: Mutex<HashMap<String, SystemTime>>,
-    /// Per key: the window shared by the middlewares using this store.
-    windows: Mutex<HashMap<String, Shared>>,
+    /// Per key: the windows shared by the middlewares using this store (requests, then tokens).
+    windows: Mutex<HashMap<String, [Option<Shared>; SLOTS]>>,
     /// Provider outages per host.
     outages: Board,
 }
@@ -52,27 +52,31 @@ impl MemoryStore {
     }
 
     /// [`SharedStore::spend`] at `now`.
-    pub(crate) fn spend_at(&self, key: &str, window: Option<Window>, now: SystemTime) -> Option<SystemTime> {
-        if let Some(until) = self.cooldown_at(key, now) {
-            return Some(until);
-        }
+    pub(crate) fn spend_at(&self, key: &str, spend: Spend, now: SystemTime) -> Option<SystemTime> {
+        let cooled = self.cooldown_at(key, now);
         let now_ms = window::epoch_ms(now);
         let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if windows.len() >= SWEEP_AT {
-            windows.retain(|_, shared| shared.end + window::keep(shared.length) > now_ms);
+            let live = |shared: &Shared| shared.end + window::keep(shared.length) > now_ms;
+            windows.retain(|_, slots| slots.iter().flatten().any(live));
         }
-        let mut shared = windows.get(key).copied();
-        let answer = window::spend(&mut shared, window.and_then(View::of), now_ms);
-        match (shared, windows.get_mut(key)) {
-            (Some(shared), Some(slot)) => *slot = shared,
-            (Some(shared), None) => {
-                windows.insert(key.to_owned(), shared);
+        let mut slots = windows.get(key).copied().unwrap_or_default();
+        let answer = window::spend_all(&mut slots, &spend.parts(), (now_ms, cooled.map_or(0, window::epoch_ms)));
+        match (slots.iter().any(Option::is_some), windows.get_mut(key)) {
+            (true, Some(kept)) => *kept = slots,
+            (true, None) => {
+                windows.insert(key.to_owned(), slots);
             }
-            (None, _) => {
+            (false, _) => {
                 windows.remove(key);
             }
         }
-        answer.err().map(|until| SystemTime::UNIX_EPOCH + Duration::from_millis(until))
+        // The cooldown itself, to the nanosecond, when it is what holds the send.
+        answer.err().map(|until| {
+            cooled
+                .filter(|c| window::epoch_ms(*c) >= until)
+                .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_millis(until))
+        })
     }
 
     /// [`SharedStore::outage`], now.
@@ -105,8 +109,8 @@ impl SharedStore for MemoryStore {
         Box::pin(std::future::ready(()))
     }
 
-    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
-        Box::pin(std::future::ready(self.spend_at(key, window, SystemTime::now())))
+    fn spend<'a>(&'a self, key: &'a str, spend: Spend) -> StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(std::future::ready(self.spend_at(key, spend, SystemTime::now())))
     }
 
     fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, OutageTurn> {
@@ -122,6 +126,7 @@ impl SharedStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Window;
 
     #[test]
     fn memory_store_shares_one_windows_budget() {
@@ -130,25 +135,25 @@ mod tests {
         let ms = Duration::from_millis;
         let window = Window::new(t0 + ms(200), 3).with_length(ms(200)).as_told();
         for _ in 0..3 {
-            assert_eq!(store.spend_at("k", Some(window), t0), None);
+            assert_eq!(store.spend_at("k", Spend::from(Some(window)), t0), None);
         }
         // Spent, whoever asks: the rest wait for the window's end, and its guard (2 ms + 1/32).
         let next_opens = window.end + ms(8);
-        assert_eq!(store.spend_at("k", Some(window), t0), Some(next_opens));
+        assert_eq!(store.spend_at("k", Spend::from(Some(window)), t0), Some(next_opens));
         let later_view = Window::new(t0 + ms(230), 3);
-        assert_eq!(store.spend_at("k", Some(later_view), t0), Some(next_opens), "one window for all");
-        assert_eq!(store.spend_at("j", Some(window), t0), None, "another key has its own");
+        assert_eq!(store.spend_at("k", Spend::from(Some(later_view)), t0), Some(next_opens), "one window for all");
+        assert_eq!(store.spend_at("j", Spend::from(Some(window)), t0), None, "another key has its own");
         // The store rolls the window by its length, whatever the asker predicts.
         let early_view = Window::new(t0 + ms(390), 3);
         for _ in 0..3 {
-            assert_eq!(store.spend_at("k", Some(early_view), next_opens), None);
+            assert_eq!(store.spend_at("k", Spend::from(Some(early_view)), next_opens), None);
         }
-        assert_eq!(store.spend_at("k", Some(early_view), next_opens), Some(t0 + ms(408)));
+        assert_eq!(store.spend_at("k", Spend::from(Some(early_view)), next_opens), Some(t0 + ms(408)));
         // A cooldown answers first; no window known: the send goes, and is counted for the window to come.
         store.extend_now("k", t0 + ms(1000));
-        assert_eq!(store.spend_at("k", Some(window), t0 + ms(410)), Some(t0 + ms(1000)));
-        assert_eq!(store.spend_at("n", None, t0), None);
-        assert_eq!(store.spend_at("n", Some(Window::new(t0 + ms(200), 1)), t0), Some(t0 + ms(202)));
+        assert_eq!(store.spend_at("k", Spend::from(Some(window)), t0 + ms(410)), Some(t0 + ms(1000)));
+        assert_eq!(store.spend_at("n", Spend::from(None), t0), None);
+        assert_eq!(store.spend_at("n", Spend::from(Some(Window::new(t0 + ms(200), 1))), t0), Some(t0 + ms(202)));
     }
 
     #[test]

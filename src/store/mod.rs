@@ -10,9 +10,11 @@
 //!
 //! - **cooldowns** per rate-limit key ("requests with this key wait until
 //!   then"), set by a 429's wait or a used-up rate-limit window;
-//! - **windows** per rate-limit key: the current window's end, length, limit
-//!   and the requests spent in it, so that N processes spend one window's
-//!   budget between them instead of each spending all of it ([`Window`]);
+//! - **windows** per rate-limit key, one for requests and one for each token
+//!   limit: the current window's end, length, limit and what is spent of it,
+//!   so that N processes spend one window's budget between them instead of
+//!   each spending all of it ([`Window`]); a send spends its request and its
+//!   estimated tokens in one atomic call ([`Spend`]);
 //! - **outages** per provider host: whether it is down, when its next probe
 //!   is due, and who holds the probe lease, so that one probe at a time serves
 //!   the whole fleet ([`OutageQuery`], [`OutageTurn`], [`OutageReport`]).
@@ -28,8 +30,8 @@
 //! [`SharedStore`] can be named, passed and called, but not implemented
 //! outside this crate. Its methods are a protocol whose rules (how a fleet's
 //! window rolls, where its guards fall, who gets the probe lease) live in this
-//! module, and which is about to grow: token budgets add fields to the window,
-//! and the rules will keep being tuned from what fleets measure. A store
+//! module, and which grows: token budgets added windows to each key, and the
+//! rules will keep being tuned from what fleets measure. A store
 //! written elsewhere would have to re-derive those rules and follow every
 //! change to them; a public, implementable trait would make each new method
 //! or field a breaking change. Sealed, the protocol can change in a minor
@@ -52,6 +54,7 @@ mod memory;
 pub(crate) mod outage;
 #[cfg(feature = "redis")]
 mod redis;
+mod spend;
 pub(crate) mod window;
 
 #[cfg(feature = "redis")]
@@ -59,6 +62,7 @@ pub(crate) mod window;
 pub use self::redis::{RedisStore, RedisStoreBuilder};
 pub use memory::MemoryStore;
 pub use outage::{OutageQuery, OutageReport, OutageTurn};
+pub use spend::{Spend, TokenSpend};
 pub use window::Window;
 
 /// The future a [`SharedStore`] method returns: boxed and `Send`, borrowing the
@@ -96,18 +100,25 @@ pub trait SharedStore: sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// Told of each cooldown a response sets.
     fn extend<'a>(&'a self, key: &'a str, until: SystemTime) -> StoreFuture<'a, ()>;
 
-    /// Asked before each send: the cooldown of `key` if any; else spends one
-    /// request of the key's current window for everyone sharing the store, or
-    /// says when to ask again when the window is spent or its boundary too
-    /// near. `window` is what the asking middleware knows of the window (from
-    /// rate-limit headers, or learned); `None` when it knows nothing yet.
+    /// Asked before each send: spends one request of the key's current
+    /// request window, and the send's estimated tokens of each of its token
+    /// windows, for everyone sharing the store; or, when the key cools down,
+    /// or one of its windows has no room or its boundary is too near, spends
+    /// nothing and says when to ask again (the latest of those times). `spend`
+    /// says what the asking middleware knows of each window (from rate-limit
+    /// headers, or learned; `None` when it knows nothing yet) and what the
+    /// send costs in it; the store hears it even when it spends nothing. Every
+    /// window is spent, or none: one atomic operation (in Redis, one script call).
     ///
-    /// The store keeps one end and one length for everyone and rolls windows
-    /// by that length, so that the fleet agrees on where windows begin; the
-    /// ends servers tell correct it (see [`Window::told`]); no request goes
-    /// within a small guard either side of a boundary (2 ms plus 1/32 of the
-    /// window), so that an end a few milliseconds off costs no 429.
-    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>>;
+    /// The store keeps one end and one length for everyone per window and
+    /// rolls windows by that length, so that the fleet agrees on where windows
+    /// begin; the ends servers tell correct it (see [`Window::told`]), and
+    /// what an asker knows is used of a window raises the store's count (see
+    /// [`Window::used`]); nothing goes within a small guard either side of a
+    /// boundary (2 ms plus 1/32 of the window), so that an end a few
+    /// milliseconds off costs no 429. Sends are counted in the request window
+    /// before anyone knows it; a token window opens with its first view.
+    fn spend<'a>(&'a self, key: &'a str, spend: Spend) -> StoreFuture<'a, Option<SystemTime>>;
 
     /// Asked before a request goes to a host in an outage (when its process's
     /// turn to probe has come), and before a retry to a host whose requests
@@ -129,8 +140,8 @@ impl<S: SharedStore + ?Sized> SharedStore for Arc<S> {
         (**self).extend(key, until)
     }
 
-    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
-        (**self).spend(key, window)
+    fn spend<'a>(&'a self, key: &'a str, spend: Spend) -> StoreFuture<'a, Option<SystemTime>> {
+        (**self).spend(key, spend)
     }
 
     fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, OutageTurn> {
@@ -154,6 +165,8 @@ pub(crate) struct TestStore {
     pub(crate) outage: Option<fn() -> OutageTurn>,
     /// How many times [`SharedStore::outage`] was asked.
     pub(crate) outage_asked: std::sync::atomic::AtomicUsize,
+    /// What [`SharedStore::spend`] was asked, in order.
+    pub(crate) spent: std::sync::Mutex<Vec<Spend>>,
 }
 
 #[cfg(test)]
@@ -165,10 +178,11 @@ impl SharedStore for TestStore {
         self.memory.extend(key, until)
     }
 
-    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
+    fn spend<'a>(&'a self, key: &'a str, spend: Spend) -> StoreFuture<'a, Option<SystemTime>> {
+        self.spent.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(spend);
         match self.spend {
             Some(answer) => Box::pin(std::future::ready(answer())),
-            None => self.memory.spend(key, window),
+            None => self.memory.spend(key, spend),
         }
     }
 

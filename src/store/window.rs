@@ -1,4 +1,4 @@
-//! A fleet's window, as a store keeps it: the rules of
+//! A fleet's windows, as a store keeps them: the rules of
 //! [`SharedStore::spend`](super::SharedStore::spend), in milliseconds since
 //! the epoch, mirrored line for line by the Redis store's Lua script.
 //!
@@ -12,18 +12,31 @@
 //! with the ends servers tell (the earliest told end of a window is the one
 //! least delayed), and sends nothing within a guard of each boundary, so an
 //! end a few milliseconds off costs nothing.
+//!
+//! A send spends from several windows of its key at once: one request of the
+//! request window, and its estimated tokens of each token window the store
+//! knows. It goes only if every one of them has room, and then spends from
+//! all; otherwise it spends nothing and waits for the latest of those that
+//! are short ([`spend_all`]). Each window follows the same rules, counting
+//! requests or tokens, with two differences: only the request window counts
+//! sends before anyone knows it (an open count: a token window opens with the
+//! first view of it, whose `used` says what went before; after a window whose
+//! length is not known yet, both count the sends until a view opens the next
+//! one), and a send that costs more than a token window's whole limit is not
+//! held by it (no window admits it; the server decides).
 
 use std::time::{Duration, SystemTime};
 
 /// A rate-limit window as a middleware knows it: when it ends, how many
-/// requests it admits in all, and, when known, how long it lasts and whether
-/// a server told its end. Passed to [`SharedStore::spend`](super::SharedStore::spend).
+/// requests (or tokens) it admits in all, and, when known, how long it lasts,
+/// whether a server told its end, and how much of it is used already.
+/// Passed to [`SharedStore::spend`](super::SharedStore::spend) in a [`Spend`](super::Spend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Window {
     /// When the window ends (and the next one opens).
     pub end: SystemTime,
-    /// The requests the window admits, for everyone sharing the key.
+    /// The requests (or tokens) the window admits, for everyone sharing the key.
     pub limit: u64,
     /// How long a window lasts, when known: a store rolls windows by it.
     pub length: Option<Duration>,
@@ -32,12 +45,17 @@ pub struct Window {
     /// response's latency, never early by more than its rounding: a store
     /// keeps the earliest told end of each window.
     pub told: bool,
+    /// How much of the window the asker knows to be used already, by everyone
+    /// sharing it, when known: for a token window, the limit less what a
+    /// server last said was left, less what the asker has sent since. A store
+    /// counts no less for the window ending at `end`.
+    pub used: Option<u64>,
 }
 
 impl Window {
-    /// A window of `limit` requests ending at `end`, by prediction, of unknown length.
+    /// A window of `limit` requests (or tokens) ending at `end`, by prediction, of unknown length.
     pub fn new(end: SystemTime, limit: u64) -> Self {
-        Window { end, limit, length: None, told: false }
+        Window { end, limit, length: None, told: false, used: None }
     }
 
     /// The same window, known to last `length`.
@@ -51,9 +69,15 @@ impl Window {
         self.told = true;
         self
     }
+
+    /// The same window, `used` of it known to be spent already.
+    pub fn with_used(mut self, used: u64) -> Self {
+        self.used = Some(used);
+        self
+    }
 }
 
-/// What the asker knows of the window (a [`Window`] in ms).
+/// What the asker knows of a window (a [`Window`] in ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct View {
     pub(crate) end: u64,
@@ -62,14 +86,15 @@ pub(crate) struct View {
     pub(crate) limit: u64,
     /// Whether a server told `end` (rather than the asker predicting it).
     pub(crate) told: bool,
+    pub(crate) used: Option<u64>,
 }
 
 impl View {
     /// The view of `window`; none of a window that admits nothing (nothing to count).
     pub(crate) fn of(window: Window) -> Option<View> {
         let length = window.length.map_or(0, |l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
-        let view = View { end: epoch_ms(window.end), length, limit: window.limit, told: window.told };
-        Some(view).filter(|v| v.limit > 0)
+        let (end, limit, told, used) = (epoch_ms(window.end), window.limit, window.told, window.used);
+        Some(View { end, length, limit, told, used }).filter(|v| v.limit > 0)
     }
 }
 
@@ -94,6 +119,17 @@ pub(crate) struct Shared {
     pub(crate) origin: u64,
 }
 
+/// The windows of a key a send spends from, in the order stores keep them:
+/// requests, then tokens, input tokens and output tokens.
+pub(crate) const SLOTS: usize = 4;
+
+/// One window's part in a send: what the asker knows of it, and what the send costs in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) view: Option<View>,
+    pub(crate) cost: u64,
+}
+
 /// How long sends are counted before anyone knows the window (in ms): the
 /// first window of a fleet sends many requests before its first answer.
 pub(crate) const OPEN_FOR: u64 = 1_000;
@@ -108,36 +144,66 @@ pub(crate) fn keep(length: u64) -> u64 {
     length.saturating_mul(8).max(60_000)
 }
 
-/// Spends one request at `now`: `Ok(sent)` (this send is the window's
-/// `sent`th, 0 when the window is not counted) or `Err(until)` to wait.
-/// `shared` is what the store holds for the key (`None`: nothing, or a state
-/// the store cannot count with); it is updated in place.
-pub(crate) fn spend(shared: &mut Option<Shared>, view: Option<View>, now: u64) -> Result<u64, u64> {
-    let stored = shared.take().filter(|s| s.limit > 0 || now < s.end);
+/// Spends one send at `now` from each window it has a part in (`parts`, by
+/// slot): all of them, or, when any is short or the key cools down until
+/// `cooled` (0: it does not), none, and `Err(until)` the latest time the
+/// cooldown or one of those short asks to wait until. `windows` is what the
+/// store holds for each slot (`None`: nothing, or a state the store cannot
+/// count with); each is updated in place, rolled and told what the asker
+/// knows even when nothing is spent: a 429's cooldown holds every sender,
+/// and the asks it holds are how its window's end and limit reach the store.
+pub(crate) fn spend_all(
+    windows: &mut [Option<Shared>; SLOTS],
+    parts: &[Option<Part>; SLOTS],
+    (now, cooled): (u64, u64),
+) -> Result<(), u64> {
+    let mut wait = Some(cooled).filter(|cooled| *cooled > now);
+    for (slot, (window, part)) in windows.iter_mut().zip(parts).enumerate() {
+        let Some(part) = part else { continue };
+        *window = settle(window.take(), part.view, now, slot == 0);
+        if let Some(Err(until)) = window.as_ref().map(|window| admits(window, part.cost, now)) {
+            wait = wait.max(Some(until));
+        }
+    }
+    if let Some(until) = wait {
+        return Err(until);
+    }
+    for (window, part) in windows.iter_mut().zip(parts) {
+        if let (Some(window), Some(part)) = (window.as_mut(), part) {
+            take(window, part.cost);
+        }
+    }
+    Ok(())
+}
+
+/// The window `now` is in, from what the store holds (`stored`) and what the
+/// asker knows (`view`): rolled, its end corrected, at least `used` spent;
+/// `None` when there is nothing to count with. A window whose end nobody
+/// knows is an open count (no limit, `end` its expiry), so that the first
+/// view knows how many went: the next one after a window that cannot be
+/// rolled (its length unknown), and with `open` (requests) the first one.
+fn settle(stored: Option<Shared>, view: Option<View>, now: u64, open: bool) -> Option<Shared> {
+    let stored = stored.filter(|s| s.limit > 0 || now < s.end);
+    let fresh = Shared { end: now + OPEN_FOR, ..Shared::default() };
     let mut state = match (stored, view.filter(|v| v.end > now)) {
         (Some(state), _) if state.limit > 0 => state,
         // An open count meets its first view: what it counted went in this window.
-        (open, Some(view)) => {
+        (counted, Some(view)) => {
             let origin = if view.told { view.end } else { 0 };
-            let spent = open.map_or(0, |open| open.spent);
+            let spent = counted.map_or(0, |counted| counted.spent);
             Shared { end: view.end, length: view.length, limit: view.limit, spent, told: view.told, origin }
         }
-        // Nothing known yet: count the sends for a while (an open count: no
-        // limit, `end` its expiry), so the first view knows how many went.
-        (open, None) => {
-            let open = open.unwrap_or(Shared { end: now + OPEN_FOR, ..Shared::default() });
-            let open = Shared { spent: open.spent + 1, ..open };
-            *shared = Some(open);
-            return Ok(open.spent);
-        }
+        (Some(counted), None) => return Some(counted),
+        (None, None) => return open.then_some(fresh),
     };
     if let Some(view) = view {
         // The latest asker's limit is the freshest; a length measured here beats an asker's.
         state.limit = view.limit;
         state.length = if state.length > 0 { state.length } else { view.length };
     }
+    // Over, and when the next window ends is not known yet: its sends are counted until a view opens it.
     if !roll(&mut state, view, now) {
-        return Ok(0);
+        return Some(fresh);
     }
     if let Some(view) = view.filter(|v| v.told && v.end.abs_diff(state.end) < same_window(state.length)) {
         // The first told end of a window replaces the rolled one; later ones may only be earlier.
@@ -145,18 +211,33 @@ pub(crate) fn spend(shared: &mut Option<Shared>, view: Option<View>, now: u64) -
         state.told = true;
         measure(&mut state);
         if !roll(&mut state, None, now) {
-            return Ok(0);
+            return Some(fresh);
         }
     }
+    // What the asker knows is used of this window (not of another): the store counts no less.
+    if let Some(used) = view.filter(|v| v.end.abs_diff(state.end) < same_window(state.length)).and_then(|v| v.used) {
+        state.spent = state.spent.max(used);
+    }
+    Some(state)
+}
+
+/// Whether `state` admits a send of `cost` at `now`, or until when to wait:
+/// past its end and guard. An open count admits every send; a cost above the
+/// whole limit is not held (no window admits it).
+fn admits(state: &Shared, cost: u64, now: u64) -> Result<(), u64> {
+    if state.limit == 0 {
+        return Ok(());
+    }
     let guard = guard(state.length);
-    let answer = if now + guard >= state.end || state.spent >= state.limit {
-        Err(state.end + guard)
-    } else {
-        state.spent += 1;
-        Ok(state.spent)
-    };
-    *shared = Some(state);
-    answer
+    let short = cost <= state.limit && state.spent.saturating_add(cost) > state.limit;
+    if now + guard >= state.end || short { Err(state.end + guard) } else { Ok(()) }
+}
+
+/// Spends `cost` of `state`; a cost above the whole limit spends nothing (the server refuses it).
+fn take(state: &mut Shared, cost: u64) {
+    if state.limit == 0 || cost <= state.limit {
+        state.spent = state.spent.saturating_add(cost);
+    }
 }
 
 /// Measures the length from the origin to the current (told) end, or makes
@@ -202,7 +283,16 @@ mod tests {
     use super::*;
 
     fn view(end: u64, length: u64, limit: u64, told: bool) -> Option<View> {
-        Some(View { end, length, limit, told })
+        Some(View { end, length, limit, told, used: None })
+    }
+
+    /// Spends one request at `now` alone: `Ok(sent)` (this send is the
+    /// window's `sent`th, 0 when the window is not counted) or `Err(until)`.
+    fn spend(shared: &mut Option<Shared>, view: Option<View>, now: u64) -> Result<u64, u64> {
+        let mut windows = [shared.take(), None, None, None];
+        let answer = spend_all(&mut windows, &[Some(Part { view, cost: 1 }), None, None, None], (now, 0));
+        *shared = windows[0];
+        answer.map(|()| shared.map_or(0, |s| s.spent))
     }
 
     /// Spends `n` at `now`, returning the answers.
@@ -293,11 +383,70 @@ mod tests {
     fn without_a_length_the_next_askers_view_opens_the_next_window() {
         let mut shared = None;
         assert_eq!(spend_n(&mut shared, view(1_200, 0, 1, true), 1_000, 2), [Ok(1), Err(1_202)]);
-        assert_eq!(spend(&mut shared, view(1_190, 0, 1, false), 1_202), Ok(0), "a stale view: not counted");
-        assert_eq!(shared, None);
-        assert_eq!(spend_n(&mut shared, view(1_400, 0, 1, false), 1_203, 2), [Ok(1), Err(1_402)]);
+        // Over, with a stale view: counted for the window to come (an open count).
+        assert_eq!(spend(&mut shared, view(1_190, 0, 1, false), 1_202), Ok(1));
+        assert_eq!(spend(&mut shared, None, 1_202), Ok(2));
+        assert_eq!(spend(&mut shared, view(1_400, 0, 3, false), 1_203), Ok(3), "two went in it already");
+        assert_eq!(spend(&mut shared, view(1_400, 0, 3, false), 1_203), Err(1_402));
         // Learned later: the length and the limit of the latest asker.
-        assert_eq!(spend(&mut shared, view(1_400, 200, 2, false), 1_300), Ok(2));
+        assert_eq!(spend(&mut shared, view(1_400, 200, 4, false), 1_300), Ok(4));
         assert_eq!(spend(&mut shared, None, 1_500), Ok(1), "rolled by the store");
+    }
+
+    /// A send of one request and `tokens.0` tokens, each window as the asker knows it.
+    fn send(
+        windows: &mut [Option<Shared>; SLOTS],
+        requests: Option<View>,
+        tokens: (u64, Option<View>),
+        now: u64,
+    ) -> Result<(), u64> {
+        let parts = [Some(Part { view: requests, cost: 1 }), Some(Part { view: tokens.1, cost: tokens.0 }), None, None];
+        spend_all(windows, &parts, (now, 0))
+    }
+
+    fn spent(windows: &[Option<Shared>; SLOTS]) -> (u64, u64) {
+        (windows[0].map_or(0, |w| w.spent), windows[1].map_or(0, |w| w.spent))
+    }
+
+    #[test]
+    fn a_send_spends_its_request_and_its_tokens_together_or_neither() {
+        let mut w = Default::default();
+        // 2 requests per 200 ms; 5 000 tokens per 300 ms (guard 11 ms), a window of its own.
+        let (requests, tokens) = (view(1_200, 200, 2, true), view(1_300, 300, 5_000, true));
+        assert_eq!(send(&mut w, requests, (3_000, tokens), 1_000), Ok(()));
+        // 2 000 tokens are left: 2 500 wait for the token window, and spend no request either.
+        assert_eq!(send(&mut w, requests, (2_500, tokens), 1_000), Err(1_311));
+        assert_eq!(spent(&w), (1, 3_000));
+        assert_eq!(send(&mut w, requests, (2_000, tokens), 1_000), Ok(()));
+        assert_eq!(spent(&w), (2, 5_000));
+        // Both short: the later of their ends.
+        assert_eq!(send(&mut w, requests, (10, tokens), 1_000), Err(1_311));
+        // Both rolled by their own lengths; an asker that knows neither is counted in both.
+        assert_eq!(send(&mut w, None, (5_000, None), 1_311), Ok(()));
+        assert_eq!((w[0].unwrap().end, w[1].unwrap().end, spent(&w)), (1_400, 1_600, (1, 5_000)));
+        // A cost above the whole limit is not held: no window admits it. It spends no token.
+        assert_eq!(send(&mut w, None, (6_000, None), 1_320), Ok(()));
+        assert_eq!(spent(&w), (2, 5_000));
+    }
+
+    #[test]
+    fn a_token_window_opens_with_its_first_view_and_counts_no_less_than_its_askers_know() {
+        let mut w = Default::default();
+        // Nobody knows the token window yet: sends are not counted in it (requests are).
+        assert_eq!(send(&mut w, None, (3_000, None), 1_000), Ok(()));
+        assert_eq!(w[1], None);
+        // The first view: 3 000 of 5 000 used (a server's figure and the asker's sends since).
+        let used = |end, used| Some(View { used: Some(used), ..view(end, 0, 5_000, true).unwrap() });
+        assert_eq!(send(&mut w, None, (1_500, used(1_300, 3_000)), 1_010), Ok(()));
+        assert_eq!(spent(&w).1, 4_500);
+        // Another window's figure says nothing of this one; one that says less lowers nothing.
+        assert_eq!(send(&mut w, None, (400, used(1_250, 4_900)), 1_020), Ok(()));
+        assert_eq!(send(&mut w, None, (100, used(1_302, 1_000)), 1_030), Ok(()));
+        assert_eq!(spent(&w).1, 5_000);
+        // One that says more raises it: nothing fits until the end (and its guard, 2 ms without a length).
+        let mut w = Default::default();
+        assert_eq!(send(&mut w, None, (1_000, used(1_300, 1_000)), 1_000), Ok(()));
+        assert_eq!(send(&mut w, None, (1_000, used(1_300, 4_500)), 1_010), Err(1_302));
+        assert_eq!(spent(&w).1, 4_500);
     }
 }

@@ -3,23 +3,17 @@
 //! token limits the provider states, and one that does not fit waits for the
 //! window's reset, in arrival order.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest_llm_retry::{ErrorKind, LlmResponseExt};
+use reqwest_llm_retry::{ErrorKind, LlmResponseExt, MemoryStore};
 use reqwest_middleware::ClientWithMiddleware;
-use wiremock::{MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
+use crate::support::tokens::{TokenWindow, body, rejected, two_middlewares_share_a_token_window};
 use crate::support::*;
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
-
-/// A chat body of about `tokens` input tokens (4 bytes each) reserving `max_tokens`.
-fn body(tokens: usize, max_tokens: u64) -> String {
-    let head = format!(r#"{{"model":"m","max_tokens":{max_tokens},"messages":[{{"role":"user","content":""#);
-    let tail = r#""}]}"#;
-    format!("{head}{}{tail}", "x".repeat((tokens * 4).saturating_sub(head.len() + tail.len())))
-}
 
 /// A server that answers its first request with `first` and then plain successes.
 async fn after(
@@ -107,71 +101,6 @@ async fn anthropic_input_and_output_tokens_are_paced_apart() {
     assert_eq!(hits(&server).await, 3);
 }
 
-/// A provider with a fixed token window: `limit` tokens per `window`, from
-/// its start; a request costs its body's bytes / 4 and its `max_tokens`.
-/// Over the limit, OpenAI's 429 with `retry-after-ms`; with `headers`, the
-/// token headers on every answer.
-struct TokenWindow {
-    epoch: Instant,
-    window: Duration,
-    limit: u64,
-    headers: bool,
-    /// The current window's index and the tokens it has admitted.
-    used: Mutex<(u128, u64)>,
-    /// When each request arrived and what it got.
-    log: Log,
-}
-
-/// Each request's arrival and status.
-type Log = Arc<Mutex<Vec<(Instant, u16)>>>;
-
-impl TokenWindow {
-    fn new(window: Duration, limit: u64, headers: bool) -> (TokenWindow, Log) {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let epoch = Instant::now();
-        (TokenWindow { epoch, window, limit, headers, used: Mutex::new((0, 0)), log: log.clone() }, log)
-    }
-}
-
-impl Respond for TokenWindow {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let now = Instant::now();
-        let json: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let cost = (request.body.len() as u64).div_ceil(4) + json["max_tokens"].as_u64().unwrap_or(0);
-        let index = (now - self.epoch).as_nanos() / self.window.as_nanos();
-        let reset = (self.epoch + self.window * (index as u32 + 1)) - now;
-        let reset_ms = reset.as_nanos().div_ceil(1_000_000);
-        let mut used = self.used.lock().unwrap();
-        if used.0 != index {
-            *used = (index, 0);
-        }
-        let fits = used.1 + cost <= self.limit;
-        let template = if fits {
-            used.1 += cost;
-            ok()
-        } else {
-            let message = format!(
-                "Rate limit reached for gpt-4o in organization org-test on tokens per min (TPM): Limit {}, Used {}, Requested {cost}. Please try again in {reset_ms}ms.",
-                self.limit, used.1
-            );
-            openai_error(429, "tokens", "rate_limit_exceeded", &message)
-                .insert_header("retry-after-ms", reset_ms.to_string())
-        };
-        self.log.lock().unwrap().push((now, if fits { 200 } else { 429 }));
-        if !self.headers {
-            return template;
-        }
-        template
-            .insert_header("x-ratelimit-limit-tokens", self.limit.to_string())
-            .insert_header("x-ratelimit-remaining-tokens", (self.limit - used.1).to_string())
-            .insert_header("x-ratelimit-reset-tokens", format!("{reset_ms}ms"))
-    }
-}
-
-fn rejected(log: &Mutex<Vec<(Instant, u16)>>) -> usize {
-    log.lock().unwrap().iter().filter(|(_, status)| *status == 429).count()
-}
-
 #[tokio::test]
 async fn without_headers_the_token_limit_is_learned_from_the_429s() {
     let server = MockServer::start().await;
@@ -240,4 +169,11 @@ async fn a_request_larger_than_the_whole_limit_returns_at_once_not_retryable() {
     assert_eq!((error.kind, error.retryable, error.attempts), (ErrorKind::RequestTooLarge, false, 1));
     // The window was not spent: the next request goes at once.
     assert_eq!(waited(&send(&client, &server, ANTHROPIC, body(1_000, 0)).await), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn two_middlewares_share_a_token_window_through_a_memory_store() {
+    let store = Arc::new(MemoryStore::new());
+    let (a, b) = (fast().shared_store(store.clone()).build(), fast().shared_store(store).build());
+    two_middlewares_share_a_token_window(a, b).await;
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use reqwest_llm_retry::store::Spend;
 use reqwest_llm_retry::{LlmResponseExt, RedisStore, SharedStore};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -77,14 +78,14 @@ pub async fn the_later_end_time_wins_whoever_writes_last(on: Deployment) {
         let ttl: i64 = redis.query(redis::cmd("PTTL").arg(&name)).await;
         assert!(ttl > 2000 && ttl <= 3000, "the later end's expiry is kept: {ttl}");
         // A third process, asking before a send, is told to wait for it.
-        assert_eq!(reader.spend("k", None).await.map(epoch_ms), Some(epoch_ms(later)));
+        assert_eq!(reader.spend("k", Spend::new(None)).await.map(epoch_ms), Some(epoch_ms(later)));
         // A later end from the other process replaces it, expiry included.
         let latest = SystemTime::now() + MS(5000);
         b.extend("k", latest).await;
-        assert_eq!(reader.spend("k", None).await.map(epoch_ms), Some(epoch_ms(latest)));
+        assert_eq!(reader.spend("k", Spend::new(None)).await.map(epoch_ms), Some(epoch_ms(latest)));
         let ttl: i64 = redis.query(redis::cmd("PTTL").arg(&name)).await;
         assert!(ttl > 4000 && ttl <= 5000, "{ttl}");
-        assert_eq!(reader.spend("missing", None).await, None);
+        assert_eq!(reader.spend("missing", Spend::new(None)).await, None);
     };
     tokio::time::timeout(DEADLINE, checks).await.expect("every Redis call is bounded");
 }

@@ -1,6 +1,6 @@
 //! The Redis store against a real Redis, a single node and a Redis Cluster:
 //! separately connected stores (as separate processes would have: their own
-//! connection, their own memory) share cooldowns, windows and outages only
+//! connection, their own memory) share cooldowns, request and token windows and outages only
 //! through Redis, in the documented key format, every key expiring; and a
 //! Redis that is down or never answers degrades to memory without failing
 //! or stalling a request.
@@ -18,6 +18,7 @@ mod support;
 
 mod cooldowns;
 mod outages;
+mod tokens;
 mod unreachable;
 mod windows;
 
@@ -46,4 +47,6 @@ on_both! {
     windows::the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries,
     outages::memory_and_redis_stores_speak_the_same_outage_protocol,
     outages::two_instances_share_one_outage_probe,
+    tokens::memory_and_redis_stores_speak_the_same_token_protocol,
+    tokens::two_processes_share_a_token_window_through_redis,
 }

@@ -1,5 +1,6 @@
 //! A Redis that is cut off, or that never answers: requests go on, from the
-//! store's memory, delayed at most by the store's bound on each call.
+//! store's memory and each process's own budgets, delayed at most by the
+//! store's bound on each call.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::cooldowns::limited_once;
 use crate::deployment::*;
 use crate::support::deadline::DEADLINE;
+use crate::support::tokens::body;
 
 /// A TCP proxy to `upstream` that can be cut, to simulate an outage.
 async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -37,13 +39,7 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
     if Deployment::Single.store("").await.is_none() {
         return;
     }
-    let upstream: SocketAddr = {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned());
-        let info = redis::Client::open(url).unwrap().get_connection_info().addr().to_string();
-        let host_port = info.trim_start_matches("redis://").trim_end_matches('/').to_owned();
-        tokio::net::lookup_host(host_port).await.unwrap().next().unwrap()
-    };
-    let (addr, cut) = proxy(upstream).await;
+    let (addr, cut) = proxy(redis_addr().await).await;
     let builder = RedisStore::builder().prefix(unique_prefix("outage")).timeout(MS(100));
     let store = builder.connect(&format!("redis://{addr}/")).await.unwrap();
     // Two middlewares share the store (say, chat and batch settings of one process).
@@ -71,6 +67,54 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
         assert_eq!(resp.status(), 200);
     }
     assert!(started.elapsed() < MS(1000), "an outage costs at most one timeout a second: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn in_an_outage_each_process_paces_its_token_budgets_from_memory() {
+    if Deployment::Single.store("").await.is_none() {
+        return;
+    }
+    let (addr, cut) = proxy(redis_addr().await).await;
+    let builder = RedisStore::builder().prefix(unique_prefix("token-outage")).timeout(MS(100));
+    let store = builder.connect(&format!("redis://{addr}/")).await.unwrap();
+    let server = MockServer::start().await;
+    // The first answer: 5 000 of 40 000 tokens left, for another 300 ms.
+    let told = ResponseTemplate::new(200)
+        .insert_header("x-ratelimit-limit-tokens", "40000")
+        .insert_header("x-ratelimit-remaining-tokens", "5000")
+        .insert_header("x-ratelimit-reset-tokens", "300ms");
+    Mock::given(any()).respond_with(told).up_to_n_times(1).with_priority(1).mount(&server).await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let client = client(&server, fast().shared_store(store).build());
+    let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
+    cut.abort();
+    let _ = cut.await;
+    let send = |tokens| {
+        let request = client.post(&target).bearer_auth("sk-k").body(body(tokens, 256));
+        async move { request.send().await.expect("Redis being down never fails a request") }
+    };
+    let started = Instant::now();
+    let test = async {
+        send(10).await;
+        // 3 256 and then 1 656 fit the 5 000 left: both go at once.
+        for tokens in [3_000, 1_400] {
+            assert_eq!(send(tokens).await.retry_stats().unwrap().waited, Duration::ZERO, "{tokens}");
+        }
+        // 88 are left: 1 756 wait for the reset, as this process alone knows, instead of going.
+        send(1_500).await
+    };
+    let held = tokio::time::timeout(DEADLINE, test).await.expect("no request stalls");
+    assert_eq!((held.status().as_u16(), held.retry_stats().unwrap().attempts), (200, 1));
+    assert!(held.retry_stats().unwrap().waited > MS(150), "{:?}", held.retry_stats());
+    assert!(started.elapsed() >= MS(300), "{:?}", started.elapsed());
+}
+
+/// The address of the Redis at `REDIS_URL`.
+async fn redis_addr() -> SocketAddr {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned());
+    let info = redis::Client::open(url).unwrap().get_connection_info().addr().to_string();
+    let host_port = info.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    tokio::net::lookup_host(host_port).await.unwrap().next().unwrap()
 }
 
 /// A Redis that accepts connections and answers the client's greeting

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest_llm_retry::store::Window;
+use reqwest_llm_retry::store::{Spend, Window};
 use reqwest_llm_retry::{LlmResponseExt, LlmRetryMiddleware, SharedStore};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -58,29 +58,33 @@ pub async fn the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_gua
         // A told window of 2 requests, 300 ms long (guard: 2 ms + 300 / 32 = 11 ms).
         let end = epoch_ms(SystemTime::now() + MS(300));
         let told = Window::new(at_ms(end), 2).with_length(MS(300)).as_told();
-        assert_eq!(a.spend("k", Some(told)).await, None);
+        assert_eq!(a.spend("k", Spend::new(Some(told))).await, None);
         // Another process predicts the end 40 ms later: the same window all the same.
-        assert_eq!(b.spend("k", Some(Window::new(at_ms(end + 40), 2))).await, None);
-        assert_eq!(a.spend("k", Some(told)).await, Some(at_ms(end + 11)), "spent: wait past the end and its guard");
-        assert_eq!(b.spend("k", Some(Window::new(at_ms(end - 50), 2))).await, Some(at_ms(end + 11)));
+        assert_eq!(b.spend("k", Spend::new(Some(Window::new(at_ms(end + 40), 2)))).await, None);
+        assert_eq!(
+            a.spend("k", Spend::new(Some(told))).await,
+            Some(at_ms(end + 11)),
+            "spent: wait past the end and its guard"
+        );
+        assert_eq!(b.spend("k", Spend::new(Some(Window::new(at_ms(end - 50), 2)))).await, Some(at_ms(end + 11)));
         tokio::time::sleep(at_ms(end + 11).duration_since(SystemTime::now()).unwrap_or_default()).await;
         // The next window is the store's, 300 ms on, whatever an asker predicts (here 40 ms early).
         let early = Window::new(at_ms(end + 260), 2);
-        assert_eq!(b.spend("k", Some(early)).await, None);
-        assert_eq!(a.spend("k", None).await, None, "an asker that knows nothing is counted too");
-        assert_eq!(b.spend("k", Some(early)).await, Some(at_ms(end + 300 + 11)));
+        assert_eq!(b.spend("k", Spend::new(Some(early))).await, None);
+        assert_eq!(a.spend("k", Spend::new(None)).await, None, "an asker that knows nothing is counted too");
+        assert_eq!(b.spend("k", Spend::new(Some(early))).await, Some(at_ms(end + 300 + 11)));
         // A server tells this window's end, 4 ms after the rolled one: it replaces it; a
         // later told end of the same window may only be earlier.
         let told_end = |ms| Some(Window::new(at_ms(ms), 2).as_told());
-        assert_eq!(a.spend("k", told_end(end + 304)).await, Some(at_ms(end + 304 + 11)));
-        assert_eq!(b.spend("k", told_end(end + 309)).await, Some(at_ms(end + 304 + 11)));
-        assert_eq!(b.spend("k", told_end(end + 302)).await, Some(at_ms(end + 302 + 11)));
+        assert_eq!(a.spend("k", Spend::new(told_end(end + 304))).await, Some(at_ms(end + 304 + 11)));
+        assert_eq!(b.spend("k", Spend::new(told_end(end + 309))).await, Some(at_ms(end + 304 + 11)));
+        assert_eq!(b.spend("k", Spend::new(told_end(end + 302))).await, Some(at_ms(end + 302 + 11)));
         // Sends before anyone knows the window count in the first one told.
-        assert_eq!(a.spend("n", None).await, None);
-        assert_eq!(b.spend("n", None).await, None);
+        assert_eq!(a.spend("n", Spend::new(None)).await, None);
+        assert_eq!(b.spend("n", Spend::new(None)).await, None);
         let first = Window::new(SystemTime::now() + MS(300), 3).as_told();
-        assert_eq!(a.spend("n", Some(first)).await, None);
-        assert_eq!(a.spend("n", Some(first)).await, Some(at_ms(epoch_ms(first.end) + 2)), "3 went: spent");
+        assert_eq!(a.spend("n", Spend::new(Some(first))).await, None);
+        assert_eq!(a.spend("n", Spend::new(Some(first))).await, Some(at_ms(epoch_ms(first.end) + 2)), "3 went: spent");
     };
     tokio::time::timeout(DEADLINE, test).await.expect("store calls are bounded");
     let keys = on.inspect().await.keys_that_expire(&prefix).await;

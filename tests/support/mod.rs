@@ -11,7 +11,9 @@
 //! - [`dns`]: resolvers that count lookups or fail them;
 //! - [`logs`]: every `tracing` event of the binary, captured;
 //! - [`streams`]: request bodies as streams;
-//! - [`memory`]: the process's peak resident set.
+//! - [`memory`]: the process's peak resident set;
+//! - [`tokens`]: bodies of a given size, a provider with a token window, and
+//!   the scenario every shared store runs: two middlewares sharing it.
 
 // Each binary uses the part it needs; the rest is dead code in that binary.
 #![allow(dead_code, unused_imports)]
@@ -24,6 +26,7 @@ pub mod memory;
 pub mod raw;
 pub mod responses;
 pub mod streams;
+pub mod tokens;
 
 pub use clients::*;
 pub use deadline::DEADLINE;

@@ -35,6 +35,7 @@ use crate::clock::Instant;
 use cost::input_tokens;
 pub(crate) use cost::{Cost, Family};
 pub(crate) use said::{Said, limit_in_message};
+pub(super) use window::Known;
 use window::Window;
 
 use crate::provider::Provider;
@@ -67,12 +68,16 @@ pub(crate) struct Ask<'a> {
     cost: Option<Cost>,
     /// Its place among the waiters, once it has waited.
     pub(super) ticket: Option<u64>,
+    /// Whether this process's budgets let the send go (as a scout, or not)
+    /// before a store admitted it: the store, which counts the whole fleet,
+    /// has the last word, so they are not asked again.
+    cleared: Option<bool>,
 }
 
 impl<'a> Ask<'a> {
     /// A request with `body` that first asked at `since`.
     pub(crate) fn new(body: Option<&'a [u8]>, since: Instant) -> Self {
-        Ask { body, since, cost: None, ticket: None }
+        Ask { body, since, cost: None, ticket: None, cleared: None }
     }
 
     /// Whether a waiter came before this request.
@@ -87,6 +92,40 @@ impl<'a> Ask<'a> {
     fn cost(&mut self) -> Cost {
         *self.cost.get_or_insert_with(|| self.body.map(Cost::of).unwrap_or_default())
     }
+
+    /// The store refused the send: this process's budgets are asked again next time.
+    pub(super) fn refused(&mut self) {
+        self.cleared = None;
+    }
+}
+
+/// A send's part in the token windows a store shares, per [`Family`]: its
+/// cost, and the window as this process knows it.
+pub(super) type StorePart = [Option<(u64, Option<Known>)>; 3];
+
+/// What the token budgets of a key (`tokens`, once a limit is known) say
+/// before a store is asked about the send numbered `next_seq`: `Err(wait)`
+/// when it does not fit what this process knows (it keeps its place, and the
+/// store is not asked); else its part in the store's token windows. A key
+/// without budgets yet sends its cost all the same, to be counted in windows
+/// other processes know.
+pub(super) fn for_store(
+    tokens: Option<&mut Tokens>,
+    ask: &mut Ask<'_>,
+    (provider, next_seq): (Provider, u64),
+    now: Instant,
+) -> Result<StorePart, Duration> {
+    let Some(tokens) = tokens else {
+        return Ok(ask.cost().per_family(provider).map(|cost| cost.map(|cost| (cost, None))));
+    };
+    ask.cleared = None;
+    let verdict = tokens.check(ask, next_seq, now);
+    if let TokenGate::Wait(wait) = verdict {
+        return Err(wait);
+    }
+    ask.cleared = Some(verdict == TokenGate::Scout);
+    let cost = ask.cost().per_family(provider);
+    Ok(std::array::from_fn(|f| cost[f].map(|cost| (cost, tokens.windows[f].known(tokens.sent[f], now)))))
 }
 
 /// What the token budgets say before a send.
@@ -114,6 +153,9 @@ struct Waiter {
     since: Instant,
     ticket: u64,
     cost: [Option<u64>; 3],
+    /// Whether it waits for tokens (its own, or a fleet's window), rather
+    /// than for a cooldown: then it is released in line.
+    in_line: bool,
 }
 
 /// The token budgets of one key.
@@ -136,6 +178,9 @@ pub(super) struct Tokens {
     scout: Option<(u64, Instant)>,
     /// The largest output reservation found: what an unsearched send is charged.
     output_seen: u64,
+    /// Until when a 429 about tokens holds the key: those it holds wait for
+    /// tokens, and go in line.
+    refused_until: Option<Instant>,
     used: Instant,
 }
 
@@ -156,6 +201,7 @@ impl Tokens {
             next_ticket: 1,
             scout: None,
             output_seen: 0,
+            refused_until: None,
             used: now,
         })
     }
@@ -184,8 +230,12 @@ impl Tokens {
         for (f, window) in self.windows.iter_mut().enumerate() {
             window.roll(now, self.sent[f], next_seq - 1);
         }
+        if let Some(scout) = ask.cleared.take() {
+            return if scout { TokenGate::Scout } else { TokenGate::Go };
+        }
+        let held = self.refused_until.filter(|until| *until > now);
         let left: [Option<u64>; 3] = std::array::from_fn(|f| self.windows[f].left(self.sent[f]));
-        if self.queue.is_empty() && ask.cost.is_none() && self.far(&left, ask) {
+        if self.queue.is_empty() && ask.cost.is_none() && held.is_none() && self.far(&left, ask) {
             return if self.half_left(&left) { TokenGate::Far } else { TokenGate::Go };
         }
         let cost = ask.cost();
@@ -193,10 +243,10 @@ impl Tokens {
         let mine = cost.per_family(self.provider);
         // What the earlier waiters can use of this window is theirs. Just before
         // a reset, nothing is: a send then may land in the next window, which
-        // this process would count whole.
+        // this process would count whole. Nor while a 429 holds the key.
         let mut free = left;
         for (free, window) in free.iter_mut().zip(&self.windows) {
-            if window.reset_at.is_some_and(|reset_at| reset_at <= now + GUARD) {
+            if held.is_some() || window.reset_at.is_some_and(|reset_at| reset_at <= now + GUARD) {
                 *free = free.map(|_| 0);
             }
         }
@@ -208,26 +258,34 @@ impl Tokens {
         if self.fits(&mine, &free) {
             return TokenGate::Go;
         }
-        self.enqueue(ask, mine);
-        self.wait(&mine, &free, now)
+        self.enqueue(ask, mine, true);
+        match held {
+            Some(until) => TokenGate::Wait(until - now),
+            None => self.wait(&mine, &free, now),
+        }
     }
 
     /// Gives `ask` its place among the waiters, by when it first asked.
-    fn enqueue(&mut self, ask: &mut Ask<'_>, cost: [Option<u64>; 3]) {
-        if ask.ticket.is_some() {
+    fn enqueue(&mut self, ask: &mut Ask<'_>, cost: [Option<u64>; 3], in_line: bool) {
+        if let Some(ticket) = ask.ticket {
+            if let Some(waiter) = self.queue.iter_mut().find(|w| w.ticket == ticket) {
+                waiter.in_line |= in_line;
+            }
             return;
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         ask.ticket = Some(ticket);
         let at = self.queue.iter().position(|w| w.since > ask.since).unwrap_or(self.queue.len());
-        self.queue.insert(at, Waiter { since: ask.since, ticket, cost });
+        self.queue.insert(at, Waiter { since: ask.since, ticket, cost, in_line });
     }
 
-    /// `ask` waits for something else (a cooldown): it keeps its place for when that ends.
-    pub(super) fn hold_place(&mut self, ask: &mut Ask<'_>) {
+    /// `ask` waits for something else (a cooldown), or a store refused it: it
+    /// keeps its place for when that ends, in line when it waits for tokens
+    /// (`for_tokens`: the store's window, or a 429 about tokens).
+    pub(super) fn hold_place(&mut self, ask: &mut Ask<'_>, for_tokens: bool) {
         let cost = ask.cost().per_family(self.provider);
-        self.enqueue(ask, cost);
+        self.enqueue(ask, cost, for_tokens);
     }
 
     /// Far from empty: every budget has room for the body and the largest
@@ -311,6 +369,22 @@ impl Tokens {
         self.queue.retain(|w| w.ticket != ticket);
     }
 
+    /// Each window as this process knows it, per [`Family`], now.
+    pub(super) fn known(&self, now: Instant) -> [Option<Known>; 3] {
+        std::array::from_fn(|f| self.windows[f].known(self.sent[f], now))
+    }
+
+    /// Whether a 429 about tokens cools the key down at `now`.
+    pub(super) fn cooled_for_tokens(&self, now: Instant) -> bool {
+        self.refused_until.is_some_and(|until| until > now)
+    }
+
+    /// How many waiters are ahead of the one holding `ticket`, if it waits in line for tokens.
+    pub(super) fn place(&self, ticket: u64) -> Option<usize> {
+        let place = self.queue.iter().position(|w| w.ticket == ticket)?;
+        self.queue[place].in_line.then_some(place)
+    }
+
     /// What this process had spent up to the send `seq`, if it is known:
     /// sends from before the budgets existed at their average.
     fn mark_of(&self, seq: u64) -> Option<[u64; 3]> {
@@ -336,6 +410,14 @@ impl Tokens {
         if let Some(limits) = limits {
             self.calibrate(seq, limits);
         }
+        if let (Some(Said { tokens: Some(_), .. }), Some(wait)) = refused {
+            // The first 429s of a key come to requests sent before any limit was known, all of
+            // them early: each comes back up to its retry's jitter after the wait (10 %, at most
+            // 1 s), and the requests sent since wait as long, to go in line behind them.
+            let blind = self.windows.iter().all(|w| w.limit.is_none());
+            let held = if blind { wait.saturating_add(crate::backoff::server_jitter(wait)) } else { wait };
+            self.refused_until = self.refused_until.max(now.checked_add(held));
+        }
         let Some(mark) = self.mark_of(seq) else { return };
         if let Some(limits) = limits {
             for f in Family::ALL {
@@ -349,8 +431,8 @@ impl Tokens {
         if let (Some(Said { tokens: Some(f), limit, used }), wait) = refused
             && !self.windows[f as usize].headers
         {
-            let end = wait.and_then(|wait| now.checked_add(wait));
-            self.windows[f as usize].refused((seq, mark[f as usize]), limit, used, end);
+            let told = wait.and_then(|wait| Some((now.checked_add(wait)?, wait)));
+            self.windows[f as usize].refused((seq, mark[f as usize]), limit, used, told);
         }
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct Window {
     floor: u64,
     /// When the window resets, if known.
     pub(super) reset_at: Option<Instant>,
+    /// Whether a server told `reset_at` (rather than this process predicting it).
+    told: bool,
     /// Whether headers state this limit: then each response tells the reset.
     pub(super) headers: bool,
     /// Taken off what a header says is left: its rounding (Anthropic: to the nearest thousand).
@@ -63,6 +65,21 @@ impl Window {
         self.mark = sent;
         self.floor = last_seq + 1;
         self.reset_at = if self.headers { None } else { self.ends.next_after(now) };
+        self.told = false;
+    }
+
+    /// The window as a store is told of it, after everything this process
+    /// spent up to `sent`: its end (told, or predicted), its limit, its length
+    /// when measured, and what is used of it (the limit less what is left);
+    /// `None` while the limit or the end is unknown.
+    pub(super) fn known(&self, sent: u64, now: Instant) -> Option<Known> {
+        let limit = self.limit?;
+        let (end, told) = match self.reset_at {
+            Some(reset_at) => (reset_at, self.told),
+            None => (self.ends.next_after(now)?, false),
+        };
+        let used = self.left(sent).map(|left| limit.saturating_sub(left));
+        Some(Known { end, told, length: self.ends.length, limit, used })
     }
 
     /// A header's figures after the send `seq`, this process having spent
@@ -78,7 +95,7 @@ impl Window {
         self.headers = true;
         self.limit = limit.or(self.limit);
         let Some(end) = now.checked_add(reset) else { return };
-        self.ends.told(end);
+        self.ends.told(end, reset);
         self.take((seq, mark), remaining, Some(end));
     }
 
@@ -103,19 +120,37 @@ impl Window {
         let tighter = self.remaining.is_none_or(|held| remaining.saturating_add(mark) < held.saturating_add(self.mark));
         if later || (same && tighter) {
             (self.mark, self.remaining) = (mark, Some(remaining));
+            self.told |= end.is_some();
             self.reset_at = end.or(self.reset_at);
         }
     }
 
     /// A 429 for the send `seq` whose message names this limit: `used` of
-    /// `limit` spent (all of it when not said), the window ending at `end`.
-    pub(super) fn refused(&mut self, (seq, mark): (u64, u64), limit: u64, used: Option<u64>, end: Option<Instant>) {
+    /// `limit` spent (all of it when not said), the window ending at `end`,
+    /// in `wait` (`told`).
+    pub(super) fn refused(
+        &mut self,
+        (seq, mark): (u64, u64),
+        limit: u64,
+        used: Option<u64>,
+        told: Option<(Instant, Duration)>,
+    ) {
         self.limit = Some(limit);
-        if let Some(end) = end {
-            self.ends.told(end);
+        if let Some((end, wait)) = told {
+            self.ends.told(end, wait);
         }
-        self.take((seq, mark), used.map_or(0, |used| limit.saturating_sub(used)), end);
+        self.take((seq, mark), used.map_or(0, |used| limit.saturating_sub(used)), told.map(|(end, _)| end));
     }
+}
+
+/// A token window as this process knows it, for a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::cooldown) struct Known {
+    pub(in crate::cooldown) end: Instant,
+    pub(in crate::cooldown) told: bool,
+    pub(in crate::cooldown) length: Option<Duration>,
+    pub(in crate::cooldown) limit: u64,
+    pub(in crate::cooldown) used: Option<u64>,
 }
 
 /// Window ends a server told, and the window's length once two are apart.
@@ -123,12 +158,26 @@ impl Window {
 struct Ends {
     anchor: Option<Instant>,
     length: Option<Duration>,
+    /// How many windows apart the two ends that last measured the length were.
+    spanned: u32,
+    /// The longest wait for an end told: no window is shorter.
+    longest: Duration,
 }
 
+/// How far a told end may be off: it is rounded up to the millisecond
+/// (`retry-after-ms`, "try again in 644ms") and late by a response's latency.
+/// A length measured from two of them is off by as much, over the windows
+/// between them, and a prediction by that much for each window it reaches.
+const TOLD_WITHIN: Duration = Duration::from_millis(2);
+
 impl Ends {
-    /// A told end: the same window's (kept at the earliest, the least late),
-    /// or a later one, which measures the length: whole windows apart.
-    fn told(&mut self, end: Instant) {
+    /// An end told `wait` ahead: the same window's (kept at the earliest, the
+    /// least late), or a later one, which measures the length: whole windows
+    /// apart. The first length is taken only from ends surely one window
+    /// apart, less than two of the longest wait: a process of a fleet may hear
+    /// of one window's end, and of the next only many windows later.
+    fn told(&mut self, end: Instant, wait: Duration) {
+        self.longest = self.longest.max(wait);
         let Some(anchor) = self.anchor else {
             self.anchor = Some(end);
             return;
@@ -137,20 +186,28 @@ impl Ends {
             self.anchor = Some(anchor.min(end));
         } else if end > anchor {
             let apart = end - anchor;
-            let windows =
-                self.length.map_or(1.0, |length| (apart.as_secs_f64() / length.as_secs_f64()).round().max(1.0));
-            self.length = Some(apart.div_f64(windows));
+            let windows = match self.length {
+                Some(length) => (apart.as_secs_f64() / length.as_secs_f64()).round().max(1.0) as u32,
+                None if apart < self.longest * 2 => 1,
+                None => 0,
+            };
+            if windows > 0 {
+                (self.length, self.spanned) = (Some(apart / windows), windows);
+            }
             self.anchor = Some(end);
         }
     }
 
     /// The first end after `now`, predicted from the last told one, a little
-    /// late (early would release requests into a window that is still full).
+    /// late (early would release requests into a window that is still full):
+    /// 1/64 of a window, and what the length may be off by, for each window
+    /// since the told end.
     fn next_after(&self, now: Instant) -> Option<Instant> {
         let (anchor, length) = (self.anchor?, self.length.filter(|l| !l.is_zero())?);
-        let late = length / 64 + Duration::from_millis(1);
         let passed = now.checked_duration_since(anchor).map_or(0, |d| d.as_nanos() / length.as_nanos());
-        anchor.checked_add(length.checked_mul(u32::try_from(passed + 1).ok()?)? + late)
+        let windows = u32::try_from(passed + 1).ok()?;
+        let late = length / 64 + Duration::from_millis(1) + TOLD_WITHIN * windows / self.spanned.max(1);
+        anchor.checked_add(length.checked_mul(windows)? + late)
     }
 }
 
@@ -189,27 +246,45 @@ mod tests {
     fn a_429_names_the_limit_and_its_end_and_two_ends_give_the_length() {
         let t0 = Instant::now();
         let mut w = Window::default();
-        // "Limit 40000, Used 38112", send 5 (whose own cost is in its mark) refused; over at 1.2 s.
-        w.refused((5, 12_000), 40_000, Some(38_112), Some(t0 + MS(1_200)));
+        // "Limit 40000, Used 38112", send 5 (whose own cost is in its mark) refused; over in 1.2 s.
+        w.refused((5, 12_000), 40_000, Some(38_112), Some((t0 + MS(1_200), MS(1_200))));
         assert_eq!(w.left(12_000), Some(1_888));
         w.roll(t0 + MS(1_200), 12_000, 9);
         assert_eq!((w.left(12_000), w.reset_at), (Some(40_000), None), "the next end is not known yet");
         // Anthropic says no figure: nothing is left. Its end is one window after the first.
-        w.refused((12, 50_000), 40_000, None, Some(t0 + MS(2_201)));
+        w.refused((12, 50_000), 40_000, None, Some((t0 + MS(2_201), MS(700))));
         assert_eq!(w.left(50_000), Some(0));
         w.roll(t0 + MS(2_201), 50_000, 14);
         let next = w.reset_at.expect("predicted");
-        assert_eq!(next, t0 + MS(2_201) + MS(1_001) + MS(1_001) / 64 + MS(1));
+        assert_eq!(next, t0 + MS(2_201) + MS(1_001) + MS(1_001) / 64 + MS(1) + TOLD_WITHIN);
         // Ends of one window, told a few ms apart, are one end.
         let mut ends = Ends::default();
-        ends.told(t0 + MS(1_000));
-        ends.told(t0 + MS(995));
-        ends.told(t0 + MS(1_010));
+        ends.told(t0 + MS(1_000), MS(900));
+        ends.told(t0 + MS(995), MS(800));
+        ends.told(t0 + MS(1_010), MS(10));
         assert_eq!((ends.anchor, ends.length), (Some(t0 + MS(995)), None));
         // Three windows apart once the length is known: refined, not tripled.
-        ends.told(t0 + MS(1_995));
-        ends.told(t0 + MS(4_995));
+        ends.told(t0 + MS(1_995), MS(30));
+        ends.told(t0 + MS(4_995), MS(30));
         assert_eq!(ends.length, Some(MS(1_000)));
-        assert_eq!(ends.next_after(t0 + MS(7_500)), Some(t0 + MS(7_995) + MS(1_000) / 64 + MS(1)));
+        // Predicted a little late, and later the further from the told end: measured over 3
+        // windows, the length is off by at most 2/3 ms.
+        let late = |windows: u32| MS(1_000) / 64 + MS(1) + TOLD_WITHIN * windows / 3;
+        assert_eq!(ends.next_after(t0 + MS(5_500)), Some(t0 + MS(5_995) + late(1)));
+        assert_eq!(ends.next_after(t0 + MS(7_500)), Some(t0 + MS(7_995) + late(3)));
+    }
+
+    #[test]
+    fn ends_that_may_be_windows_apart_give_no_first_length() {
+        // Heard at 3 ms into one window, then only 12 windows later: 12 s is not a window's length.
+        let t0 = Instant::now();
+        let mut ends = Ends::default();
+        ends.told(t0 + MS(1_000), MS(997));
+        ends.told(t0 + MS(13_000), MS(40));
+        assert_eq!((ends.anchor, ends.length), (Some(t0 + MS(13_000)), None));
+        assert_eq!(ends.next_after(t0 + MS(13_500)), None, "the next reset is not made up");
+        // Less than two of the longest wait apart: the next window's end, surely.
+        ends.told(t0 + MS(14_000), MS(300));
+        assert_eq!(ends.length, Some(MS(1_000)));
     }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use redis::IntoConnectionInfo;
 
 use super::outage::RECORD_TTL;
-use super::window::{self, View};
-use super::{MemoryStore, OutageQuery, OutageReport, OutageTurn, SharedStore, StoreFuture, Window, sealed};
+use super::window::{self, SLOTS};
+use super::{MemoryStore, OutageQuery, OutageReport, OutageTurn, SharedStore, Spend, StoreFuture, sealed};
 use connection::Connection;
 pub use connection::RedisStoreBuilder;
 
@@ -61,13 +61,18 @@ const BACK_OFF: Duration = Duration::from_secs(1);
 ///   region and service, not of the signature). The value is the cooldown's
 ///   end in milliseconds since the Unix epoch, as a decimal integer; the key
 ///   expires then.
-/// - **Window**: `{prefix}v2:{<key>}:budget`, a hash of decimal integers:
-///   `end` (the window's end, epoch milliseconds), `length` (ms, 0 when
-///   unknown), `limit` (0 while sends are counted before anyone knows the
-///   window), `spent`, `told` (1 when a server told `end`, 0 when rolled) and
-///   `origin` (the earliest told end of an earlier window, 0 when none). It
-///   expires eight windows (at least a minute) after `end`, or a second after
-///   the first send it counted with no window known.
+/// - **Window**: `{prefix}v2:{<key>}:budget` for requests, and for each
+///   token limit the key has `{prefix}v2:{<key>}:tokens`,
+///   `{prefix}v2:{<key>}:input-tokens` or `{prefix}v2:{<key>}:output-tokens`:
+///   a hash of decimal integers, `end` (the window's end, epoch
+///   milliseconds), `length` (ms, 0 when unknown), `limit` (requests or
+///   tokens; 0 while sends are counted before anyone knows the window),
+///   `spent` (requests or tokens), `told` (1 when a server told
+///   `end`, 0 when rolled) and `origin` (the earliest told end of an earlier
+///   window, 0 when none). Each expires eight windows (at least a minute)
+///   after `end`, or, while no one knows when its window ends (`limit` 0,
+///   `end` then the expiry), a second after the first send it counted. One
+///   script call reads and writes all of a key's windows.
 /// - **Outage**: `{prefix}v2:outage:{<host>:<port>}`, a hash (field `next`:
 ///   when the next probe is due, while the host is down; field `up`: when it
 ///   recovered; epoch milliseconds), living 60 s after its last news; the
@@ -181,8 +186,12 @@ impl RedisStore {
     }
 }
 
-/// The Redis key of a rate-limit key (see "Key format"): its cooldown; the
-/// window's hash appends `:budget`.
+/// What each window's hash appends to its key's cooldown name, by slot
+/// (requests, tokens, input tokens, output tokens).
+const WINDOWS: [&str; SLOTS] = ["budget", "tokens", "input-tokens", "output-tokens"];
+
+/// The Redis key of a rate-limit key (see "Key format"): its cooldown; each
+/// window's hash appends one of [`WINDOWS`].
 fn cooldown_name(prefix: &str, key: &str) -> String {
     format!("{prefix}{FORMAT}{{{key}}}")
 }
@@ -206,8 +215,8 @@ impl SharedStore for RedisStore {
         Box::pin(self.extend_shared(key, until))
     }
 
-    fn spend<'a>(&'a self, key: &'a str, window: Option<Window>) -> StoreFuture<'a, Option<SystemTime>> {
-        Box::pin(self.spend_shared(key, window))
+    fn spend<'a>(&'a self, key: &'a str, spend: Spend) -> StoreFuture<'a, Option<SystemTime>> {
+        Box::pin(self.spend_shared(key, spend))
     }
 
     fn outage<'a>(&'a self, host: &'a str, query: OutageQuery) -> StoreFuture<'a, OutageTurn> {
@@ -231,15 +240,22 @@ impl RedisStore {
         self.bounded("extend", invocation.invoke_async::<i64>(&mut connection)).await;
     }
 
-    async fn spend_shared(&self, key: &str, window: Option<Window>) -> Option<SystemTime> {
+    async fn spend_shared(&self, key: &str, spend: Spend) -> Option<SystemTime> {
         let now = SystemTime::now();
         let local = self.fallback.cooldown_at(key, now);
         let name = cooldown_name(&self.prefix, key);
         let mut invocation = self.spend.key(&name);
-        invocation.key(format!("{name}:budget"));
-        let view = window.and_then(View::of).unwrap_or(View { end: 0, length: 0, limit: 0, told: false });
-        invocation.arg(window::epoch_ms(now)).arg(view.end).arg(view.length).arg(view.limit).arg(u8::from(view.told));
-        invocation.arg(window::OPEN_FOR);
+        for window in WINDOWS {
+            invocation.key(format!("{name}:{window}"));
+        }
+        invocation.arg(window::epoch_ms(now)).arg(window::OPEN_FOR);
+        for part in spend.parts() {
+            let view = part.and_then(|part| part.view);
+            let (end, length, limit, told) = view.map_or((0, 0, 0, false), |v| (v.end, v.length, v.limit, v.told));
+            let used = view.and_then(|v| v.used).map_or(-1, |used| i64::try_from(used).unwrap_or(i64::MAX));
+            invocation.arg(u8::from(part.is_some())).arg(end).arg(length).arg(limit).arg(u8::from(told));
+            invocation.arg(used).arg(part.map_or(0, |part| part.cost));
+        }
         let mut connection = self.connection.clone();
         // On an outage, memory answers: the cooldowns this process knows, and its own pacing.
         let remote = self
@@ -325,7 +341,9 @@ mod tests {
         for prefix in ["llmretry:", "a{b:", "x{}:", "{tenant-7}:", "}{"] {
             let prefix = &RedisStore::builder().prefix(prefix).prefix;
             let cooldown = cooldown_name(prefix, key);
-            assert_eq!(hash_tag(&cooldown), hash_tag(&format!("{cooldown}:budget")), "{prefix}");
+            for window in WINDOWS {
+                assert_eq!(hash_tag(&cooldown), hash_tag(&format!("{cooldown}:{window}")), "{prefix}");
+            }
             let (record, lease) = outage_names(prefix, "api.openai.com:443");
             assert_eq!(hash_tag(&record), hash_tag(&lease), "{prefix}");
         }

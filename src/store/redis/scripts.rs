@@ -12,77 +12,114 @@ if current < tonumber(ARGV[1]) then
 end
 return 1";
 
-/// The cooldown if any (its end), else spends one request of the shared
-/// window (`KEYS[2]`, a hash), or says when to ask again: the rules of
-/// `store::window::spend`, line for line (its tests are this script's
-/// specification; `tests/redis_store.rs` runs both against the same cases).
-/// One round trip per send; the window's key expires eight windows (at least
-/// a minute) after its end. ARGV: now, then the asker's view of the window
-/// (ms since the epoch; all 0 without one): its end, its length (0 when
-/// unknown), its limit, whether a server told the end (1 or 0); then how
-/// long sends are counted before anyone knows the window.
+/// Spends one send from each window it has a part in, all or none, or says
+/// when to ask again (the cooldown's end, or a window's): the rules of
+/// `store::window::spend_all`, line for line (its tests are this script's
+/// specification; `tests/redis_store/` runs both against the same cases).
+/// One round trip per send. KEYS: the cooldown, then the four windows' hashes
+/// (requests, tokens, input tokens, output tokens), each expiring eight
+/// windows (at least a minute) after its end. ARGV: now (ms since the epoch),
+/// how long sends are counted before anyone knows the request window, then
+/// for each window 7 values: whether the send has a part in it (1 or 0), the
+/// asker's view of it (all 0 without one): its end, its length (0 when
+/// unknown), its limit, whether a server told the end (1 or 0), what is known
+/// to be used of it (-1 when unknown); and the send's cost in it.
 pub(super) const SPEND: &str = r"
-local now = tonumber(ARGV[1])
+local now, open_for = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cooled = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cooled > now then return cooled end
-local vend, vlen, vlimit, vtold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local viewed = vend > 0 and vlimit > 0
-local s = redis.call('HMGET', KEYS[2], 'end', 'length', 'limit', 'spent', 'told', 'origin')
-local e, len, limit, spent, told, origin
-if s[1] and tonumber(s[3]) > 0 then
-  e, len, limit, spent = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
-  told, origin = s[5] == '1', tonumber(s[6])
-else
-  local open = 0
-  if s[1] and now < tonumber(s[1]) then open = tonumber(s[4]) end
-  if viewed and vend > now then
-    e, len, limit, spent, told, origin = vend, vlen, vlimit, open, vtold, 0
-    if vtold then origin = vend end
-  elseif open > 0 then
-    redis.call('HINCRBY', KEYS[2], 'spent', 1)
-    return 0
+local function guard(len) return math.floor(len / 32) + 2 end
+local function same(len) if len > 0 then return math.floor(len / 4) end return 20 end
+local function fresh() return {e = now + open_for, len = 0, limit = 0, spent = 0, told = false, origin = 0} end
+local function settle(key, v, open)
+  local s = redis.call('HMGET', key, 'end', 'length', 'limit', 'spent', 'told', 'origin')
+  local stored = s[1] and (tonumber(s[3]) > 0 or now < tonumber(s[1]))
+  local st
+  if stored and tonumber(s[3]) > 0 then
+    st = {e = tonumber(s[1]), len = tonumber(s[2]), limit = tonumber(s[3]), spent = tonumber(s[4]),
+      told = s[5] == '1', origin = tonumber(s[6])}
   else
-    redis.call('HSET', KEYS[2], 'end', now + ARGV[6], 'length', 0, 'limit', 0, 'spent', 1, 'told', 0, 'origin', 0)
-    redis.call('PEXPIRE', KEYS[2], ARGV[6])
-    return 0
+    local counted = 0
+    if stored then counted = tonumber(s[4]) end
+    if v and v.e > now then
+      st = {e = v.e, len = v.len, limit = v.limit, spent = counted, told = v.told, origin = 0}
+      if v.told then st.origin = v.e end
+    elseif stored then
+      return {e = tonumber(s[1]), len = 0, limit = 0, spent = counted, told = false, origin = 0}
+    elseif open then
+      return fresh()
+    else
+      return nil
+    end
+  end
+  if v then
+    st.limit = v.limit
+    if st.len == 0 then st.len = v.len end
+  end
+  local function roll(with_view)
+    if now < st.e + guard(st.len) then return true end
+    if st.len > 0 then
+      st.e = st.e + (math.floor((now - st.e - guard(st.len)) / st.len) + 1) * st.len
+    elseif with_view and v.e > now then
+      st.e = v.e
+    else
+      return false
+    end
+    st.spent = 0
+    st.told = with_view and v.told and v.e == st.e
+    return true
+  end
+  if not roll(v ~= nil) then return fresh() end
+  if v and v.told and math.abs(v.e - st.e) < same(st.len) then
+    if st.told then st.e = math.min(st.e, v.e) else st.e = v.e end
+    st.told = true
+    local sm = same(st.len)
+    if st.origin == 0 or math.abs(st.origin - st.e) < sm or st.len == 0 then
+      if math.abs(st.origin - st.e) < sm then st.origin = math.min(st.origin, st.e) else st.origin = st.e end
+    elseif st.e > st.origin then
+      local windows = math.floor((st.e - st.origin + math.floor(st.len / 2)) / st.len)
+      st.len = math.floor((st.e - st.origin + math.floor(windows / 2)) / math.max(windows, 1))
+    end
+    if not roll(false) then return fresh() end
+  end
+  if v and v.used >= 0 and math.abs(v.e - st.e) < same(st.len) then st.spent = math.max(st.spent, v.used) end
+  return st
+end
+local slots, wait = {}, 0
+if cooled > now then wait = cooled end
+for i = 1, 4 do
+  local b = 2 + (i - 1) * 7
+  if ARGV[b + 1] == '1' then
+    local v = nil
+    local vend, vlimit = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
+    if vend > 0 and vlimit > 0 then
+      v = {e = vend, len = tonumber(ARGV[b + 3]), limit = vlimit, told = ARGV[b + 5] == '1', used = tonumber(ARGV[b + 6])}
+    end
+    local cost = tonumber(ARGV[b + 7])
+    local st = settle(KEYS[i + 1], v, i == 1)
+    slots[i] = {st = st, cost = cost}
+    if st and st.limit > 0 then
+      local g = guard(st.len)
+      if now + g >= st.e or (cost <= st.limit and st.spent + cost > st.limit) then wait = math.max(wait, st.e + g) end
+    end
   end
 end
-if viewed then
-  limit = vlimit
-  if len == 0 then len = vlen end
-end
-local function guard() return math.floor(len / 32) + 2 end
-local function same() if len > 0 then return math.floor(len / 4) end return 20 end
-local function roll(with_view)
-  if now < e + guard() then return true end
-  if len > 0 then
-    e = e + (math.floor((now - e - guard()) / len) + 1) * len
-  elseif with_view and vend > now then
-    e = vend
-  else
-    return false
+for i = 1, 4 do
+  local slot = slots[i]
+  if slot and slot.st == nil then
+    redis.call('DEL', KEYS[i + 1])
+  elseif slot then
+    local st = slot.st
+    if wait == 0 and (st.limit == 0 or slot.cost <= st.limit) then st.spent = st.spent + slot.cost end
+    redis.call('HSET', KEYS[i + 1], 'end', st.e, 'length', st.len, 'limit', st.limit, 'spent', st.spent,
+      'told', st.told and 1 or 0, 'origin', st.origin)
+    if st.limit == 0 then
+      redis.call('PEXPIRE', KEYS[i + 1], st.e - now)
+    else
+      redis.call('PEXPIRE', KEYS[i + 1], st.e - now + math.max(st.len * 8, 60000))
+    end
   end
-  spent = 0
-  told = with_view and vtold and vend == e
-  return true
 end
-if not roll(viewed) then redis.call('DEL', KEYS[2]) return 0 end
-if viewed and vtold and math.abs(vend - e) < same() then
-  if told then e = math.min(e, vend) else e = vend end
-  told = true
-  if origin == 0 or math.abs(origin - e) < same() or len == 0 then
-    if math.abs(origin - e) < same() then origin = math.min(origin, e) else origin = e end
-  elseif e > origin then
-    local windows = math.floor((e - origin + math.floor(len / 2)) / len)
-    len = math.floor((e - origin + math.floor(windows / 2)) / math.max(windows, 1))
-  end
-  if not roll(false) then redis.call('DEL', KEYS[2]) return 0 end
-end
-local answer = 0
-if now + guard() >= e or spent >= limit then answer = e + guard() else spent = spent + 1 end
-redis.call('HSET', KEYS[2], 'end', e, 'length', len, 'limit', limit, 'spent', spent, 'told', told and 1 or 0, 'origin', origin)
-redis.call('PEXPIRE', KEYS[2], e - now + math.max(len * 8, 60000))
-return answer";
+return wait";
 
 /// A provider host's outage for the fleet (`store::outage::turn`, line by
 /// line): KEYS[1] the host's record (a hash: `next`, the next probe's time,
