@@ -117,9 +117,12 @@ pub(super) fn succeeded<'a>(
     pacing: Option<(&'a Pacer, &'a Key, u64)>,
 ) -> Option<Publish<'a>> {
     metrics::succeeded(provider);
-    let pacing = pacing.filter(|(_, _, seq)| Pacer::reads(*seq));
+    // The headroom gauge is fed by the responses the pacer reads: one in
+    // eight while every budget has half its window left, else every one.
+    let read = pacing.map_or(metrics::ENABLED, |(_, _, seq)| Pacer::reads(seq));
+    let pacing = pacing.filter(|_| read);
     let mut publish = None;
-    if pacing.is_some() || metrics::ENABLED {
+    if read {
         let limits = RateLimits::read(response.headers(), SystemTime::now);
         metrics::rate_limits(provider, response.url(), limits.as_ref());
         if let Some((pacer, key, seq)) = pacing
