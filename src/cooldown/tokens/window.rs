@@ -68,6 +68,11 @@ impl Window {
         self.told = false;
     }
 
+    /// Whether its reset is this process's prediction (no header, no 429 told it).
+    pub(super) fn predicted(&self) -> bool {
+        !self.headers && !self.told && self.reset_at.is_some()
+    }
+
     /// The window as a store is told of it, after everything this process
     /// spent up to `sent`: its end (told, or predicted), its limit, its length
     /// when measured, and what is used of it (the limit less what is left);
