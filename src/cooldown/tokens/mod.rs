@@ -379,10 +379,12 @@ impl Tokens {
         self.refused_until.is_some_and(|until| until > now)
     }
 
-    /// How many waiters are ahead of the one holding `ticket`, if it waits in line for tokens.
-    pub(super) fn place(&self, ticket: u64) -> Option<usize> {
+    /// How many waiters are ahead of the one holding `ticket`, if it waits in
+    /// line for tokens, and whether a reset it may wait for is this process's prediction.
+    pub(super) fn place(&self, ticket: u64) -> Option<(usize, bool)> {
         let place = self.queue.iter().position(|w| w.ticket == ticket)?;
-        self.queue[place].in_line.then_some(place)
+        let predicted = self.windows.iter().any(Window::predicted);
+        self.queue[place].in_line.then_some((place, predicted))
     }
 
     /// What this process had spent up to the send `seq`, if it is known:

@@ -144,9 +144,13 @@ fn without_headers_the_limit_is_learned_from_429s() {
     for _ in 0..4 {
         seq(go(&pacer, &k, &body(2_500, 0), t2));
     }
-    // Spent: wait for the predicted end, a little late.
-    let Gate::Wait(wait) = go(&pacer, &k, &body(2_500, 0), t2) else { panic!("spent") };
-    assert!(wait >= MS(200) && wait <= MS(207), "{wait:?}");
+    // Spent: wait for the predicted end, a little late, as a waiter released after a pilot.
+    let request = body(2_500, 0);
+    let mut waiter = Ask::new(Some(&request), t2);
+    let Gate::Wait(wait) = pacer.gate(&k, &mut waiter, t2) else { panic!("spent") };
+    assert!(wait >= MS(200) && wait <= MS(206), "{wait:?}");
+    assert_eq!(pacer.place(&k, waiter.ticket.unwrap()), Some((0, true)), "the end is predicted");
+    pacer.leave(&k, waiter.ticket.unwrap());
 }
 
 #[test]
@@ -232,8 +236,9 @@ fn waiters_for_tokens_are_released_in_line_and_those_held_by_a_cooldown_are_not(
     // The later one asks first; in line, the earlier one is all the same ahead of it.
     assert!(matches!(pacer.gate(&k, &mut later, t0 + MS(2)), Gate::Wait(_)));
     assert!(matches!(pacer.gate(&k, &mut earlier, t0 + MS(3)), Gate::Wait(_)));
-    let place = |ask: &Ask<'_>| pacer.place(&k, ask.ticket.unwrap());
+    let place = |ask: &Ask<'_>| pacer.place(&k, ask.ticket.unwrap()).map(|(place, _)| place);
     assert_eq!((place(&earlier), place(&later)), (Some(0), Some(1)));
+    assert_eq!(pacer.place(&k, later.ticket.unwrap()), Some((1, false)), "a header told the reset");
     // Held by a 429's cooldown, a request keeps its place for the tokens, but is not in line.
     pacer.observe(&k, first, None, (Some(MS(100)), None), t0);
     let mut held = Ask::new(Some(&small), t0 + MS(4));

@@ -68,6 +68,11 @@ impl Window {
         self.told = false;
     }
 
+    /// Whether its reset is this process's prediction (no header, no 429 told it).
+    pub(super) fn predicted(&self) -> bool {
+        !self.headers && !self.told && self.reset_at.is_some()
+    }
+
     /// The window as a store is told of it, after everything this process
     /// spent up to `sent`: its end (told, or predicted), its limit, its length
     /// when measured, and what is used of it (the limit less what is left);
@@ -158,17 +163,9 @@ pub(in crate::cooldown) struct Known {
 struct Ends {
     anchor: Option<Instant>,
     length: Option<Duration>,
-    /// How many windows apart the two ends that last measured the length were.
-    spanned: u32,
     /// The longest wait for an end told: no window is shorter.
     longest: Duration,
 }
-
-/// How far a told end may be off: it is rounded up to the millisecond
-/// (`retry-after-ms`, "try again in 644ms") and late by a response's latency.
-/// A length measured from two of them is off by as much, over the windows
-/// between them, and a prediction by that much for each window it reaches.
-const TOLD_WITHIN: Duration = Duration::from_millis(2);
 
 impl Ends {
     /// An end told `wait` ahead: the same window's (kept at the earliest, the
@@ -186,28 +183,21 @@ impl Ends {
             self.anchor = Some(anchor.min(end));
         } else if end > anchor {
             let apart = end - anchor;
-            let windows = match self.length {
-                Some(length) => (apart.as_secs_f64() / length.as_secs_f64()).round().max(1.0) as u32,
-                None if apart < self.longest * 2 => 1,
-                None => 0,
+            self.length = match self.length {
+                Some(length) => Some(apart.div_f64((apart.as_secs_f64() / length.as_secs_f64()).round().max(1.0))),
+                None => Some(apart).filter(|apart| *apart < self.longest * 2),
             };
-            if windows > 0 {
-                (self.length, self.spanned) = (Some(apart / windows), windows);
-            }
             self.anchor = Some(end);
         }
     }
 
     /// The first end after `now`, predicted from the last told one, a little
-    /// late (early would release requests into a window that is still full):
-    /// 1/64 of a window, and what the length may be off by, for each window
-    /// since the told end.
+    /// late (early would release requests into a window that is still full).
     fn next_after(&self, now: Instant) -> Option<Instant> {
         let (anchor, length) = (self.anchor?, self.length.filter(|l| !l.is_zero())?);
+        let late = length / 64 + Duration::from_millis(1);
         let passed = now.checked_duration_since(anchor).map_or(0, |d| d.as_nanos() / length.as_nanos());
-        let windows = u32::try_from(passed + 1).ok()?;
-        let late = length / 64 + Duration::from_millis(1) + TOLD_WITHIN * windows / self.spanned.max(1);
-        anchor.checked_add(length.checked_mul(windows)? + late)
+        anchor.checked_add(length.checked_mul(u32::try_from(passed + 1).ok()?)? + late)
     }
 }
 
@@ -256,7 +246,7 @@ mod tests {
         assert_eq!(w.left(50_000), Some(0));
         w.roll(t0 + MS(2_201), 50_000, 14);
         let next = w.reset_at.expect("predicted");
-        assert_eq!(next, t0 + MS(2_201) + MS(1_001) + MS(1_001) / 64 + MS(1) + TOLD_WITHIN);
+        assert_eq!(next, t0 + MS(2_201) + MS(1_001) + MS(1_001) / 64 + MS(1));
         // Ends of one window, told a few ms apart, are one end.
         let mut ends = Ends::default();
         ends.told(t0 + MS(1_000), MS(900));
@@ -267,11 +257,7 @@ mod tests {
         ends.told(t0 + MS(1_995), MS(30));
         ends.told(t0 + MS(4_995), MS(30));
         assert_eq!(ends.length, Some(MS(1_000)));
-        // Predicted a little late, and later the further from the told end: measured over 3
-        // windows, the length is off by at most 2/3 ms.
-        let late = |windows: u32| MS(1_000) / 64 + MS(1) + TOLD_WITHIN * windows / 3;
-        assert_eq!(ends.next_after(t0 + MS(5_500)), Some(t0 + MS(5_995) + late(1)));
-        assert_eq!(ends.next_after(t0 + MS(7_500)), Some(t0 + MS(7_995) + late(3)));
+        assert_eq!(ends.next_after(t0 + MS(7_500)), Some(t0 + MS(7_995) + MS(1_000) / 64 + MS(1)));
     }
 
     #[test]
