@@ -13,6 +13,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::*;
 
+mod requests;
+
 const ANTHROPIC: &str = "api.anthropic.com";
 
 fn overloaded() -> ResponseTemplate {
