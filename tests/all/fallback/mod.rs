@@ -14,6 +14,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use crate::support::*;
 
 mod requests;
+mod schedule;
 
 const ANTHROPIC: &str = "api.anthropic.com";
 
