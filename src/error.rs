@@ -71,7 +71,6 @@ impl LlmApiError {
     }
 
     /// Records that this error came from a fallback model.
-    #[allow(dead_code)] // called by the retry loop once it falls back
     pub(crate) fn set_fallback(&mut self, fallback: ModelFallback) {
         self.fallback = Some(Box::new(fallback));
     }

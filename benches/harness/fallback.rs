@@ -133,7 +133,7 @@ pub fn report(runs: &[FallbackRun], rate: u32, down: Duration, length: Duration,
         }
     }
     format!(
-        "\n### 6. Model fallback\n\nOpen loop, {rate} requests/s for {} s, every request for `{PRIMARY_MODEL}` on Anthropic; it answers 529 \
+        "\n### 7. Model fallback\n\nOpen loop, {rate} requests/s for {} s, every request for `{PRIMARY_MODEL}` on Anthropic; it answers 529 \
          `overloaded_error` for the first {} s, then 200; `{FALLBACK_MODEL}` always answers 200. Each client has a server of its own. \
          Attempts on the primary during its outage = requests for it the server saw before the recovery, per request started before it. \
          Traffic back = from the recovery to the primary's first 200 after which no request for the fallback arrives (for the clients \

@@ -6,9 +6,10 @@
 //! server on 127.0.0.1, on its own thread and runtime) under the real API
 //! host names, which every client here resolves to 127.0.0.1.
 //!
-//! Sections: 1. success-path overhead, 2. rate-limit storms, 3. overload,
-//! 4. parsing cost and peak memory, 5. provider outage (`--only outage`), 6. model fallback
-//! (`--only fallback`), 7. token storms (`--only tokens`). Prints a markdown report on stdout
+//! Sections, numbered as in docs/benchmarks.md (5 is the `fleet` bench): 1. success-path
+//! overhead, 2. rate-limit storms, 3. overload, 4. parsing cost and peak memory, 6. provider
+//! outage (`--only outage`), 7. model fallback (`--only fallback`), 8. token storms
+//! (`--only tokens`). Prints a markdown report on stdout
 //! (progress on stderr) and writes `docs/storm-openai.svg`.
 //!
 //! Arguments after `--`: `--quick` (small sizes, for development),
@@ -402,7 +403,7 @@ fn main() {
             }
         }
         report += &format!(
-            "\n### 5. Provider outage\n\nOpen loop, 50 requests/s for {} s; Anthropic answers 529 `overloaded_error` to every request for the first {} s, then 200. \
+            "\n### 6. Provider outage\n\nOpen loop, 50 requests/s for {} s; Anthropic answers 529 `overloaded_error` to every request for the first {} s, then 200. \
              Caught = started before the recovery. Attempts during the outage = requests the server saw before the recovery, per caught request. \
              The fleet rows deal the requests round-robin to 4 middlewares, as 4 processes would get them: on their own, then sharing one store (in memory here; Redis across machines).\n\n{}\n\
              Independent faults: {n} requests, 16 concurrent, 529 with p = 0.3 per request and attempt (fixed seed, the same faults for both), 4 retries each.\n\n{}",
@@ -468,7 +469,7 @@ fn main() {
             }
         }
         report += &format!(
-            "\n### 6. Token storms\n\n{n} requests, 16 concurrent, each with its own prompt of 400–16,000 characters and `max_tokens: {}`, \
+            "\n### 8. Token storms\n\n{n} requests, 16 concurrent, each with its own prompt of 400–16,000 characters and `max_tokens: {}`, \
              against {limit} tokens per {} s window (requests unlimited; minute windows scaled down to seconds). The server counts a request \
              as its prompt's characters / 4, plus its `max_tokens` for OpenAI; Anthropic's limit is on input tokens, its `remaining` rounded \
              to the nearest thousand and its reset to the second. Without headers, only a 429's message and `retry-after-ms` speak. \

@@ -15,12 +15,11 @@
 //!   original bytes, or the URL segment of Gemini, Vertex AI, Bedrock and
 //!   Azure deployments); signed and streamed requests are refused;
 //! - [`peek_model`]: the model's name for a key or a label, cheaply;
+//! - [`is_signed`]: whether a signature covers the URL or the body (such a
+//!   request gets no chain: it is handled as without a fallback);
 //! - [`event`]: the `tracing` events;
 //!
 //! and tells the caller with a [`ModelFallback`].
-
-// The retry loop calls these once it is restructured; until then only the
-// tests and the mock kit do.
 
 pub(crate) mod event;
 mod json;
@@ -31,10 +30,11 @@ mod signed;
 mod table;
 pub(crate) mod trigger;
 
+pub(crate) use locate::{Refusal, locate, peek_model};
 #[cfg(feature = "mock")]
 pub(crate) use locate::{Site, model_in};
-pub(crate) use locate::{locate, peek_model};
 pub use model_fallback::ModelFallback;
+pub(crate) use signed::is_signed;
 pub(crate) use table::{Chain, Fallbacks};
 
 /// How much of a JSON body [`peek_model`] reads by default before giving up

@@ -85,7 +85,9 @@ impl LlmRetryMiddlewareBuilder {
         self
     }
 
-    /// No retry starts later than this after the first attempt started.
+    /// No retry starts later than this after the first attempt started. With
+    /// a [`fallback`](Self::fallback), each model of a chain counts from its
+    /// own first attempt: a chain of n models may take up to n × `max_elapsed`.
     ///
     /// Default: 300 s ([`defaults::MAX_ELAPSED`]).
     pub fn max_elapsed(mut self, elapsed: Duration) -> Self {
@@ -138,12 +140,13 @@ impl LlmRetryMiddlewareBuilder {
     /// A request body that cannot be cloned (a stream, as client libraries
     /// build multipart uploads) is sent once, unless it declares a
     /// `Content-Length` of at most this many bytes: it is then read once,
-    /// before the first attempt, and every retry resends the same bytes.
+    /// before the first attempt, and every retry (or
+    /// [`fallback`](Self::fallback)) resends the same bytes.
     /// Bodies without a length, or over the limit, still stream straight
     /// through. A stream that yields more or fewer bytes than it declared,
     /// fails, or has not finished within 10 s (or the request's own
     /// `timeout`, if shorter) is sent once, every byte of it as it came.
-    /// Nothing is read when `max_retries` is 0.
+    /// Nothing is read when `max_retries` is 0 and no fallback is configured.
     pub fn upload_buffer_limit(mut self, bytes: usize) -> Self {
         self.config.upload_buffer_limit = bytes;
         self
@@ -318,6 +321,11 @@ impl LlmRetryMiddlewareBuilder {
     ///   While `from` is in an outage (health is kept per host and model
     ///   for it), one request at a time probes it, and the others go on at
     ///   once, without waiting for it or backing off.
+    /// - *Each model's own schedule*: every model of the chain gets up to
+    ///   [`max_retries`](Self::max_retries) + 1 attempts of its own and its own
+    ///   [`max_elapsed`](Self::max_elapsed), counted from its first attempt,
+    ///   so a chain of n models may take up to n × `max_elapsed`; bound the
+    ///   whole call with a timeout of your own if that is too long.
     /// - *Chains*: pairs chain, and a chain ends at a model this request
     ///   already tried, so a cycle (`a → b → a`) sends each model once. A
     ///   second pair for the same `from` replaces the first; a pair with an
@@ -343,8 +351,10 @@ impl LlmRetryMiddlewareBuilder {
     /// - Rewrite a signed request: a signature over the URL or the body (AWS
     ///   SigV4, `Authorization: AWS4-HMAC-SHA256 …`, or a presigned
     ///   `X-Amz-Signature`) would no longer match, and only the caller can
-    ///   sign again. Such a request is returned as without a fallback
-    ///   (Bedrock API keys are bearer tokens, not signatures, and fall back).
+    ///   sign again. Such a request is handled exactly as without a
+    ///   fallback: its host's health, held in an outage like any other (a
+    ///   DEBUG event says so; Bedrock API keys are bearer tokens, not
+    ///   signatures, and fall back).
     /// - Rewrite a streamed request body, which cannot be copied (a body of
     ///   known length within [`upload_buffer_limit`](Self::upload_buffer_limit)
     ///   is read once, and falls back), or a stream after its first output.

@@ -54,11 +54,9 @@ pub(super) struct Attempt {
 }
 
 impl<'a> Call<'a> {
+    /// The call as it begins, its clock started; [`route`](Self::route) gives it its place.
     pub(super) fn start(config: &'a Config, provider: Provider, request: &Request) -> Self {
         let pacing = config.pacer.as_deref().map(|pacer| (pacer, Key::of(provider, request, pacer.has_store())));
-        let rerouting = rerouting(config, provider, request);
-        let model = rerouting.as_ref().map(|r| r.model());
-        let ticket = config.health.as_ref().and_then(|health| health.ticket(request.url(), model));
         Call {
             config,
             provider,
@@ -66,23 +64,34 @@ impl<'a> Call<'a> {
             attempts: 0,
             waited: Duration::ZERO,
             pacing,
-            ticket,
+            ticket: None,
             last: None,
-            rerouting,
+            rerouting: None,
             schedule_from: 0,
             retry: PendingRetry::default(),
         }
     }
 
     /// Reads a streamed upload of known size into memory, once, before its
-    /// first attempt, so that it can be resent (`upload`); any other
-    /// streaming body cannot be cloned, and is sent once.
+    /// first attempt, so that it can be resent (`upload`), to the same model
+    /// or to a fallback; any other streaming body cannot be cloned, and is
+    /// sent once.
     pub(super) async fn buffer_upload(&self, request: &mut Request) {
         let streamed = request.body().is_some_and(|body| body.as_bytes().is_none());
-        if streamed && self.config.timing.max_retries > 0 {
+        let resendable = self.config.timing.max_retries > 0 || !self.config.fallbacks.is_empty();
+        if streamed && resendable {
             // Boxed, and nothing held across the wait: every request's future would grow.
             Box::pin(buffer(request, self.config.upload_buffer_limit, PATIENCE)).await;
         }
+    }
+
+    /// The request's model chain and its place in its host's health, once
+    /// its body is in memory: a chain reads the model from the body, and
+    /// keeps a copy of the request to rewrite.
+    pub(super) fn route(&mut self, request: &Request) {
+        self.rerouting = rerouting(self.config, self.provider, request);
+        let model = self.rerouting.as_ref().map(|r| r.model());
+        self.ticket = self.config.health.as_ref().and_then(|health| health.ticket(request.url(), model));
     }
 
     /// Makes the copy to resend before `request` is consumed, while a retry is left.

@@ -4,7 +4,7 @@ use reqwest::Request;
 
 use super::config::Config;
 use crate::error::LlmApiError;
-use crate::fallback::{self, Chain};
+use crate::fallback::{self, Chain, Refusal};
 use crate::provider::Provider;
 
 /// A request on a model chain: the request as the caller built it, to rewrite
@@ -24,7 +24,7 @@ impl Rerouting<'_> {
 }
 
 /// The chain of a request whose model has a fallback; `None` (and no body
-/// read) when no fallback is configured.
+/// read) when no fallback is configured, and `None` for a signed request.
 pub(super) fn rerouting<'a>(config: &'a Config, provider: Provider, request: &Request) -> Option<Box<Rerouting<'a>>> {
     if config.fallbacks.is_empty() {
         return None;
@@ -36,6 +36,13 @@ pub(super) fn rerouting<'a>(config: &'a Config, provider: Provider, request: &Re
 fn rerouting_cold<'a>(config: &'a Config, provider: Provider, request: &Request) -> Option<Box<Rerouting<'a>>> {
     let model = fallback::peek_model(provider, request, fallback::PEEK_LIMIT)?;
     let chain = Chain::start(&config.fallbacks, &model)?;
+    if fallback::is_signed(request.url(), request.headers()) {
+        // Another model would void its signature. Without a chain it is
+        // handled as if it had no fallback: its host's health, and held in
+        // an outage rather than sent on to a fallback that refuses it.
+        fallback::event::not_falling_back(provider, chain.requested(), Refusal::Signed);
+        return None;
+    }
     let source = request.try_clone()?;
     Some(Box::new(Rerouting { source, chain, primary_error: None }))
 }

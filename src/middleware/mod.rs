@@ -103,6 +103,7 @@ impl Middleware for LlmRetryMiddleware {
             let config = &*self.config;
             let mut call = Call::start(config, config.provider(&request, extensions), &request);
             call.buffer_upload(&mut request).await;
+            call.route(&request);
             loop {
                 let mut attempt = call.prepare(&request);
                 let step = match call.admit(&mut attempt, &request).await {

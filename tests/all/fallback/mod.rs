@@ -13,6 +13,9 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::*;
 
+mod requests;
+mod schedule;
+
 const ANTHROPIC: &str = "api.anthropic.com";
 
 fn overloaded() -> ResponseTemplate {
