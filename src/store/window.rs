@@ -92,7 +92,7 @@ pub(crate) struct View {
 impl View {
     /// The view of `window`; none of a window that admits nothing (nothing to count).
     pub(crate) fn of(window: Window) -> Option<View> {
-        let length = window.length.map_or(0, |l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
+        let length = window.length.map_or(0, |l| round_length(u64::try_from(l.as_millis()).unwrap_or(u64::MAX)));
         let (end, limit, told, used) = (epoch_ms(window.end), window.limit, window.told, window.used);
         Some(View { end, length, limit, told, used }).filter(|v| v.limit > 0)
     }
@@ -250,8 +250,30 @@ fn measure(state: &mut Shared) {
     }
     if state.end > state.origin {
         let windows = (state.end - state.origin + state.length / 2) / state.length;
-        state.length = (state.end - state.origin + windows / 2) / windows.max(1);
+        state.length = round_length((state.end - state.origin + windows / 2) / windows.max(1));
     }
+}
+
+/// The lengths servers count windows in: 1, 2 and 5 times a power of ten
+/// milliseconds from 10 ms, half a minute, a minute, an hour, a day.
+pub(crate) const ROUND_LENGTHS: [u64; 25] = [
+    10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 50_000, 60_000, 100_000, 200_000, 500_000,
+    1_000_000, 2_000_000, 3_600_000, 5_000_000, 10_000_000, 20_000_000, 50_000_000, 86_400_000,
+];
+
+/// A window's length as the store takes it: a measured length within 1/16
+/// of a round one is the round one.
+///
+/// Why: a length is measured from ends servers told, each late by a
+/// response's latency, which on a busy machine is a few percent of a short
+/// window; a length measured a little short (or long) moves the fleet's
+/// grid a little early (or late) with every window it is rolled by, until
+/// sends cross a boundary the server has not reached. Servers count in
+/// round windows (a minute, a day; a second in tests), so the round length
+/// is exact where the measured one is not. A length 1/16 from every round
+/// one is taken as measured.
+pub(crate) fn round_length(measured: u64) -> u64 {
+    ROUND_LENGTHS.into_iter().find(|round| measured.abs_diff(*round).saturating_mul(16) <= *round).unwrap_or(measured)
 }
 
 /// Two ends this close are the same window's.
@@ -361,22 +383,63 @@ mod tests {
         // A predicted end, or another window's, changes nothing.
         assert_eq!(spend(&mut shared, view(1_390, 200, 20, false), 1_280), Ok(4));
         assert_eq!(spend(&mut shared, view(1_202, 200, 20, true), 1_280), Ok(5));
-        // The length is measured from the first told end to this window's earliest.
-        assert_eq!(shared.unwrap(), Shared { end: 1_402, length: 202, limit: 20, spent: 5, told: true, origin: 1_200 });
+        // The length is measured from the first told end to this window's earliest: 202, a round 200.
+        assert_eq!(shared.unwrap(), Shared { end: 1_402, length: 200, limit: 20, spent: 5, told: true, origin: 1_200 });
     }
 
     #[test]
     fn the_length_is_measured_over_as_many_windows_as_have_passed() {
-        // Told ends 3 ms late, then 1 ms late 10 windows on: 200.2 ms a window, not 203.
+        // Windows of 150 ms (no round length); told ends 3 ms late, then 1 ms late 10 windows
+        // on: 150.2 ms a window, not 153.
         let mut shared = None;
-        assert_eq!(spend(&mut shared, view(1_203, 203, 20, true), 1_100), Ok(1));
-        assert_eq!(shared.unwrap().length, 203, "the asker's, until measured");
-        assert_eq!(spend(&mut shared, view(3_205, 203, 20, true), 3_100), Ok(1));
-        assert_eq!((shared.unwrap().end, shared.unwrap().length), (3_205, 200));
+        assert_eq!(spend(&mut shared, view(1_153, 153, 20, true), 1_100), Ok(1));
+        assert_eq!(shared.unwrap().length, 153, "the asker's, until measured");
+        assert_eq!(spend(&mut shared, view(2_655, 153, 20, true), 2_600), Ok(1));
+        assert_eq!((shared.unwrap().end, shared.unwrap().length), (2_655, 150));
         // Without an origin yet, a told end becomes it.
         let mut shared = Some(Shared { end: 1_200, length: 200, limit: 5, spent: 0, told: false, origin: 0 });
         assert_eq!(spend(&mut shared, view(1_201, 0, 5, true), 1_100), Ok(1));
         assert_eq!(shared.unwrap().origin, 1_201);
+    }
+
+    #[test]
+    fn a_length_near_a_round_one_is_the_round_one() {
+        let cases = [
+            (191, 200),
+            (200, 200),
+            (212, 200),
+            (187, 187),
+            (214, 214),
+            (150, 150),
+            (57_000, 60_000),
+            (61_500, 60_000),
+            (45_000, 45_000),
+            (1_020, 1_000),
+            (86_000_000, 86_400_000),
+            (0, 0),
+            (7, 7),
+            (u64::MAX, u64::MAX),
+        ];
+        for (measured, taken) in cases {
+            assert_eq!(round_length(measured), taken, "{measured}");
+        }
+        // No two round lengths are within 1/16 of each other's reach: each length has one.
+        for pair in ROUND_LENGTHS.windows(2) {
+            assert!(pair[0] + pair[0] / 16 < pair[1] - pair[1] / 16, "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn a_length_measured_short_by_late_told_ends_rolls_the_round_windows() {
+        // Windows of 200 ms from 1 000; the first told end 12 ms late (a busy machine), the
+        // next window's on time: 188 measured. Rolled by 188, the store's window would open
+        // 36 ms early three windows on, its sends refused; by 200, it opens with the server's.
+        let mut shared = None;
+        assert_eq!(spend(&mut shared, view(1_212, 200, 2, true), 1_100), Ok(1));
+        assert_eq!(spend(&mut shared, view(1_400, 200, 2, true), 1_300), Ok(1));
+        assert_eq!(shared.unwrap().length, 200);
+        assert_eq!(spend_n(&mut shared, None, 1_950, 3), [Ok(1), Ok(2), Err(2_000 + 8)]);
+        assert_eq!(spend(&mut shared, None, 2_008), Ok(1), "the server's window from 2 000");
     }
 
     #[test]

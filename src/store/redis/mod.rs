@@ -309,6 +309,13 @@ impl RedisStore {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_script_takes_the_same_round_lengths_as_memory() {
+        let list = scripts::SPEND.split("local rounds = {").nth(1).and_then(|rest| rest.split('}').next());
+        let rounds: Vec<u64> = list.unwrap().split(',').map(|n| n.trim().parse().unwrap()).collect();
+        assert_eq!(rounds, crate::store::window::ROUND_LENGTHS);
+    }
+
     /// Redis Cluster's hash tag of a key: what is between its first `{` and the
     /// first `}` after it, when not empty; else the whole key.
     fn hash_tag(key: &str) -> &str {

@@ -29,6 +29,14 @@ local now, open_for = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cooled = tonumber(redis.call('GET', KEYS[1]) or '0')
 local function guard(len) return math.floor(len / 32) + 2 end
 local function same(len) if len > 0 then return math.floor(len / 4) end return 20 end
+local rounds = {10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 30000, 50000, 60000, 100000,
+  200000, 500000, 1000000, 2000000, 3600000, 5000000, 10000000, 20000000, 50000000, 86400000}
+local function round_length(len)
+  for _, r in ipairs(rounds) do
+    if math.abs(len - r) * 16 <= r then return r end
+  end
+  return len
+end
 local function fresh() return {e = now + open_for, len = 0, limit = 0, spent = 0, told = false, origin = 0} end
 local function settle(key, v, open)
   local s = redis.call('HMGET', key, 'end', 'length', 'limit', 'spent', 'told', 'origin')
@@ -77,7 +85,7 @@ local function settle(key, v, open)
       if math.abs(st.origin - st.e) < sm then st.origin = math.min(st.origin, st.e) else st.origin = st.e end
     elseif st.e > st.origin then
       local windows = math.floor((st.e - st.origin + math.floor(st.len / 2)) / st.len)
-      st.len = math.floor((st.e - st.origin + math.floor(windows / 2)) / math.max(windows, 1))
+      st.len = round_length(math.floor((st.e - st.origin + math.floor(windows / 2)) / math.max(windows, 1)))
     end
     if not roll(false) then return fresh() end
   end
