@@ -13,8 +13,6 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::*;
 
-const ANTHROPIC: &str = "api.anthropic.com";
-
 fn overloaded() -> ResponseTemplate {
     anthropic_error(529, "overloaded_error", "Overloaded").insert_header("retry-after-ms", "1")
 }
