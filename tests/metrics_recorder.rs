@@ -18,8 +18,8 @@ use reqwest_llm_retry::{LlmRetryMiddleware, Provider, mock};
 use reqwest_middleware::ClientWithMiddleware;
 use tokio::sync::{Mutex, MutexGuard};
 
-/// Far above any request's own waits here, far below a hang.
-const DEADLINE: Duration = Duration::from_secs(5);
+mod support;
+use support::{DEADLINE, client, client_from, fast};
 
 /// Labels, sorted by key.
 type Labels = Vec<(String, String)>;
@@ -127,16 +127,6 @@ fn recorded() -> Recorded {
     recorded
 }
 
-/// A client reaching `server` under `provider`'s real host, through a middleware with short waits.
-fn client(provider: Provider, server: &MockServer, middleware: LlmRetryMiddleware) -> ClientWithMiddleware {
-    let http = mock::client_builder(provider, server).build().unwrap();
-    reqwest_middleware::ClientBuilder::new(http).with(middleware).build()
-}
-
-fn fast() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder {
-    LlmRetryMiddleware::builder().base_delay(Duration::from_millis(10))
-}
-
 async fn post(client: &ClientWithMiddleware, url: &str) -> u16 {
     let sent = tokio::time::timeout(DEADLINE, client.post(url).body("{}").send()).await.expect("no hang");
     sent.unwrap().status().as_u16()
@@ -151,7 +141,7 @@ async fn a_429_then_a_200_counts_one_retry_one_wait_one_success_and_the_headroom
         .insert_header("x-ratelimit-remaining-tokens", "29000");
     let script = mock::Sequence::new().then(mock::openai::rate_limited(Duration::from_millis(20))).then(ok);
     Mock::given(any()).respond_with(script).mount(&server).await;
-    let client = client(Provider::OpenAi, &server, fast().build());
+    let client = client(&server, fast().build());
     let url = format!("{}/v1/chat/completions", mock::base_url(Provider::OpenAi, &server));
     assert_eq!(post(&client, &url).await, 200);
 
@@ -178,7 +168,7 @@ async fn a_quota_error_is_one_failed_call_and_no_retry() {
     let quota =
         ResponseTemplate::from(mock::openai::insufficient_quota()).insert_header("x-ratelimit-remaining-requests", "3");
     Mock::given(any()).respond_with(quota).mount(&server).await;
-    let client = client(Provider::OpenAi, &server, fast().build());
+    let client = client(&server, fast().build());
     let url = format!("{}/v1/chat/completions", mock::base_url(Provider::OpenAi, &server));
     assert_eq!(post(&client, &url).await, 429);
 
@@ -206,7 +196,7 @@ async fn a_request_held_by_the_pacing_records_a_rate_limit_wait() {
         .respond_with(mock::Sequence::new().then(spent).then(mock::openai::ok("hi")))
         .mount(&server)
         .await;
-    let client = client(Provider::OpenAi, &server, fast().build());
+    let client = client(&server, fast().build());
     let url = format!("{}/v1/chat/completions", mock::base_url(Provider::OpenAi, &server));
     assert_eq!(post(&client, &url).await, 200);
     assert_eq!(post(&client, &url).await, 200);
@@ -237,11 +227,7 @@ async fn an_outage_sets_its_gauge_while_it_lasts_and_records_the_held_waits() {
     let (server, _) = mock::start(Provider::Anthropic).await;
     Mock::given(any()).respond_with(Outage(up.clone())).mount(&server).await;
     // Long enough a retry schedule that no request gives up before the test brings the host back.
-    let client = client(
-        Provider::Anthropic,
-        &server,
-        LlmRetryMiddleware::builder().base_delay(Duration::from_millis(60)).build(),
-    );
+    let client = client(&server, LlmRetryMiddleware::builder().base_delay(Duration::from_millis(60)).build());
     let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..16 {
@@ -282,8 +268,8 @@ async fn a_call_held_by_an_outage_until_its_bound_ends_as_overloaded_even_never_
     let (server, _) = mock::start(Provider::Anthropic).await;
     let down = ResponseTemplate::from(mock::anthropic::overloaded()).set_delay(Duration::from_millis(5));
     Mock::given(any()).respond_with(down).mount(&server).await;
-    // Retries would take 10 + 20 ms: no request is held longer.
-    let client = client(Provider::Anthropic, &server, fast().max_retries(2).build());
+    // Retries would take 5 + 10 ms: no request is held longer.
+    let client = client(&server, fast().max_retries(2).build());
     let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
     let calls = |n| {
         let mut requests = tokio::task::JoinSet::new();
@@ -311,7 +297,7 @@ async fn a_fallback_counts_once_with_its_provider_and_models() {
     Mock::given(mock::model("claude-opus-4-1")).respond_with(mock::anthropic::overloaded()).mount(&server).await;
     Mock::given(mock::model("claude-sonnet-4-5")).respond_with(mock::anthropic::ok("hi")).mount(&server).await;
     let middleware = fast().max_retries(1).fallback("claude-opus-4-1", "claude-sonnet-4-5").build();
-    let client = client(Provider::Anthropic, &server, middleware);
+    let client = client(&server, middleware);
     let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
     let request = client.post(url).body(r#"{"model":"claude-opus-4-1","max_tokens":16}"#).send();
     assert_eq!(tokio::time::timeout(DEADLINE, request).await.expect("no hang").unwrap().status(), 200);
@@ -338,7 +324,7 @@ async fn a_retry_that_an_outage_sends_to_the_fallback_instead_is_no_retry() {
     // The outage's first probe is due a quarter of the base delay after it begins: 1 s.
     let middleware = LlmRetryMiddleware::builder().base_delay(Duration::from_secs(4));
     let middleware = middleware.fallback("claude-opus-4-1", "claude-sonnet-4-5").build();
-    let client = client(Provider::Anthropic, &server, middleware);
+    let client = client(&server, middleware);
     let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..12 {
@@ -367,7 +353,7 @@ async fn the_outage_of_a_model_on_a_chain_is_labelled_with_its_host_alone() {
     let down = path("/model/anthropic.claude-opus-4-1-v1%3A0/invoke");
     Mock::given(down).respond_with(mock::bedrock::service_unavailable()).mount(&server).await;
     Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_string("{}")).mount(&server).await;
-    let client = client(Provider::Bedrock, &server, fast().max_retries(0).fallback(opus, sonnet).build());
+    let client = client(&server, fast().max_retries(0).fallback(opus, sonnet).build());
     let url = format!("{}/model/anthropic.claude-opus-4-1-v1%3A0/invoke", mock::base_url(Provider::Bedrock, &server));
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..12 {
@@ -392,7 +378,7 @@ async fn an_error_event_before_a_streams_output_is_a_stream_error_retry() {
     let script =
         mock::Sequence::new().then(mock::anthropic::stream_overloaded()).then(mock::anthropic::stream_ok("hi"));
     Mock::given(any()).respond_with(script).mount(&server).await;
-    let client = client(Provider::Anthropic, &server, fast().build());
+    let client = client(&server, fast().build());
     let url = format!("{}/v1/messages", mock::base_url(Provider::Anthropic, &server));
     assert_eq!(post(&client, &url).await, 200);
 
@@ -407,8 +393,7 @@ async fn an_error_event_before_a_streams_output_is_a_stream_error_retry() {
 async fn transport_errors_count_as_timeout_or_as_server_error_for_a_refused_connection() {
     let _turn = turn().await;
     let middleware = fast().max_retries(1).build();
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(100)).build().unwrap();
-    let client = reqwest_middleware::ClientBuilder::new(http).with(middleware).build();
+    let client = client_from(reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(100)), middleware);
     // A port nothing listens on: bound, then let go.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let refused = client.post(format!("http://{closed}/v1/chat/completions")).with_extension(Provider::OpenAi);
@@ -434,7 +419,7 @@ async fn no_label_carries_a_credential_a_path_or_a_query() {
     let limited: ResponseTemplate = mock::gemini::rate_limited(Duration::from_millis(10)).into();
     let script = mock::Sequence::new().then(headroom(limited)).then(headroom(mock::gemini::ok("hi")));
     Mock::given(any()).respond_with(script).mount(&server).await;
-    let client = client(Provider::Gemini, &server, fast().build());
+    let client = client(&server, fast().build());
     let port = server.address().port();
     let url = format!(
         "http://user:SECRET-PASSWORD@generativelanguage.googleapis.com:{port}/v1beta/models/gemini-2.5-flash:generateContent?key=SECRET-QUERY-KEY"

@@ -264,6 +264,53 @@ mod tests {
         assert_eq!(key, "gemini:x.example:443:cbe99358c5a5b5938c5afc2ce7eecc0e");
     }
 
+    /// Both forms of the key (the in-process id and the store's text) of a
+    /// request to Bedrock's host carrying `headers`.
+    fn keys_with(headers: &[(&str, &str)]) -> (u64, String) {
+        let url = "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse";
+        let request = headers
+            .iter()
+            .fold(reqwest::Client::new().post(url), |request, (name, value)| request.header(*name, *value))
+            .build()
+            .unwrap();
+        (Key::of(Provider::Bedrock, &request, false).id, cooldown_key(Provider::Bedrock, &request))
+    }
+
+    #[test]
+    fn each_credential_header_shares_a_key_per_value_and_never_across_values() {
+        // Each header, and the start of a value of its form, before a secret.
+        let forms = [
+            ("x-api-key", "sk-ant-api03-"),
+            ("api-key", "4f9a2c7e1b8d"),
+            ("x-goog-api-key", "AIzaSy"),
+            // A long-term Bedrock API key: a bearer token, the same bytes on every request.
+            ("authorization", "Bearer ABSKQmVkcm9ja0FQSUtleS1"),
+        ];
+        let mut seen = Vec::new();
+        for (name, form) in forms {
+            let value = |secret: &str| format!("{form}{secret}");
+            let first = keys_with(&[(name, &value("AAAA")), ("content-type", "application/json")]);
+            assert_eq!(keys_with(&[(name, &value("AAAA"))]), first, "{name}: the same credential, one key");
+            let other = keys_with(&[(name, &value("BBBB"))]);
+            assert!(other.0 != first.0 && other.1 != first.1, "{name}: another credential, another key");
+            assert!(!first.1.contains("AAAA"), "{name}: {}", first.1);
+            seen.extend([first, other]);
+        }
+        for (i, key) in seen.iter().enumerate() {
+            assert!(seen[..i].iter().all(|k| k.0 != key.0 && k.1 != key.1), "{i}: no two credentials share a key");
+        }
+    }
+
+    #[test]
+    fn one_secret_under_two_header_names_is_two_credentials() {
+        let secret = "sk-same-secret-0123456789";
+        let names = ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+        let keys: Vec<_> = names.iter().map(|name| keys_with(&[(name, secret)])).collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert!(keys[..i].iter().all(|k| k.0 != key.0 && k.1 != key.1), "{}", names[i]);
+        }
+    }
+
     #[test]
     fn signed_requests_share_a_key_per_access_key_not_per_signature() {
         let url = "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse";

@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use crate::clock::wall_later;
+
 /// How long a probe lease lasts: another process probes after it if the
 /// holder never reports (it crashed, say). A probe that is still waiting for
 /// its answer then has company, not a rival: one more request, once per lease.
@@ -114,14 +116,15 @@ fn turn(record: &mut Option<Record>, query: OutageQuery, now: SystemTime, ttl: D
                 return OutageTurn::Up;
             }
             // The asker's outage is news to the fleet: its probe is due now.
-            Record { next_probe: Some(now), up_at: None, lease_until: None, expires: now + ttl }
+            Record { next_probe: Some(now), up_at: None, lease_until: None, expires: wall_later(now, ttl) }
         }
     };
     let answer = match (current.lease_until.filter(|l| *l > now), current.next_probe) {
         (Some(lease_end), _) => OutageTurn::Wait(lease_end),
         (None, Some(due)) if due > now => OutageTurn::Wait(due),
         _ => {
-            current.lease_until = Some(now + query.lease);
+            // `lease` is the asker's: `Duration::MAX` is a lease for a century, not an overflow.
+            current.lease_until = Some(wall_later(now, query.lease));
             OutageTurn::Probe
         }
     };
@@ -134,11 +137,11 @@ fn apply(record: &mut Option<Record>, report: OutageReport, now: SystemTime, ttl
     let live = record.filter(|r| r.expires > now);
     *record = match (report, live) {
         (OutageReport::Recovered, _) => {
-            Some(Record { next_probe: None, up_at: Some(now), lease_until: None, expires: now + ttl })
+            Some(Record { next_probe: None, up_at: Some(now), lease_until: None, expires: wall_later(now, ttl) })
         }
         // A failed probe cannot make an outage the fleet has seen end.
         (OutageReport::ProbeFailed { next_probe }, Some(r)) if r.next_probe.is_some() => {
-            Some(Record { next_probe: Some(next_probe), up_at: None, lease_until: None, expires: now + ttl })
+            Some(Record { next_probe: Some(next_probe), up_at: None, lease_until: None, expires: wall_later(now, ttl) })
         }
         (_, live) => live.map(|r| Record { lease_until: None, ..r }),
     };
@@ -240,5 +243,14 @@ mod tests {
         assert_eq!(board.records.lock().unwrap().len(), 2 * SWEEP_AT);
         board.turn("new", query(Some(t0)), t0 + RECORD_TTL);
         assert_eq!(board.records.lock().unwrap().len(), 1, "only the new host's record is left");
+    }
+
+    #[test]
+    fn a_lease_of_any_length_is_granted_and_holds_the_others() {
+        let (board, t0) = (Board::default(), SystemTime::now());
+        let endless = OutageQuery::new(Some(t0), Duration::MAX);
+        assert_eq!(board.turn("h", endless, t0), OutageTurn::Probe);
+        let held = board.turn("h", OutageQuery::new(None, LEASE), t0 + MS(5));
+        assert_eq!(held, OutageTurn::Wait(t0 + crate::clock::NEVER), "held for a century: \"never\"");
     }
 }

@@ -39,7 +39,7 @@ pub(crate) enum Start {
 
 /// The format to watch `response` with, when it is a stream of a known
 /// provider that is not compressed beyond what reqwest decoded.
-pub(crate) fn watched(provider: crate::Provider, response: &Response) -> Option<&'static StreamFormat> {
+pub(crate) fn watched(provider: crate::provider::Provider, response: &Response) -> Option<&'static StreamFormat> {
     let headers = response.headers();
     // Bytes, not `to_str`: this runs on every success, and validating the whole value buys nothing.
     let is_event_stream = headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
@@ -87,7 +87,7 @@ pub(crate) async fn hold(response: Response, format: &StreamFormat, limit: usize
 /// (`preamble`, `output`, `error {status}`, or `unwatched`). For the fuzz
 /// targets and property tests only: not covered by semver.
 #[doc(hidden)]
-pub fn read_events(provider: crate::Provider, chunks: &[&[u8]]) -> Vec<(Vec<u8>, Vec<u8>, String)> {
+pub fn read_events(provider: crate::provider::Provider, chunks: &[&[u8]]) -> Vec<(Vec<u8>, Vec<u8>, String)> {
     let format = stream_format(provider);
     let mut reader = EventReader::default();
     let mut events = Vec::new();

@@ -249,6 +249,26 @@ async fn user_rules_override_the_tables() {
 }
 
 #[tokio::test]
+async fn a_fix_read_at_run_time_is_returned_and_kept_once_per_text() {
+    let server = MockServer::start().await;
+    always(&server, openai_error(503, "service_unavailable", "", "down for maintenance")).await;
+    // As a rule read from a configuration file: an owned hint, dropped once the rule is built.
+    async fn fix(server: &MockServer, hint: String) -> &'static str {
+        let rule = RetryRule::give_up(ErrorKind::ServerError).message_contains("maintenance").fix(hint);
+        let client = client(server, fast().rule(Provider::OpenAi, rule).build());
+        let resp = client.post(url(server, OPENAI, "/v1/chat/completions")).send().await.unwrap();
+        resp.llm_error().expect("the error attached").fix()
+    }
+    let from_config = |team: &str| format!("Page the {team} team");
+    let first = fix(&server, from_config("gateway")).await;
+    assert_eq!(first, "Page the gateway team");
+    // The same text again is the same copy, however many rules carry it: rules built in a loop do not grow memory.
+    let again = fix(&server, from_config("gateway")).await;
+    assert!(std::ptr::eq(first, again), "kept once per distinct text");
+    assert_eq!(fix(&server, from_config("storage")).await, "Page the storage team");
+}
+
+#[tokio::test]
 async fn max_retries_zero_sends_once_and_still_parses() {
     let server = MockServer::start().await;
     always(&server, anthropic_error(529, "overloaded_error", "Overloaded")).await;

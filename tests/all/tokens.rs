@@ -117,7 +117,12 @@ async fn without_headers_the_token_limit_is_learned_from_the_429s() {
     assert!(rejected(&log) <= 2, "{} 429s", rejected(&log));
 }
 
-#[tokio::test]
+// The test's runtime has one thread (`#[tokio::test]`), which orders the two
+// requests without racing the clock: the large one is polled into the line
+// before the test goes on, and cannot be released while the test blocks that
+// thread past the reset. So the small one always comes after the window opened
+// and before the large one went: it must not take what the large one waits for.
+#[tokio::test(flavor = "current_thread")]
 async fn waiting_requests_go_in_arrival_order() {
     let server = MockServer::start().await;
     let window = MS(250);
@@ -125,13 +130,13 @@ async fn waiting_requests_go_in_arrival_order() {
     let epoch = provider.epoch;
     wiremock::Mock::given(wiremock::matchers::any()).respond_with(provider).mount(&server).await;
     let client = client(&server, fast().build());
-    // Three rounds, two windows each: which request wakes first at a reset is chance.
+    // Three rounds, two windows each: one filled, one waited for.
     for round in 0..3u32 {
         let opens = epoch + window * (2 * round);
         tokio::time::sleep_until((opens + MS(5)).max(Instant::now()).into()).await;
         // Less than 9 000 tokens are left in this window.
         assert_eq!(send(&client, &server, OPENAI, body(7_000, 0)).await.status(), 200);
-        // A large request waits for the next window; a small one comes just after that window opens.
+        // A large request waits for the next window.
         let large = {
             let (client, target) = (client.clone(), url(&server, OPENAI, "/v1/chat/completions"));
             tokio::spawn(async move {
@@ -139,19 +144,29 @@ async fn waiting_requests_go_in_arrival_order() {
                 (response.status().as_u16(), Instant::now())
             })
         };
-        tokio::time::sleep_until((opens + window + MS(2)).into()).await;
+        // A yield runs every ready task first: the large request reaches the line (it
+        // touches no socket before it waits). Then, blocking the runtime's one thread
+        // (the mock server has a thread of its own), the small one comes 10 ms after the
+        // window opened, past the pacer's 5 ms guard at a reset, while the large one is
+        // still in line. (Blocking for under a window, 250 ms, is no real-seconds sleep.)
+        tokio::task::yield_now().await;
+        std::thread::sleep((opens + window + MS(10)).saturating_duration_since(Instant::now()));
         let small = send(&client, &server, OPENAI, body(2_000, 0)).await;
         let small_done = Instant::now();
         let (large_status, large_done) = large.await.unwrap();
         assert_eq!((large_status, small.status().as_u16()), (200, 200));
-        // The small one could not take the tokens the large one had waited for: it waited for the window after.
+        // The small one could not take the tokens the large one had waited for: it waited for
+        // the window after, 240 ms on (half a window leaves 115 ms for a late wake of this thread).
         assert!(large_done < small_done, "round {round}: the large request went after the small one");
         assert!(waited(&small) > window / 2, "round {round}: {:?}", waited(&small));
     }
     assert_eq!(rejected(&log), 0);
 }
 
-#[tokio::test]
+// On tokio's paused clock: one request at a time and a mock that answers at
+// once, so the clock moves only by the middleware's own sleeps, and "at once"
+// is exactly zero (the server's `retry-after: 1` honoured would show as 1 s).
+#[tokio::test(start_paused = true)]
 async fn a_request_larger_than_the_whole_limit_returns_at_once_not_retryable() {
     let server = MockServer::start().await;
     let message = "This request would exceed the rate limit for your organization (0dccdde6) of 40,000 input tokens per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.";
@@ -160,11 +175,11 @@ async fn a_request_larger_than_the_whole_limit_returns_at_once_not_retryable() {
         .insert_header("x-should-retry", "true");
     crate::support::first(&server, 1, refused).await;
     always(&server, ok()).await;
-    let client = client(&server, fast().build());
-    let sent = Instant::now();
+    let client = paused_client(&server, paused(fast()));
+    let sent = tokio::time::Instant::now();
     // About 50 000 input tokens: no window of 40 000 can ever admit it.
     let response = send(&client, &server, ANTHROPIC, body(50_000, 0)).await;
-    assert!(sent.elapsed() < MS(500), "returned without waiting: {:?}", sent.elapsed());
+    assert_eq!(sent.elapsed(), Duration::ZERO, "returned without waiting");
     let error = response.llm_error().expect("the error attached");
     assert_eq!((error.kind, error.retryable, error.attempts), (ErrorKind::RequestTooLarge, false, 1));
     // The window was not spent: the next request goes at once.

@@ -11,6 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::deployment::*;
 use crate::support::deadline::DEADLINE;
+use crate::support::{client, fast};
 
 /// One 429 asking for `wait_ms`, then 200s.
 pub async fn limited_once(wait_ms: &str) -> MockServer {
@@ -29,8 +30,8 @@ pub async fn two_processes_share_a_429_in_the_documented_key_format(on: Deployme
     // The default prefix: the keys below are the whole protocol, pinned.
     let Some((store_a, store_b)) = on.two_stores(RedisStore::DEFAULT_PREFIX).await else { return };
     let server = limited_once("400").await;
-    let a = client(&server, fast().shared_store(store_a).build());
-    let b = client(&server, fast().shared_store(store_b).build());
+    let a = client(&server, fast().max_retries(0).shared_store(store_a).build());
+    let b = client(&server, fast().max_retries(0).shared_store(store_b).build());
     let port = server.address().port();
     let target = format!("http://api.openai.com:{port}/v1/chat/completions");
 

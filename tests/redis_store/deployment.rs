@@ -3,10 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use redis::FromRedisValue;
-use reqwest_llm_retry::{LlmRetryMiddleware, RedisStore};
-use wiremock::MockServer;
-
-use crate::support::deadline::Deadline;
+use reqwest_llm_retry::RedisStore;
 
 pub const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -116,14 +113,4 @@ pub fn epoch_ms(time: SystemTime) -> u64 {
 /// `ms` since the epoch, as the store keeps times.
 pub fn at_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + MS(ms)
-}
-
-/// A client reaching `server` as `api.openai.com`, every request bounded by the test deadline.
-pub fn client(server: &MockServer, middleware: LlmRetryMiddleware) -> reqwest_middleware::ClientWithMiddleware {
-    let http = reqwest::Client::builder().no_proxy().resolve("api.openai.com", *server.address()).build().unwrap();
-    reqwest_middleware::ClientBuilder::new(http).with(Deadline).with(middleware).build()
-}
-
-pub fn fast() -> reqwest_llm_retry::LlmRetryMiddlewareBuilder {
-    LlmRetryMiddleware::builder().base_delay(MS(5)).max_retries(0)
 }

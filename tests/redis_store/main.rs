@@ -47,6 +47,7 @@ on_both! {
     windows::the_fleet_agrees_on_windows_the_store_rolls_by_their_length_and_guards_their_boundaries,
     outages::memory_and_redis_stores_speak_the_same_outage_protocol,
     outages::two_instances_share_one_outage_probe,
+    outages::a_lease_of_any_length_holds_the_fleet,
     tokens::memory_and_redis_stores_speak_the_same_token_protocol,
     tokens::two_processes_share_a_token_window_through_redis,
 }

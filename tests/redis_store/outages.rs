@@ -10,6 +10,7 @@ use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::deployment::*;
+use crate::support::client;
 use crate::support::deadline::DEADLINE;
 
 /// The outage protocol through the public trait, step by step: the same answers
@@ -58,6 +59,27 @@ pub async fn memory_and_redis_stores_speak_the_same_outage_protocol(on: Deployme
     let keys = on.inspect().await.keys_that_expire(&prefix).await;
     let record = format!("{prefix}v2:outage:{{api.anthropic.com:443}}");
     assert_eq!(keys, [record.clone(), format!("{record}:probe")]);
+}
+
+/// A lease as long as `Duration::MAX` is granted and holds the fleet (for a
+/// century, "never"), the same from every store: no overflow, and no expiry
+/// Redis refuses (which would fail the call and leave each process probing on its own).
+async fn endless_lease(a: &dyn SharedStore, b: &dyn SharedStore) {
+    let host = "api.anthropic.com:443";
+    let since = Some(SystemTime::now());
+    assert_eq!(a.outage(host, OutageQuery::new(since, Duration::MAX)).await, OutageTurn::Probe);
+    let fifty_years = SystemTime::now() + Duration::from_secs(50 * 365 * 24 * 3600);
+    match b.outage(host, OutageQuery::new(since, Duration::MAX)).await {
+        OutageTurn::Wait(until) => assert!(until > fifty_years, "{until:?}"),
+        other => panic!("the lease holds the other process: {other:?}"),
+    }
+}
+
+pub async fn a_lease_of_any_length_holds_the_fleet(on: Deployment) {
+    let memory = MemoryStore::new();
+    endless_lease(&memory, &memory).await;
+    let Some((a, b)) = on.two_stores(&unique_prefix("endless-lease")).await else { return };
+    tokio::time::timeout(DEADLINE, endless_lease(&a, &b)).await.expect("bounded");
 }
 
 /// 503 after 30 ms to the first `down_for` requests, 200 after that; arrival times recorded.

@@ -9,6 +9,7 @@ use reqwest_llm_retry::{MemoryStore, SharedStore};
 
 use crate::deployment::*;
 use crate::support::deadline::DEADLINE;
+use crate::support::fast;
 use crate::support::tokens::two_middlewares_share_a_token_window;
 
 /// Token windows through the public trait, step by step: the same answers
@@ -98,7 +99,7 @@ pub async fn memory_and_redis_stores_speak_the_same_token_protocol(on: Deploymen
 pub async fn two_processes_share_a_token_window_through_redis(on: Deployment) {
     let prefix = unique_prefix("token-window");
     let Some((store_a, store_b)) = on.two_stores(&prefix).await else { return };
-    let fast = || crate::support::fast().max_retries(0);
-    let (a, b) = (fast().shared_store(store_a).build(), fast().shared_store(store_b).build());
+    let (a, b) =
+        (fast().max_retries(0).shared_store(store_a).build(), fast().max_retries(0).shared_store(store_b).build());
     two_middlewares_share_a_token_window(a, b).await;
 }

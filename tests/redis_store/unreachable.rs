@@ -16,6 +16,7 @@ use crate::cooldowns::limited_once;
 use crate::deployment::*;
 use crate::support::deadline::DEADLINE;
 use crate::support::tokens::body;
+use crate::support::{client, fast};
 
 /// A TCP proxy to `upstream` that can be cut, to simulate an outage.
 async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -34,18 +35,23 @@ async fn proxy(upstream: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>
     (addr, task)
 }
 
+/// A store (calls bounded at 100 ms) reaching the single node through a
+/// [`proxy`], and the proxy's task, whose abort cuts Redis off; `None` when
+/// no Redis is reachable outside CI.
+async fn behind_a_proxy(test: &str) -> Option<(RedisStore, tokio::task::JoinHandle<()>)> {
+    Deployment::Single.store("").await?;
+    let (addr, cut) = proxy(redis_addr().await).await;
+    let builder = RedisStore::builder().prefix(unique_prefix(test)).timeout(MS(100));
+    Some((builder.connect(&format!("redis://{addr}/")).await.unwrap(), cut))
+}
+
 #[tokio::test]
 async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
-    if Deployment::Single.store("").await.is_none() {
-        return;
-    }
-    let (addr, cut) = proxy(redis_addr().await).await;
-    let builder = RedisStore::builder().prefix(unique_prefix("outage")).timeout(MS(100));
-    let store = builder.connect(&format!("redis://{addr}/")).await.unwrap();
+    let Some((store, cut)) = behind_a_proxy("outage").await else { return };
     // Two middlewares share the store (say, chat and batch settings of one process).
     let store = Arc::new(store);
     let server = limited_once("300").await;
-    let chat = client(&server, fast().shared_store(store.clone()).build());
+    let chat = client(&server, fast().max_retries(0).shared_store(store.clone()).build());
     let batch = client(&server, fast().max_retries(2).shared_store(store).build());
     let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
 
@@ -60,23 +66,23 @@ async fn an_outage_falls_back_to_memory_without_failing_or_stalling_requests() {
     assert!(held.retry_stats().unwrap().waited > Duration::ZERO, "{:?}", held.retry_stats());
     assert!(started.elapsed() >= MS(300), "{:?}", started.elapsed());
 
-    // Through the outage, requests cost at most one timeout a second.
+    // Through the outage, requests go on. The cut proxy refuses at once, so no
+    // call here waits out its 100 ms bound (the silent Redis below shows that a
+    // failed call leaves Redis alone for a while): even asking Redis each time,
+    // five requests take at most 5 x (100 ms + a loopback round trip). 1 s is
+    // twice that, a deadline against a call that outlives its bound (waiting
+    // on the reconnection), not a measure of the machine's speed.
     let started = Instant::now();
     for i in 0..5 {
         let resp = chat.post(&target).bearer_auth(format!("sk-other-{i}")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
     }
-    assert!(started.elapsed() < MS(1000), "an outage costs at most one timeout a second: {:?}", started.elapsed());
+    assert!(started.elapsed() < MS(1000), "no request waits on the cut Redis: {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn in_an_outage_each_process_paces_its_token_budgets_from_memory() {
-    if Deployment::Single.store("").await.is_none() {
-        return;
-    }
-    let (addr, cut) = proxy(redis_addr().await).await;
-    let builder = RedisStore::builder().prefix(unique_prefix("token-outage")).timeout(MS(100));
-    let store = builder.connect(&format!("redis://{addr}/")).await.unwrap();
+    let Some((store, cut)) = behind_a_proxy("token-outage").await else { return };
     let server = MockServer::start().await;
     // The first answer: 5 000 of 40 000 tokens left, for another 300 ms.
     let told = ResponseTemplate::new(200)
@@ -85,7 +91,7 @@ async fn in_an_outage_each_process_paces_its_token_budgets_from_memory() {
         .insert_header("x-ratelimit-reset-tokens", "300ms");
     Mock::given(any()).respond_with(told).up_to_n_times(1).with_priority(1).mount(&server).await;
     Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(&server).await;
-    let client = client(&server, fast().shared_store(store).build());
+    let client = client(&server, fast().max_retries(0).shared_store(store).build());
     let target = format!("http://api.openai.com:{}/v1/chat/completions", server.address().port());
     cut.abort();
     let _ = cut.await;
@@ -156,10 +162,16 @@ async fn a_redis_that_never_answers_delays_a_request_by_the_stores_bound_at_most
         let took = started.elapsed();
         assert_eq!(response.status(), 200, "memory answered");
         // The request went once the store's call gave up: not sooner (a bound cut short,
-        // as a connection's own shorter timeout would), and not much later.
+        // as a connection's own shorter timeout would), and not much later: within
+        // 150 ms of the bound, for a loopback round trip and a loaded machine's
+        // scheduling, which 50 ms stretched to the 250 ms default (200 ms late) exceeds.
         assert!(took >= bound, "{bound:?}: sent after {took:?}");
-        assert!(took < bound + Duration::from_secs(2), "{bound:?}: sent after {took:?}");
+        assert!(took < bound + MS(150), "{bound:?}: sent after {took:?}");
         // Redis is then left alone for a second: the next request does not wait for it.
+        // One that asked again would wait the whole bound (a timeout never fires early),
+        // so it could not come back within 400 ms after the 400 ms bound; a request that
+        // does not ask is one loopback round trip. (After the 50 ms bound, 400 ms is
+        // only a deadline.)
         let started = Instant::now();
         let next = client.post(&target).bearer_auth("sk-k").send().await.unwrap();
         assert_eq!((next.status(), next.retry_stats().unwrap().attempts), (reqwest::StatusCode::OK, 1));

@@ -9,6 +9,7 @@ use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::deployment::*;
+use crate::support::client;
 use crate::support::deadline::DEADLINE;
 
 pub async fn two_instances_split_one_windows_budget(on: Deployment) {

@@ -103,14 +103,17 @@ async fn storm(s: Settings) -> Vec<(Duration, Result<Response, reqwest_middlewar
     results
 }
 
-/// Whether a request's retries are few enough to run here: a failure retried
-/// `u32::MAX` times without a delay, or every millisecond for ever, ends only
-/// by `max_elapsed` on the real clock, which a paused clock never reaches.
-/// (tokio cuts a longer sleep to about 30 years.)
+/// Whether a request's attempts are few enough to run here in real time. The
+/// paused clock runs every wait and bound (`max_elapsed` included) in virtual
+/// time at no real cost, but each attempt still costs real work: a failure
+/// retried `u32::MAX` times, or every 10 ms for `Duration::MAX`, ends in
+/// virtual time only after billions of attempts. Each attempt takes at least
+/// its answer (10 ms) and the first backoff (tokio cuts a longer sleep to about
+/// 30 years), so `max_elapsed` divided by that bounds the attempts.
 fn finite(s: &Settings) -> bool {
     const LONGEST_SLEEP: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
-    let first = (s.base_delay / 2).min(s.max_delay).min(LONGEST_SLEEP);
-    let by_time = if first.is_zero() { u128::MAX } else { s.max_elapsed.as_nanos() / first.as_nanos() };
+    let each = Duration::from_millis(10) + (s.base_delay / 2).min(s.max_delay).min(LONGEST_SLEEP);
+    let by_time = s.max_elapsed.as_nanos() / each.as_nanos();
     u128::from(s.max_retries).min(by_time) <= 2_000
 }
 

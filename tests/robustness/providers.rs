@@ -63,13 +63,6 @@ impl Row {
     }
 }
 
-const ANTHROPIC: &str = "api.anthropic.com";
-const OPENAI: &str = "api.openai.com";
-const GEMINI: &str = "generativelanguage.googleapis.com";
-const VERTEX: &str = "us-central1-aiplatform.googleapis.com";
-const AZURE: &str = "my-resource.openai.azure.com";
-const BEDROCK: &str = "bedrock-runtime.us-east-1.amazonaws.com";
-
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }

@@ -13,6 +13,9 @@ use super::deadline::Deadline;
 pub const ANTHROPIC: &str = "api.anthropic.com";
 pub const OPENAI: &str = "api.openai.com";
 pub const GEMINI: &str = "generativelanguage.googleapis.com";
+pub const VERTEX: &str = "us-central1-aiplatform.googleapis.com";
+pub const AZURE: &str = "my-resource.openai.azure.com";
+pub const BEDROCK: &str = "bedrock-runtime.us-east-1.amazonaws.com";
 
 /// Hosts beyond each provider's own (`mock::host`) that tests use; all resolve to the server.
 const EXTRA_HOSTS: &[&str] = &["llm-gateway.internal", "eu.claude-proxy.example", "unknown.example", "gw.internal"];

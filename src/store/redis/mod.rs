@@ -100,6 +100,11 @@ pub struct RedisStore {
     health: Mutex<Health>,
 }
 
+/// When Redis last failed, and when its failure was last logged. On the
+/// system's clock (`std::time::Instant`), not the crate's: both are about a
+/// server on real sockets (how long it is left alone, how often a human is
+/// warned), and a paused tokio clock, which jumps by the middleware's sleeps,
+/// would end a back-off or a warning's quiet spell that no real time has passed for.
 #[derive(Debug, Default)]
 struct Health {
     last_warning: Option<Instant>,
@@ -203,9 +208,11 @@ fn outage_names(prefix: &str, host: &str) -> (String, String) {
     (record, lease)
 }
 
-/// A duration in whole milliseconds, at least 1 (Redis refuses a `PX` of 0).
+/// A duration in whole milliseconds, at least 1 and at most a century (Redis
+/// refuses a `PX` of 0, or one past a signed 64-bit time: a lease of
+/// `Duration::MAX` would fail the call and leave the store down).
 fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.min(crate::clock::NEVER).as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl sealed::Sealed for RedisStore {}
@@ -283,7 +290,10 @@ impl RedisStore {
         match answer {
             0 => OutageTurn::Up,
             ..0 => OutageTurn::Probe,
-            at => OutageTurn::Wait(SystemTime::UNIX_EPOCH + Duration::from_millis(at.unsigned_abs())),
+            at => OutageTurn::Wait(crate::clock::wall_later(
+                SystemTime::UNIX_EPOCH,
+                Duration::from_millis(at.unsigned_abs()),
+            )),
         }
     }
 
@@ -359,5 +369,14 @@ mod tests {
         assert_eq!(prefix, "x():");
         assert_eq!(hash_tag(&cooldown_name(prefix, key)), key);
         assert_eq!(hash_tag(&outage_names(prefix, "h:443").0), "h:443");
+    }
+
+    #[test]
+    fn expiries_are_whole_milliseconds_that_redis_accepts() {
+        assert_eq!(ms(Duration::ZERO), 1, "a PX of 0 is refused");
+        assert_eq!(ms(Duration::from_micros(2_999)), 2);
+        let century = ms(Duration::MAX);
+        assert_eq!(century, 3_153_600_000_000);
+        assert!(century < i64::MAX as u64 / 2, "far inside a signed 64-bit expiry");
     }
 }

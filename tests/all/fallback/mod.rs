@@ -16,8 +16,6 @@ use crate::support::*;
 mod requests;
 mod schedule;
 
-const ANTHROPIC: &str = "api.anthropic.com";
-
 fn overloaded() -> ResponseTemplate {
     anthropic_error(529, "overloaded_error", "Overloaded").insert_header("retry-after-ms", "1")
 }

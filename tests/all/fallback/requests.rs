@@ -12,7 +12,6 @@ use wiremock::{Mock, MockServer};
 use super::{bodies_for, model_answers, overloaded};
 use crate::support::*;
 
-const BEDROCK: &str = "bedrock-runtime.us-east-1.amazonaws.com";
 const OPUS: &str = "/model/anthropic.claude-opus-4-1-v1%3A0/invoke";
 const SONNET: &str = "/model/anthropic.claude-sonnet-4-5-v1%3A0/invoke";
 const SIGV4: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/us-east-1/bedrock/aws4_request, \
