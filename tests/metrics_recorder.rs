@@ -447,3 +447,58 @@ async fn no_label_carries_a_credential_a_path_or_a_query() {
         assert!(labels.contains(&(host.0.into(), host.1.into())), "{labels:?}");
     }
 }
+
+/// Answers OpenAI successes whose `x-ratelimit-remaining-requests` counts down from `from`,
+/// one a response, of a limit of 1,000.
+struct Counting {
+    from: u64,
+    answered: std::sync::atomic::AtomicU64,
+}
+
+impl Respond for Counting {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let n = self.answered.fetch_add(1, Ordering::SeqCst);
+        mock::openai::ok("hi")
+            .insert_header("x-ratelimit-limit-requests", "1000")
+            .insert_header("x-ratelimit-remaining-requests", (self.from - n).to_string().as_str())
+            .insert_header("x-ratelimit-reset-requests", "60s")
+    }
+}
+
+/// Sends `n` requests one at a time through a fresh middleware and server, and returns the
+/// headroom gauge after each, with the remaining count each response stated.
+async fn headroom_after_each(from: u64, n: u64, middleware: LlmRetryMiddleware) -> Vec<(Option<f64>, u64)> {
+    let (server, _) = mock::start(Provider::OpenAi).await;
+    Mock::given(any()).respond_with(Counting { from, answered: 0.into() }).mount(&server).await;
+    let client = client(&server, middleware);
+    let url = format!("{}/v1/chat/completions", mock::base_url(Provider::OpenAi, &server));
+    let mut gauges = Vec::new();
+    for i in 0..n {
+        assert_eq!(post(&client, &url).await, 200);
+        let labels = [("provider", "openai"), ("host", "api.openai.com"), ("limit", "requests")];
+        gauges.push((recorded().gauge("llm_retry_ratelimit_remaining", &labels), from - i));
+    }
+    gauges
+}
+
+#[tokio::test]
+async fn the_headroom_gauge_is_at_most_8_responses_behind_above_half_and_exact_below() {
+    let _turn = turn().await;
+    // Above half the limit: the gauge may lag, by fewer than 8 responses, and never goes up.
+    // (A snapshot takes a gauge's value: one not set since the last snapshot reads 0.)
+    let mut last = f64::MAX;
+    for (gauge, stated) in headroom_after_each(900, 40, fast().build()).await {
+        let gauge = gauge.filter(|g| *g != 0.0).unwrap_or(last);
+        assert!(gauge >= stated as f64 && gauge - (stated as f64) < 8.0, "{gauge} after {stated}");
+        assert!(gauge <= last, "{gauge} after {last}");
+        last = gauge;
+    }
+    // Below half: every response.
+    for (gauge, stated) in headroom_after_each(400, 20, fast().build()).await {
+        assert_eq!(gauge, Some(stated as f64));
+    }
+    // Without pacing, every response too.
+    for (gauge, stated) in headroom_after_each(900, 20, fast().cooldown(false).build()).await {
+        assert_eq!(gauge, Some(stated as f64));
+    }
+}
